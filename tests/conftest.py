@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+sys.path.insert(0, os.path.dirname(__file__))  # the oracle module
+
+import xflipnslide  # noqa: E402,F401  (registers .fns)
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture(params=["numpy", "dask"])
+def backend(request):
+    """Turn a numpy-backed object into the backend under test."""
+
+    def convert(obj, chunks=None):
+        if request.param == "numpy":
+            return obj
+        return obj.chunk(chunks or {d: max(1, s // 3) for d, s in obj.sizes.items()})
+
+    convert.name = request.param
+    return convert
+
+
+@pytest.fixture
+def scene():
+    """A real scene: the built-in Landsat 8 sample, in memory."""
+    return xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+
+
+@pytest.fixture
+def no_compute():
+    """Fail the test if dask computes anything inside the block."""
+
+    def scheduler(*args, **kwargs):
+        raise AssertionError("dask computed while building a graph")
+
+    with dask.config.set(scheduler=scheduler):
+        yield
+
+
+def random_scene(rng, shape, dtype="float32", dims=("band", "y", "x")):
+    if np.dtype(dtype).kind == "f":
+        data = rng.standard_normal(shape).astype(dtype)
+    elif np.dtype(dtype).kind == "b":
+        data = rng.random(shape) > 0.5
+    else:
+        info = np.iinfo(dtype)
+        data = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    coords = {
+        dims[-2]: 100.0 - 30.0 * np.arange(shape[-2]),
+        dims[-1]: 500.0 + 30.0 * np.arange(shape[-1]),
+    }
+    return xr.DataArray(data, dims=dims, coords=coords)

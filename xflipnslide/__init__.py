@@ -1,0 +1,47 @@
+"""xflipnslide: Flip-n-Slide tiling of satellite scenes for xarray and dask.
+
+Importing the package registers the ``.fns`` accessor on
+:class:`xarray.DataArray` and :class:`xarray.Dataset`.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from . import accessor as _accessor  # noqa: F401  (registers .fns)
+from .errors import (
+    InvalidParameterError,
+    MissingDependencyError,
+    SceneTooSmallError,
+    SpatialDimsError,
+    XFlipNSlideError,
+)
+from .io import open_image, sample_scene_path
+from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
+from .tiling import batches, tile
+
+try:
+    __version__ = version("xflipnslide")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "EDGES",
+    "STRATEGIES",
+    "TRANSFORMS",
+    "InvalidParameterError",
+    "MissingDependencyError",
+    "SceneTooSmallError",
+    "SpatialDimsError",
+    "TilePlan",
+    "XFlipNSlideError",
+    "apply_transform",
+    "batches",
+    "open_image",
+    "plan_tiles",
+    "sample_scene_path",
+    "tile",
+]

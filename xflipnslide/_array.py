@@ -1,0 +1,141 @@
+"""Array layer on numpy: read the input a strip at a time and run the kernels.
+
+Both the numpy path (here) and the dask path (:mod:`._dask`) work run by run:
+a *run* is a set of tiles side by side on one window row of one grid
+(:meth:`TilePlan.runs`), so the input it needs is one strip ``T`` rows high
+and as wide as the run. :class:`Strip` says which input pixels that is, how
+much reflect padding it needs at the scene's edges and where each window
+starts inside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidParameterError
+from .kernels import as_bits, gather_tiles
+from .plan import TilePlan
+
+__all__ = ["Strip", "strips", "strip_source", "tile_numpy", "check_dtype"]
+
+
+@dataclass(eq=False)
+class Strip:
+    """The input strip one run of tiles reads.
+
+    ``y``/``x`` are the clipped input slices; ``pad`` the reflect padding
+    ``((top, bottom), (left, right))`` that completes it; ``rows``/``cols``
+    the window origins relative to the padded strip; ``start``/``stop`` the
+    tiles (in plan order) it fills.
+    """
+
+    start: int
+    stop: int
+    y: slice
+    x: slice
+    pad: tuple[tuple[int, int], tuple[int, int]]
+    rows: np.ndarray
+    cols: np.ndarray
+    codes: np.ndarray
+
+
+def strips(plan: TilePlan, start: int = 0, stop: int | None = None) -> list[Strip]:
+    """The strips of tiles ``start:stop`` of ``plan``, one per run."""
+    T, (h, w) = plan.tile_size, plan.shape
+    out = []
+    for a, b in plan.runs(start, stop):
+        rows, cols = plan.rows[a:b], plan.cols[a:b]
+        y0, y1 = int(rows.min()), int(rows.max()) + T
+        x0, x1 = int(cols.min()), int(cols.max()) + T
+        cy0, cy1 = _read_range(y0, y1, h)
+        cx0, cx1 = _read_range(x0, x1, w)
+        pad = ((max(cy0 - y0, 0), max(y1 - cy1, 0)), (max(cx0 - x0, 0), max(x1 - cx1, 0)))
+        out.append(
+            Strip(
+                start=a,
+                stop=b,
+                y=slice(cy0, cy1),
+                x=slice(cx0, cx1),
+                pad=pad,
+                rows=rows - (cy0 - pad[0][0]),
+                cols=cols - (cx0 - pad[1][0]),
+                codes=plan.codes[a:b],
+            )
+        )
+    return out
+
+
+def _read_range(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """Input pixels ``[a, b)`` to read so that reflect-padding them gives ``[lo, hi)``.
+
+    Reflection about the scene's edge reaches as far inside as the padding
+    is wide, which may be further than the strip itself.
+    """
+    a, b = max(lo, 0), min(hi, size)
+    if lo < 0:
+        b = max(b, min(size, -lo + 1))
+    if hi > size:
+        a = min(a, max(0, size - 1 - (hi - size)))
+    return a, b
+
+
+def strip_source(block: np.ndarray, strip: Strip) -> np.ndarray:
+    """``block`` (the strip's clipped input, ``(*other, h, w)``) as the kernel's
+    C-contiguous ``(C, h', w')`` source, reflect-padded where the strip leaves
+    the scene."""
+    if any(strip.pad[0]) or any(strip.pad[1]):
+        block = np.pad(block, ((0, 0),) * (block.ndim - 2) + strip.pad, mode="reflect")
+    flat = block.reshape((-1, *block.shape[-2:]))
+    return np.ascontiguousarray(flat)
+
+
+def check_dtype(dtype: np.dtype, name: str = "the input") -> None:
+    """Raise unless the kernels can move items of ``dtype``."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.itemsize not in (1, 2, 4, 8):
+        raise InvalidParameterError(
+            f"{name} has dtype {dtype}, which cannot be tiled: use a numeric or "
+            "boolean dtype of 1, 2, 4 or 8 bytes (cast first, e.g. .astype('float32'))"
+        )
+
+
+def _fill(x: np.ndarray, plan: TilePlan, out: np.ndarray, start: int, stop: int) -> None:
+    """Write tiles ``start:stop`` of ``plan`` from ``x`` into ``out[start:stop]``."""
+    base = None
+    if x.flags.c_contiguous and not any(plan.pad[0] + plan.pad[1]):
+        base = x.reshape((-1, *x.shape[-2:]))  # a view: windows read in place
+    if base is not None:
+        sl = slice(start, stop)
+        gather_tiles(
+            as_bits(base), plan.rows[sl], plan.cols[sl], plan.codes[sl], as_bits(out[sl])
+        )
+        return
+    for s in strips(plan, start, stop):
+        src = strip_source(x[..., s.y, s.x], s)
+        gather_tiles(as_bits(src), s.rows, s.cols, s.codes, as_bits(out[s.start : s.stop]))
+
+
+def tile_numpy(x: np.ndarray, plan: TilePlan, *, threads: int | None = None) -> np.ndarray:
+    """Tile a numpy array ``(*other, H, W)`` into ``(n, *other, T, T)``.
+
+    The kernels release the GIL, so the tiles are split over ``threads``
+    threads (default: the CPU count, at most 8).
+    """
+    check_dtype(x.dtype)
+    n, T, other = len(plan), plan.tile_size, x.shape[:-2]
+    out = np.empty((n, math.prod(other), T, T), dtype=x.dtype)
+    threads = threads or min(os.cpu_count() or 1, 8)
+    parts = max(1, min(n, threads * 4))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    if threads == 1 or parts == 1:
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            _fill(x, plan, out, a, b)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda ab: _fill(x, plan, out, *ab), zip(bounds[:-1], bounds[1:])))
+    return out.reshape((n, *other, T, T))

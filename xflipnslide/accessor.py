@@ -1,0 +1,44 @@
+"""The ``.fns`` accessor on DataArray and Dataset: one-line forwards.
+
+Each method calls the public function of the same name with the object as
+first argument and shares its docstring. No logic lives here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import xarray as xr
+
+from . import tiling
+
+__all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
+
+
+def _forward(func: Callable) -> Callable:
+    """A method that calls ``func(self._obj, ...)``, with ``func``'s docs."""
+
+    @functools.wraps(func)
+    def method(self, *args, **kwargs):
+        return func(self._obj, *args, **kwargs)
+
+    return method
+
+
+class _FnsAccessor:
+    def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = obj
+
+    tile = _forward(tiling.tile)
+    batches = _forward(tiling.batches)
+
+
+@xr.register_dataarray_accessor("fns")
+class FnsDataArrayAccessor(_FnsAccessor):
+    """Flip-n-Slide methods on a DataArray: ``da.fns.tile(...)`` and friends."""
+
+
+@xr.register_dataset_accessor("fns")
+class FnsDatasetAccessor(_FnsAccessor):
+    """Flip-n-Slide methods on a Dataset: ``ds.fns.tile(...)`` and friends."""
