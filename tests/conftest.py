@@ -10,7 +10,7 @@ import xarray as xr
 
 sys.path.insert(0, os.path.dirname(__file__))  # the oracle module
 
-import xflipnslide  # noqa: E402,F401  (registers .fns)
+import xflipnslide
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

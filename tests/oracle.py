@@ -40,7 +40,9 @@ def windows(h: int, w: int, t: int, strategy: str, edge: str = "crop"):
     for i in range((hc - t) // s + 1):
         for j in range((wc - t) // s + 1):
             code = 0 if strategy == "overlap" else outer[(i % 2, j % 2)]
-            out.append((oy + i * s, ox + j * s, code, "regular" if strategy == "overlap" else "outer"))
+            out.append(
+                (oy + i * s, ox + j * s, code, "regular" if strategy == "overlap" else "outer")
+            )
     if strategy == "flipnslide":
         inner = {(0, 0): 4, (0, 1): 5, (1, 1): 6, (1, 0): 7}
         i = 0

@@ -42,7 +42,9 @@ def test_plan_matches_spec_loops(h, w, t, strategy, edge):
         assert min(h, w) < need
         return
     expected = oracle.windows(h, w, t, strategy, edge)
-    got = list(zip(plan.rows.tolist(), plan.cols.tolist(), plan.codes.tolist(), plan.grids.tolist()))
+    got = list(
+        zip(plan.rows.tolist(), plan.cols.tolist(), plan.codes.tolist(), plan.grids.tolist())
+    )
     assert got == expected
     assert plan.codes.dtype == np.int8
 

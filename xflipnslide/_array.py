@@ -10,6 +10,7 @@ starts inside it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from .errors import InvalidParameterError
 from .kernels import as_bits, gather_tiles
 from .plan import TilePlan
 
-__all__ = ["Strip", "strips", "strip_source", "tile_numpy", "check_dtype"]
+__all__ = ["Strip", "check_dtype", "strip_source", "strips", "tile_numpy"]
 
 
 @dataclass(eq=False)
@@ -44,11 +45,23 @@ class Strip:
     codes: np.ndarray
 
 
-def strips(plan: TilePlan, start: int = 0, stop: int | None = None) -> list[Strip]:
-    """The strips of tiles ``start:stop`` of ``plan``, one per run."""
+def strips(
+    plan: TilePlan,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    chunk_bounds: tuple[list[int], list[int]] | None = None,
+) -> list[Strip]:
+    """The strips of tiles ``start:stop`` of ``plan``, one per run.
+
+    With ``chunk_bounds`` (the cumulative chunk edges along y and x of a
+    chunked input), runs are further split so that windows lying wholly in
+    one chunk share a strip with neighbours in the same chunk only: such a
+    strip can be read in place from that chunk, without copying.
+    """
     T, (h, w) = plan.tile_size, plan.shape
     out = []
-    for a, b in plan.runs(start, stop):
+    for a, b in _split_runs(plan, plan.runs(start, stop), chunk_bounds):
         rows, cols = plan.rows[a:b], plan.cols[a:b]
         y0, y1 = int(rows.min()), int(rows.max()) + T
         x0, x1 = int(cols.min()), int(cols.max()) + T
@@ -67,6 +80,29 @@ def strips(plan: TilePlan, start: int = 0, stop: int | None = None) -> list[Stri
                 codes=plan.codes[a:b],
             )
         )
+    return out
+
+
+def _containing_chunk(bounds: list[int], origins: np.ndarray, size: int) -> np.ndarray:
+    """Index of the chunk holding each window ``[o, o + size)`` whole, else -1."""
+    edges = np.asarray(bounds)
+    first = np.searchsorted(edges, origins, side="right") - 1
+    last = np.searchsorted(edges, origins + size, side="left") - 1
+    return np.where((first == last) & (origins >= 0), first, -1)
+
+
+def _split_runs(plan: TilePlan, runs: list[tuple[int, int]], chunk_bounds) -> list[tuple[int, int]]:
+    if chunk_bounds is None:
+        return runs
+    T = plan.tile_size
+    ky = _containing_chunk(chunk_bounds[0], plan.rows, T)
+    kx = _containing_chunk(chunk_bounds[1], plan.cols, T)
+    key = np.where((ky < 0) | (kx < 0), -1, ky * len(chunk_bounds[1]) + kx)
+    out = []
+    for a, b in runs:
+        cuts = np.flatnonzero(key[a + 1 : b] != key[a : b - 1]) + a + 1
+        edges = [a, *cuts.tolist(), b]
+        out.extend(itertools.pairwise(edges))
     return out
 
 
@@ -111,9 +147,7 @@ def _fill(x: np.ndarray, plan: TilePlan, out: np.ndarray, start: int, stop: int)
         base = x.reshape((-1, *x.shape[-2:]))  # a view: windows read in place
     if base is not None:
         sl = slice(start, stop)
-        gather_tiles(
-            as_bits(base), plan.rows[sl], plan.cols[sl], plan.codes[sl], as_bits(out[sl])
-        )
+        gather_tiles(as_bits(base), plan.rows[sl], plan.cols[sl], plan.codes[sl], as_bits(out[sl]))
         return
     for s in strips(plan, start, stop):
         src = strip_source(x[..., s.y, s.x], s)
@@ -133,9 +167,9 @@ def tile_numpy(x: np.ndarray, plan: TilePlan, *, threads: int | None = None) -> 
     parts = max(1, min(n, threads * 4))
     bounds = np.linspace(0, n, parts + 1).astype(int)
     if threads == 1 or parts == 1:
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             _fill(x, plan, out, a, b)
     else:
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda ab: _fill(x, plan, out, *ab), zip(bounds[:-1], bounds[1:])))
+            list(pool.map(lambda ab: _fill(x, plan, out, *ab), itertools.pairwise(bounds)))
     return out.reshape((n, *other, T, T))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
 from itertools import accumulate
 
 import dask.array as da
@@ -39,10 +40,14 @@ def tiles_per_chunk(tile_chunks: int | str, tile_bytes: int, n_tiles: int) -> in
     import dask
 
     if isinstance(tile_chunks, bool):
-        raise InvalidParameterError(f"tile_chunks must be 'auto', a size or a count; got {tile_chunks!r}")
+        raise InvalidParameterError(
+            f"tile_chunks must be 'auto', a size or a count; got {tile_chunks!r}"
+        )
     if isinstance(tile_chunks, (int, np.integer)):
         if tile_chunks <= 0:
-            raise InvalidParameterError(f"tile_chunks must be a positive tile count; got {tile_chunks}")
+            raise InvalidParameterError(
+                f"tile_chunks must be a positive tile count; got {tile_chunks}"
+            )
         return int(min(tile_chunks, max(n_tiles, 1)))
     if isinstance(tile_chunks, str):
         text = dask.config.get("array.chunk-size") if tile_chunks == "auto" else tile_chunks
@@ -64,14 +69,70 @@ def _chunk_span(bounds: list[int], sl: slice) -> range:
     return range(bisect_right(bounds, sl.start) - 1, bisect_left(bounds, sl.stop))
 
 
-def _tile_chunk(blocks: list, specs: list, n: int, other: tuple, tile_size: int, dtype) -> np.ndarray:
-    """Task body: assemble each strip from its input chunks and gather its tiles."""
+@dataclass(eq=False)
+class _StripTask:
+    """How a task builds one strip from the input chunks it overlaps.
+
+    ``ys[i]``/``xs[j]`` slice the strip's part out of the ``i``-th row and
+    ``j``-th column of those chunks; ``offset`` is the first chunk's origin.
+    """
+
+    strip: Strip
+    ys: list[slice]
+    xs: list[slice]
+    offset: tuple[int, int]
+    depth: int  # nesting levels above (y, x): the other dims
+
+
+def _slice_nested(nested: list, task: _StripTask, depth: int) -> list:
+    if depth:
+        return [_slice_nested(n, task, depth - 1) for n in nested]
+    return [
+        [b[..., ys, xs] for b, xs in zip(row, task.xs, strict=False)]
+        for row, ys in zip(nested, task.ys, strict=False)
+    ]
+
+
+def _single(nested: list) -> np.ndarray | None:
+    """The one array of a nested list of one element, else ``None``."""
+    while isinstance(nested, list):
+        if len(nested) != 1:
+            return None
+        nested = nested[0]
+    return nested
+
+
+def _source(nested: list, task: _StripTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's source for one strip, and the window origins in it."""
+    s = task.strip
+    block = _single(nested)
+    if block is not None and block.flags.c_contiguous and not any(s.pad[0] + s.pad[1]):
+        # The whole strip lies in one chunk: read the windows in place.
+        dy, dx = s.y.start - task.offset[0], s.x.start - task.offset[1]
+        return block.reshape((-1, *block.shape[-2:])), s.rows + dy, s.cols + dx
+    # Copy only the strip's part of each chunk, then assemble and pad it.
+    src = strip_source(concatenate3(_slice_nested(nested, task, task.depth)), s)
+    return src, s.rows, s.cols
+
+
+def _tile_chunk(
+    blocks: list, tasks: list, n: int, other: tuple, tile_size: int, dtype
+) -> np.ndarray:
+    """Task body: gather the tiles of each strip into one output chunk."""
     out = np.empty((n, math.prod(other), tile_size, tile_size), dtype=dtype)
-    for nested, (strip, ysl, xsl) in zip(blocks, specs):
-        block = concatenate3(nested)[..., ysl, xsl]
-        src = strip_source(block, strip)
-        gather_tiles(as_bits(src), strip.rows, strip.cols, strip.codes, as_bits(out[strip.start : strip.stop]))
+    for nested, task in zip(blocks, tasks, strict=False):
+        src, rows, cols = _source(nested, task)
+        s = task.strip
+        gather_tiles(as_bits(src), rows, cols, s.codes, as_bits(out[s.start : s.stop]))
     return out.reshape((n, *other, tile_size, tile_size))
+
+
+def _local_slices(bounds: list[int], span: range, sl: slice) -> list[slice]:
+    """Per chunk of ``span``, the part of ``sl`` in that chunk's own indices."""
+    return [
+        slice(max(sl.start, bounds[i]) - bounds[i], min(sl.stop, bounds[i + 1]) - bounds[i])
+        for i in span
+    ]
 
 
 def tile_dask(x: da.Array, plan: TilePlan, *, tile_chunks: int | str = "auto") -> da.Array:
@@ -84,26 +145,29 @@ def tile_dask(x: da.Array, plan: TilePlan, *, tile_chunks: int | str = "auto") -
     sizes = tuple(min(per, n - a) for a in starts)
     name = "fns-tile-" + tokenize(x, plan.shape, T, plan.strategy, plan.edge, per)
 
-    bounds = [list(accumulate(c, initial=0)) for c in x.chunks]
+    ybounds, xbounds = (list(accumulate(c, initial=0)) for c in x.chunks[-2:])
     other_idx = [range(len(c)) for c in x.chunks[:-2]]
-    nd = x.ndim
-    zeros = (0,) * (nd - 2 + 2)
+    zeros = (0,) * (len(other) + 2)
     dsk = {}
     for i, a in enumerate(starts):
-        blocks, specs = [], []
-        for s in strips(plan, a, a + sizes[i]):
-            iy, ix = _chunk_span(bounds[-2], s.y), _chunk_span(bounds[-1], s.x)
-            nested = _nest((x.name,), [*other_idx, iy, ix])
-            y_off, x_off = bounds[-2][iy[0]], bounds[-1][ix[0]]
+        blocks, tasks = [], []
+        for s in strips(plan, a, a + sizes[i], chunk_bounds=(ybounds, xbounds)):
+            iy, ix = _chunk_span(ybounds, s.y), _chunk_span(xbounds, s.x)
+            blocks.append(_nest((x.name,), [*other_idx, iy, ix]))
             local = Strip(s.start - a, s.stop - a, s.y, s.x, s.pad, s.rows, s.cols, s.codes)
-            specs.append(
-                (local, slice(s.y.start - y_off, s.y.stop - y_off), slice(s.x.start - x_off, s.x.stop - x_off))
+            tasks.append(
+                _StripTask(
+                    strip=local,
+                    ys=_local_slices(ybounds, iy, s.y),
+                    xs=_local_slices(xbounds, ix, s.x),
+                    offset=(ybounds[iy[0]], xbounds[ix[0]]),
+                    depth=len(other),
+                )
             )
-            blocks.append(nested)
-        dsk[(name, i, *zeros)] = (_tile_chunk, blocks, specs, sizes[i], other, T, x.dtype)
+        dsk[(name, i, *zeros)] = (_tile_chunk, blocks, tasks, sizes[i], other, T, x.dtype)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
     chunks = (sizes, *((d,) for d in other), (T,), (T,))
-    meta = np.empty((0,) * (nd + 1), dtype=x.dtype)
+    meta = np.empty((0,) * (x.ndim + 1), dtype=x.dtype)
     return da.Array(graph, name, chunks, meta=meta)
 
 

@@ -65,9 +65,7 @@ def find_spatial_dims(
             f"cannot find the spatial dimensions among {present!r}: name them "
             f"{' / '.join(f'{y}, {x}' for y, x in SPATIAL_NAMES)}, or {how}"
         )
-    raise SpatialDimsError(
-        f"the spatial dimensions are ambiguous: {found!r} all fit; {how}"
-    )
+    raise SpatialDimsError(f"the spatial dimensions are ambiguous: {found!r} all fit; {how}")
 
 
 def _rioxarray_dims(obj: xr.DataArray | xr.Dataset) -> list[tuple[Hashable, Hashable]]:

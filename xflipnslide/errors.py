@@ -8,11 +8,11 @@ Messages say what was wrong and what to do about it.
 from __future__ import annotations
 
 __all__ = [
-    "XFlipNSlideError",
     "InvalidParameterError",
+    "MissingDependencyError",
     "SceneTooSmallError",
     "SpatialDimsError",
-    "MissingDependencyError",
+    "XFlipNSlideError",
 ]
 
 

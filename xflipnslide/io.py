@@ -30,7 +30,10 @@ def sample_scene_path() -> str:
 
 
 def open_image(
-    path: str | os.PathLike, *, chunks: int | str | dict | bool | None = "auto", masked: bool = False
+    path: str | os.PathLike,
+    *,
+    chunks: int | str | dict | bool | None = "auto",
+    masked: bool = False,
 ) -> xr.DataArray:
     """Open a raster file lazily as a ``(band, y, x)`` DataArray with its CRS.
 
@@ -39,8 +42,10 @@ def open_image(
     path
         A GeoTIFF (or anything GDAL reads).
     chunks
-        Dask chunks, as for :func:`rioxarray.open_rasterio`; ``"auto"`` by
-        default. ``None`` reads lazily without dask.
+        Dask chunks, as for :func:`rioxarray.open_rasterio` (a dict by dim
+        name is best). ``"auto"`` (default) keeps all bands in each chunk
+        and lets dask size ``y``/``x`` (``array.chunk-size``, 128 MiB by
+        default). ``None`` reads lazily without dask.
     masked
         Turn the file's declared nodata into NaN (the data become float).
 
@@ -64,6 +69,8 @@ def open_image(
 
     if not os.path.exists(path):
         raise InvalidParameterError(f"no such file: {os.fspath(path)!r}")
+    if chunks == "auto" or chunks is True:
+        chunks = {"band": -1, "y": "auto", "x": "auto"}
     da = rioxarray.open_rasterio(path, chunks=chunks, masked=masked)
     if isinstance(da, list) or not isinstance(da, xr.DataArray):
         raise InvalidParameterError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gather_tiles", "as_bits"]
+__all__ = ["as_bits", "gather_tiles"]
 
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -103,7 +103,11 @@ def gather_tiles(src, rows, cols, codes, out):
             o = out[k, c]
             if code == 0 or code == 2 or code == 4 or code == 5:
                 _copy_rows(
-                    src[c], o, np.uint64(y0), np.uint64(x0), code == 2 or code == 5,
+                    src[c],
+                    o,
+                    np.uint64(y0),
+                    np.uint64(x0),
+                    code == 2 or code == 5,
                     code == 2 or code == 4,
                 )
             else:

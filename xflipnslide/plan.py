@@ -12,6 +12,7 @@ the inner grid.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,13 +21,13 @@ import numpy as np
 from .errors import InvalidParameterError, SceneTooSmallError
 
 __all__ = [
-    "STRATEGIES",
     "EDGES",
+    "STRATEGIES",
     "TRANSFORMS",
     "TilePlan",
-    "plan_tiles",
     "apply_transform",
     "invert_code",
+    "plan_tiles",
 ]
 
 Strategy = Literal["flipnslide", "overlap", "no_overlap"]
@@ -107,7 +108,7 @@ class TilePlan:
     def counts(self) -> dict[str, int]:
         """Number of tiles per transform name (only codes that occur)."""
         values, counts = np.unique(self.codes, return_counts=True)
-        return {TRANSFORMS[v]: int(c) for v, c in zip(values, counts)}
+        return {TRANSFORMS[v]: int(c) for v, c in zip(values, counts, strict=False)}
 
     def runs(self, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
         """Split tiles ``start:stop`` into runs that share one window row and grid.
@@ -122,7 +123,7 @@ class TilePlan:
         rows, grids = self.rows[start:stop], self.grids[start:stop]
         breaks = np.flatnonzero((rows[1:] != rows[:-1]) | (grids[1:] != grids[:-1])) + 1
         edges = [0, *breaks.tolist(), stop - start]
-        return [(start + a, start + b) for a, b in zip(edges[:-1], edges[1:])]
+        return [(start + a, start + b) for a, b in itertools.pairwise(edges)]
 
 
 def _check_tile_size(tile_size: int, strategy: str) -> int:

@@ -16,7 +16,7 @@ from .dims import find_spatial_dims
 from .errors import InvalidParameterError
 from .plan import Edge, Strategy, TilePlan, plan_tiles
 
-__all__ = ["tile", "batches", "TILE_DIM", "TILE_ATTRS"]
+__all__ = ["TILE_ATTRS", "TILE_DIM", "batches", "tile"]
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +141,36 @@ def _log_geometry(plan: TilePlan, ydim: Hashable, xdim: Hashable) -> None:
         log.info(
             "edge='crop': tiling the centre %d x %d of the %d x %d scene (%s %d:%d, %s %d:%d); "
             "%d rows and %d columns at the edges are left out (use edge='pad' to keep them)",
-            hc, wc, h, w, ydim, oy, oy + hc, xdim, ox, ox + wc, h - hc, w - wc,
+            hc,
+            wc,
+            h,
+            w,
+            ydim,
+            oy,
+            oy + hc,
+            xdim,
+            ox,
+            ox + wc,
+            h - hc,
+            w - wc,
         )
     elif plan.edge == "pad" and (hc, wc) != (h, w):
         log.info(
-            "edge='pad': reflect-padding the %d x %d scene to %d x %d (pad %s)", h, w, hc, wc, plan.pad
+            "edge='pad': reflect-padding the %d x %d scene to %d x %d (pad %s)",
+            h,
+            w,
+            hc,
+            wc,
+            plan.pad,
         )
-    log.debug("%s tiling: %d tiles of %d px, %s", plan.strategy, len(plan), plan.tile_size, plan.counts())
+    log.debug(
+        "%s tiling: %d tiles of %d px, %s", plan.strategy, len(plan), plan.tile_size, plan.counts()
+    )
 
 
-def _split_variables(obj, ydim, xdim) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, xr.Variable]]:
+def _split_variables(
+    obj, ydim, xdim
+) -> tuple[dict[Hashable, xr.Variable], dict[Hashable, xr.Variable]]:
     """Variables to tile (both spatial dims) and to keep (neither)."""
     if isinstance(obj, xr.DataArray):
         return {obj.name: obj.variable}, {}
@@ -260,7 +280,11 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
             f"batches takes tiles (a {TILE_DIM!r} dimension); got dims {tuple(tiles.dims)}. "
             "Call .fns.tile(...) first."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size <= 0
+    ):
         raise InvalidParameterError(f"batch_size must be a positive integer; got {batch_size!r}")
     n = tiles.sizes[TILE_DIM]
     if batch_size > n:
@@ -270,9 +294,14 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
     if n % batch_size:
         log.warning(
             "%d of %d tiles are in no batch: xbatcher yields only full batches of %d",
-            n % batch_size, n, batch_size,
+            n % batch_size,
+            n,
+            batch_size,
         )
     input_dims = {d: s for d, s in tiles.sizes.items() if d != TILE_DIM}
     return xbatcher.BatchGenerator(
-        tiles, input_dims=input_dims, batch_dims={TILE_DIM: int(batch_size)}, preload_batch=preload_batch
+        tiles,
+        input_dims=input_dims,
+        batch_dims={TILE_DIM: int(batch_size)},
+        preload_batch=preload_batch,
     )
