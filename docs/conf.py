@@ -34,6 +34,5 @@ napoleon_use_param = True
 
 html_theme = "pydata_sphinx_theme"
 html_title = "xflipnslide"
-html_static_path = ["_static"]
 html_theme_options = {"navigation_with_keys": False}
 nitpicky = False
