@@ -11,6 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .fns)
 from .errors import (
+    AllMissingError,
+    FillReachError,
+    FillReachWarning,
     InvalidParameterError,
     MissingDependencyError,
     SceneTooSmallError,
@@ -19,6 +22,7 @@ from .errors import (
 )
 from .io import open_image, sample_scene_path
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
+from .preprocess import preprocess
 from .tiling import batches, tile
 
 try:
@@ -29,6 +33,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "AllMissingError",
+    "FillReachError",
+    "FillReachWarning",
     "EDGES",
     "STRATEGIES",
     "TRANSFORMS",
@@ -42,6 +49,7 @@ __all__ = [
     "batches",
     "open_image",
     "plan_tiles",
+    "preprocess",
     "sample_scene_path",
     "tile",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
+from . import preprocess as _preprocess
 from . import tiling
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
@@ -30,6 +31,7 @@ class _FnsAccessor:
     def __init__(self, obj: xr.DataArray | xr.Dataset) -> None:
         self._obj = obj
 
+    preprocess = _forward(_preprocess.preprocess)
     tile = _forward(tiling.tile)
     batches = _forward(tiling.batches)
 

@@ -36,6 +36,18 @@ class MissingDependencyError(XFlipNSlideError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
 
 
+class AllMissingError(XFlipNSlideError, ValueError):
+    """A band has no valid pixel at all, so its gaps cannot be filled."""
+
+
+class FillReachError(XFlipNSlideError, RuntimeError):
+    """With ``strict=True``: a gap is wider than the fill's reach."""
+
+
+class FillReachWarning(UserWarning):
+    """A gap is wider than the fill's reach: some pixels are not provably exact."""
+
+
 def require(module: str, extra: str, feature: str):
     """Import an optional dependency or raise an error naming the extra.
 
