@@ -24,7 +24,11 @@ def gappy(rng, shape, frac=0.2, blobs=True):
         for idx in np.ndindex(shape[:-2]):
             for _ in range(3):
                 h, w = shape[-2:]
-                cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(1, max(2, min(h, w) // 4))
+                cy, cx, r = (
+                    rng.integers(0, h),
+                    rng.integers(0, w),
+                    rng.integers(1, max(2, min(h, w) // 4)),
+                )
                 yy, xx = np.ogrid[:h, :w]
                 mask[idx] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
     data[mask] = np.nan
@@ -43,7 +47,6 @@ def assert_nearest_fill(filled, original):
         valid = ~np.isnan(src)
         np.testing.assert_array_equal(out[valid], src[valid])
         dist = ndimage.distance_transform_edt(~valid)
-        h, w = src.shape
         for i, j in zip(*np.nonzero(~valid)):
             r = int(np.ceil(dist[i, j]))
             y0, x0 = max(i - r, 0), max(j - r, 0)
@@ -113,7 +116,9 @@ def test_standardisation_matches_numpy(backend):
     assert out.dtype == np.float32
     d64 = data.astype(np.float64)
     mean, std = d64.mean(axis=(1, 2)), d64.std(axis=(1, 2))
-    np.testing.assert_allclose(out.values, (d64 - mean[:, None, None]) / std[:, None, None], atol=1e-5)
+    np.testing.assert_allclose(
+        out.values, (d64 - mean[:, None, None]) / std[:, None, None], atol=1e-5
+    )
     np.testing.assert_allclose(out.fns_mean.values, mean)
     np.testing.assert_allclose(out.fns_std.values, std)
 
@@ -198,7 +203,10 @@ def test_stats_from_training_scene_and_from_zarr(tmp_path, scene):
 def test_dataset_of_band_variables():
     rng = np.random.default_rng(4)
     ds = xr.Dataset(
-        {"red": (("y", "x"), gappy(rng, (1, 20, 20))[0]), "blue": (("y", "x"), rng.random((20, 20)))}
+        {
+            "red": (("y", "x"), gappy(rng, (1, 20, 20))[0]),
+            "blue": (("y", "x"), rng.random((20, 20))),
+        }
     )
     ds["label"] = ("k", [1, 2])
     out = ds.fns.preprocess()

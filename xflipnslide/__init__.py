@@ -33,12 +33,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "AllMissingError",
-    "FillReachError",
-    "FillReachWarning",
     "EDGES",
     "STRATEGIES",
     "TRANSFORMS",
+    "AllMissingError",
+    "FillReachError",
+    "FillReachWarning",
     "InvalidParameterError",
     "MissingDependencyError",
     "SceneTooSmallError",

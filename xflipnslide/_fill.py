@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import dask.array as da
 import numpy as np
@@ -37,27 +39,35 @@ def _fill_slices(
     core: tuple[int, int, int, int],
     halo: tuple[bool, bool, bool, bool],
     fallback: np.ndarray,
-    names: list[str],
+    names: dict,
+    threads: int = 1,
 ) -> tuple[np.ndarray, int]:
     """Fill the core of each spatial slice of ``block`` (``(*other, H, W)``)."""
     y0, y1, x0, x1 = core
     out = np.empty((*block.shape[:-2], y1 - y0, x1 - x0), dtype=block.dtype)
     core_a, halo_a = np.asarray(core, np.int64), np.asarray(halo, np.bool_)
-    beyond = 0
-    for idx in np.ndindex(block.shape[:-2]):
+
+    def one(idx) -> int:
         plane = np.ascontiguousarray(block[idx])
         valid = ~np.isnan(plane)
         fb = float(fallback[idx]) if fallback.ndim else float(fallback)
-        if not valid.all():
-            n = fill_nearest(plane, valid, core_a, halo_a, fb, out[idx])
-            if n and math.isnan(fb):
-                raise AllMissingError(
-                    f"{names[idx] if names else 'the data'} has no valid pixel at all, so its "
-                    "gaps cannot be filled: drop it, or check the nodata value"
-                )
-            beyond += n
-        else:
+        if valid.all():
             out[idx] = plane[y0:y1, x0:x1]
+            return 0
+        n = fill_nearest(plane, valid, core_a, halo_a, fb, out[idx])
+        if n and math.isnan(fb):
+            raise AllMissingError(
+                f"{names.get(idx, 'the data')} has no valid pixel at all, so its "
+                "gaps cannot be filled: drop it, or check the nodata value"
+            )
+        return n
+
+    slices = list(np.ndindex(block.shape[:-2]))
+    if threads > 1 and len(slices) > 1:  # the kernel releases the GIL
+        with ThreadPoolExecutor(min(threads, len(slices))) as pool:
+            beyond = sum(pool.map(one, slices))
+    else:
+        beyond = sum(map(one, slices))
     return out, beyond
 
 
@@ -72,7 +82,8 @@ def fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
     h, w = x.shape[-2:]
     names = _slice_names(labels, x.shape[:-2])
     fallback = np.full(x.shape[:-2], np.nan)
-    out, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names)
+    threads = min(os.cpu_count() or 1, 8)
+    out, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names, threads)
     return out
 
 
@@ -82,7 +93,12 @@ def _fill_block(block, fallback, *, depth, labels, strict, reach, block_info=Non
     dy, dx = depth
     halo = (iy > 0 and dy > 0, iy < ny - 1 and dy > 0, ix > 0 and dx > 0, ix < nx - 1 and dx > 0)
     h, w = block.shape[-2:]
-    core = (dy if halo[0] else 0, h - (dy if halo[1] else 0), dx if halo[2] else 0, w - (dx if halo[3] else 0))
+    core = (
+        dy if halo[0] else 0,
+        h - (dy if halo[1] else 0),
+        dx if halo[2] else 0,
+        w - (dx if halo[3] else 0),
+    )
     # Names of this block's slices, by their global position in the other dims.
     starts = [loc[0] for loc in info["array-location"][:-2]] if labels else []
     names = {}
@@ -123,11 +139,14 @@ def fill_dask(
     depth = tuple(0 if len(c) == 1 else min(reach, n) for c, n in zip(x.chunks[-2:], x.shape[-2:]))
     axes = {x.ndim - 2: depth[0], x.ndim - 1: depth[1]}
     new_chunks = da.overlap.ensure_minimum_chunksize
-    chunks = tuple(
-        new_chunks(axes[a], c) if axes.get(a) else c for a, c in enumerate(x.chunks)
-    )
+    chunks = tuple(new_chunks(axes[a], c) if axes.get(a) else c for a, c in enumerate(x.chunks))
     if chunks != x.chunks:
-        log.info("gap fill: rechunking %s to %s so each chunk is at least reach=%d", x.chunks[-2:], chunks[-2:], reach)
+        log.info(
+            "gap fill: rechunking %s to %s so each chunk is at least reach=%d",
+            x.chunks[-2:],
+            chunks[-2:],
+            reach,
+        )
         x = x.rechunk(chunks)
     xo = da.overlap.overlap(x, depth={a: axes.get(a, 0) for a in range(x.ndim)}, boundary="none")
     fb = fallback.reshape((*fallback.shape, 1, 1)).rechunk((*x.chunks[:-2], (1,), (1,)))

@@ -124,20 +124,26 @@ def gather_tiles(src, rows, cols, codes, out):
 
 @njit(nogil=True, cache=True)
 def _nearest_in_columns(valid, near_row):
-    """Per column, the row of the nearest valid pixel in that column (-1: none)."""
+    """Per column, the row of the nearest valid pixel in that column (-1: none).
+
+    Swept row by row (down, then up) so memory is read in order.
+    """
     H, W = valid.shape
-    for j in range(W):
-        last = -1
-        for i in range(H):
+    last = np.full(W, -1, np.int64)
+    for i in range(H):
+        for j in range(W):
             if valid[i, j]:
-                last = i
-            near_row[i, j] = last
-        nxt = -1
-        for i in range(H - 1, -1, -1):
+                last[j] = i
+            near_row[i, j] = last[j]
+    nxt = np.full(W, -1, np.int64)
+    for i in range(H - 1, -1, -1):
+        for j in range(W):
             if valid[i, j]:
-                nxt = i
-            if nxt >= 0 and (near_row[i, j] < 0 or nxt - i < i - near_row[i, j]):
-                near_row[i, j] = nxt
+                nxt[j] = i
+            n = nxt[j]
+            up = near_row[i, j]
+            if n >= 0 and (up < 0 or n - i < i - up):
+                near_row[i, j] = n
 
 
 @njit(nogil=True, cache=True)
@@ -152,16 +158,26 @@ def nearest_valid(valid, near_row, near_col):
     Parameters
     ----------
     valid : bool ndarray, shape (H, W)
-    near_row, near_col : int64 ndarray, shape (H, W)
+    near_row, near_col : integer ndarray, shape (H, W)
         Output: coordinates of the nearest valid pixel; -1 where ``valid``
-        has no True at all.
+        has no True at all. int32 halves the memory (any H, W < 2**31).
     """
     H, W = valid.shape
     _nearest_in_columns(valid, near_row)
     v = np.empty(W, np.int64)  # sites of the envelope
     z = np.empty(W + 1, np.float64)  # boundaries between them
-    rowbuf = np.empty(W, np.int64)
+    rowbuf = np.empty(W, near_row.dtype)
     for i in range(H):
+        gap = False
+        for x in range(W):
+            if not valid[i, x]:
+                gap = True
+                break
+        if not gap:  # a row without gaps is its own answer
+            for x in range(W):
+                near_row[i, x] = i
+                near_col[i, x] = x
+            continue
         k = -1
         for q in range(W):
             r = near_row[i, q]
@@ -235,8 +251,8 @@ def fill_nearest(data, valid, core, halo, fallback, out):
         take ``fallback``).
     """
     H, W = data.shape
-    near_row = np.empty((H, W), np.int64)
-    near_col = np.empty((H, W), np.int64)
+    near_row = np.empty((H, W), np.int32)
+    near_col = np.empty((H, W), np.int32)
     nearest_valid(valid, near_row, near_col)
     big = H * H + W * W
     beyond = 0
@@ -265,3 +281,32 @@ def fill_nearest(data, valid, core, halo, fallback, out):
             if (i - r) * (i - r) + (j - c) * (j - c) > limit * limit:
                 beyond += 1
     return beyond
+
+
+@njit(nogil=True, cache=True)
+def mean_std(a):
+    """Mean and population standard deviation of all of ``a``, in float64.
+
+    Two passes (sum, then squared deviations), no temporaries; NaN in ``a``
+    gives NaN.
+    """
+    flat = a.ravel()
+    n = flat.size
+    total = 0.0
+    for v in flat:
+        total += v
+    mean = total / n
+    dev = 0.0
+    for v in flat:
+        d = v - mean
+        dev += d * d
+    return mean, np.sqrt(dev / n)
+
+
+@njit(nogil=True, cache=True)
+def standardize_into(a, mean, scale, out):
+    """``out[...] = (a - mean) / scale`` in one pass, cast to ``out``'s dtype."""
+    src = a.ravel()
+    dst = out.ravel()
+    for k in range(src.size):
+        dst[k] = (src[k] - mean) / scale

@@ -16,6 +16,7 @@ from dask.base import is_dask_collection
 from ._fill import fill_dask, fill_numpy
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError
+from .kernels import mean_std, standardize_into
 
 __all__ = ["STATS_COORDS", "preprocess"]
 
@@ -124,8 +125,13 @@ def preprocess(
     if stats is not None and not standardize:
         raise InvalidParameterError("stats= is only used with standardize=True")
     options = dict(
-        nodata=nodata, time_dim=time_dim, reduce=reduce, fill=fill, standardize=standardize,
-        reach=int(reach), strict=strict,
+        nodata=nodata,
+        time_dim=time_dim,
+        reduce=reduce,
+        fill=fill,
+        standardize=standardize,
+        reach=int(reach),
+        strict=strict,
     )
     if isinstance(obj, xr.Dataset):
         ydim, xdim = find_spatial_dims(obj, dims)
@@ -141,7 +147,9 @@ def preprocess(
                     out.coords[new] = done.coords[old].variable
         return out
     if not isinstance(obj, xr.DataArray):
-        raise InvalidParameterError(f"preprocess takes a DataArray or Dataset; got {type(obj).__name__}")
+        raise InvalidParameterError(
+            f"preprocess takes a DataArray or Dataset; got {type(obj).__name__}"
+        )
     return _preprocess_array(obj, find_spatial_dims(obj, dims), stats=stats, **options)
 
 
@@ -158,11 +166,17 @@ def _dataset_stats(stats, name: Hashable):
     return {"mean": stats.coords[coords[0]], "std": stats.coords[coords[1]]}
 
 
-def _preprocess_array(da, spatial, *, nodata, time_dim, reduce, fill, standardize, stats, reach, strict):
-    if not (np.issubdtype(da.dtype, np.number) or da.dtype == bool) or np.issubdtype(da.dtype, np.complexfloating):
+def _preprocess_array(
+    da, spatial, *, nodata, time_dim, reduce, fill, standardize, stats, reach, strict
+):
+    if not (np.issubdtype(da.dtype, np.number) or da.dtype == bool) or np.issubdtype(
+        da.dtype, np.complexfloating
+    ):
         raise InvalidParameterError(f"preprocess needs real numeric data; got dtype {da.dtype}")
     mean_std = _user_stats(stats, da, spatial, time_dim) if stats is not None else None
-    attrs = {k: v for k, v in da.attrs.items() if k not in ("_FillValue", "nodata", "missing_value")}
+    attrs = {
+        k: v for k, v in da.attrs.items() if k not in ("_FillValue", "nodata", "missing_value")
+    }
     da = _mask_nodata(da, nodata)
     if time_dim in da.dims and reduce is not None:
         da = _reduce_time(da, time_dim, reduce)
@@ -206,7 +220,9 @@ def _mask_nodata(da: xr.DataArray, nodata: float | None) -> xr.DataArray:
     else:
         log.info(
             "preprocess: masked %d pixels equal to %r (from %s)",
-            int((da.values == nodata).sum()), nodata, source,
+            int((da.values == nodata).sum()),
+            nodata,
+            source,
         )
     return masked
 
@@ -259,14 +275,40 @@ def _fill(da: xr.DataArray, spatial, reach: int, strict: bool) -> xr.DataArray:
 
 def _standardize(da: xr.DataArray, spatial, mean_std, time_dim) -> xr.DataArray:
     stat_dims = [d for d in da.dims if d in spatial or d == time_dim]
-    if mean_std is None:
+    band_dims = [d for d in da.dims if d not in stat_dims]
+    lazy = is_dask_collection(da.data)
+    if mean_std is not None:
+        mean, std = mean_std
+    elif lazy:
         mean = da.mean(stat_dims, dtype=np.float64)
         std = da.std(stat_dims, dtype=np.float64)
     else:
-        mean, std = mean_std
+        mean, std = _numpy_stats(da, band_dims, stat_dims)
+    mean, std = mean.astype(np.float64), std.astype(np.float64)
     scale = xr.where(std > 0, std, 1.0)
-    out = ((da - mean) / scale).astype(np.float32)
-    return out.assign_coords(fns_mean=mean.astype(np.float64), fns_std=std.astype(np.float64))
+    if lazy or (set(mean.dims) | set(std.dims)) - set(band_dims):
+        out = ((da - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
+    else:  # numpy: one pass per band, no temporaries
+        out = da.transpose(*band_dims, *stat_dims)
+        m = mean.broadcast_like(out[{d: 0 for d in stat_dims}]).transpose(*band_dims).values
+        sc = scale.broadcast_like(out[{d: 0 for d in stat_dims}]).transpose(*band_dims).values
+        values = np.ascontiguousarray(out.values)
+        result = np.empty(values.shape, np.float32)
+        for idx in np.ndindex(values.shape[: len(band_dims)]):
+            standardize_into(values[idx], float(m[idx]), float(sc[idx]), result[idx])
+        out = out.copy(data=result).transpose(*da.dims)
+    return out.assign_coords(fns_mean=mean, fns_std=std)
+
+
+def _numpy_stats(
+    da: xr.DataArray, band_dims: list, stat_dims: list
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-band mean and std with the numba kernel (no full-size temporaries)."""
+    values = da.transpose(*band_dims, *stat_dims).values
+    shape = values.shape[: len(band_dims)]
+    stats = np.array([mean_std(values[idx]) for idx in np.ndindex(shape)]).reshape((*shape, 2))
+    coords = {d: da[d] for d in band_dims if d in da.coords}
+    return tuple(xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
 
 
 def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArray, xr.DataArray]:
@@ -279,10 +321,15 @@ def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArra
                 "by preprocess(..., standardize=True), or {'mean': ..., 'std': ...}"
             )
         mean, std = stats.coords["fns_mean"].variable, stats.coords["fns_std"].variable
-        mean, std = (xr.DataArray(v, coords={d: stats[d] for d in v.dims if d in stats.coords}) for v in (mean, std))
+        mean, std = (
+            xr.DataArray(v, coords={d: stats[d] for d in v.dims if d in stats.coords})
+            for v in (mean, std)
+        )
     elif isinstance(stats, Mapping):
         if set(stats) != {"mean", "std"}:
-            raise InvalidParameterError(f"stats= mapping needs exactly the keys 'mean' and 'std'; got {sorted(stats)}")
+            raise InvalidParameterError(
+                f"stats= mapping needs exactly the keys 'mean' and 'std'; got {sorted(stats)}"
+            )
         mean, std = (_as_band_array(stats[k], band_dims, da, k) for k in ("mean", "std"))
     else:
         raise InvalidParameterError(
@@ -291,7 +338,9 @@ def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArra
     for name, arr in (("mean", mean), ("std", std)):
         extra = set(arr.dims) - set(band_dims)
         if extra:
-            raise InvalidParameterError(f"stats {name} has dims {sorted(map(str, extra))} the data lacks")
+            raise InvalidParameterError(
+                f"stats {name} has dims {sorted(map(str, extra))} the data lacks"
+            )
         for d in arr.dims:
             if arr.sizes[d] != da.sizes[d]:
                 raise InvalidParameterError(
