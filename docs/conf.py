@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import sphinx_autosummary_accessors
 
 import xflipnslide
@@ -36,3 +39,9 @@ html_theme = "pydata_sphinx_theme"
 html_title = "xflipnslide"
 html_theme_options = {"navigation_with_keys": False}
 nitpicky = False
+
+# Figures are drawn from the real sample scene at every build, never stale.
+sys.path.insert(0, os.path.dirname(__file__))
+import figures  # noqa: E402
+
+figures.main()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
+from . import plot as _plot
 from . import preprocess as _preprocess
 from . import tiling
 
@@ -34,6 +35,7 @@ class _FnsAccessor:
     preprocess = _forward(_preprocess.preprocess)
     tile = _forward(tiling.tile)
     batches = _forward(tiling.batches)
+    plot_rgb = _forward(_plot.plot_rgb)
 
 
 @xr.register_dataarray_accessor("fns")

@@ -1,0 +1,48 @@
+"""Figures, drawn headless."""
+
+from __future__ import annotations
+
+import pytest
+
+from xflipnslide import InvalidParameterError
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+
+def test_plot_rgb_real_scene(scene, tmp_path):
+    ax = scene.where(scene != 0).fns.plot_rgb()
+    image = ax.get_images()[0].get_array()
+    assert image.shape == (560, 600, 4)
+    assert image[..., 3].min() == 0.0  # nodata is transparent
+    assert image[..., :3].min() >= 0.0 and image[..., :3].max() <= 1.0
+    x0, _, _, y1 = ax.get_images()[0].get_extent()
+    assert x0 == pytest.approx(float(scene.x[0]) - 15) and y1 == pytest.approx(
+        float(scene.y[0]) + 15
+    )
+    ax.figure.savefig(tmp_path / "rgb.png")
+    matplotlib.pyplot.close("all")
+
+
+def test_plot_rgb_errors(scene):
+    with pytest.raises(InvalidParameterError, match="3 bands"):
+        scene.fns.plot_rgb(bands=["red", "green"])
+    with pytest.raises(InvalidParameterError, match="select or reduce"):
+        scene.expand_dims(time=2).fns.plot_rgb()
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, scene):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    monkeypatch.delitem(__import__("sys").modules, "matplotlib", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "matplotlib.pyplot", raising=False)
+    with pytest.raises(ImportError, match=r'pip install "xflipnslide\[viz\]"'):
+        scene.fns.plot_rgb()
