@@ -123,6 +123,18 @@ def test_standardisation_matches_numpy(backend):
     np.testing.assert_allclose(out.fns_std.values, std)
 
 
+def test_statistics_are_over_observed_pixels(backend):
+    data = gappy(np.random.default_rng(7), (2, 30, 30))
+    out = backend(scene_of(data), {"y": 10, "x": 10}).fns.preprocess()
+    np.testing.assert_allclose(out.fns_mean.values, np.nanmean(data, axis=(1, 2)))
+    np.testing.assert_allclose(out.fns_std.values, np.nanstd(data, axis=(1, 2)))
+    filled = scene_of(data).fns.preprocess(standardize=False).values
+    expected = (filled - np.nanmean(data, axis=(1, 2))[:, None, None]) / np.nanstd(
+        data, axis=(1, 2)
+    )[:, None, None]
+    np.testing.assert_allclose(out.values, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_zero_variance_band_is_centred():
     data = np.ones((2, 10, 10), "float32")
     data[1] = np.arange(100).reshape(10, 10)
@@ -194,6 +206,10 @@ def test_stats_from_training_scene_and_from_zarr(tmp_path, scene):
     reloaded = xr.open_zarr(tmp_path / "train.zarr")["t"]
     again = test.fns.preprocess(nodata=0, stats=reloaded)
     np.testing.assert_allclose(again.values, with_train.values)
+    reordered = test.fns.preprocess(nodata=0, stats=train.isel(band=[2, 0, 1]))
+    np.testing.assert_allclose(reordered.values, with_train.values)
+    with pytest.raises(InvalidParameterError, match="same bands"):
+        test.fns.preprocess(nodata=0, stats=train.assign_coords(band=["a", "b", "c"]))
     mapping = test.fns.preprocess(
         nodata=0, stats={"mean": train.fns_mean.values, "std": train.fns_std.values}
     )

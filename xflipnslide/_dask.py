@@ -177,3 +177,33 @@ def _nest(prefix: tuple, ranges: list[range]) -> list:
     if len(ranges) == 1:
         return [(*prefix, i) for i in ranges[0]]
     return [_nest((*prefix, i), ranges[1:]) for i in ranges[0]]
+
+
+def independent_copy(x: da.Array, salt: str = "fns-pass") -> da.Array:
+    """The same array from an independent copy of its whole graph.
+
+    Every key is renamed, so computing both ``x`` and the copy runs every
+    task twice (reading the input twice) instead of sharing results. A
+    global statistic taken from the copy therefore does not force dask to
+    hold all of ``x``'s chunks in memory until the statistic is known: this
+    is how a scene larger than memory gets a second pass with flat memory.
+
+    :func:`dask.graph_manipulation.clone` does this in principle but leaves
+    the dependencies inside task-spec nodes unrenamed in current dask
+    (dask/dask#12455), which breaks graph optimisation; this renames them
+    too.
+    """
+    from dask._task_spec import convert_legacy_graph
+
+    graph = convert_legacy_graph(dict(x.__dask_graph__()))
+
+    def rename(key):
+        if isinstance(key, tuple):
+            return (f"{key[0]}-{salt}", *key[1:])
+        return f"{key}-{salt}"
+
+    subs = {key: rename(key) for key in graph}
+    renamed = {subs[key]: node.substitute(subs, key=subs[key]) for key, node in graph.items()}
+    name = rename((x.name,))[0]
+    hlg = HighLevelGraph.from_collections(name, renamed, dependencies=[])
+    return da.Array(hlg, name, x.chunks, meta=x._meta)

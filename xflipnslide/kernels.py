@@ -285,21 +285,26 @@ def fill_nearest(data, valid, core, halo, fallback, out):
 
 @njit(nogil=True, cache=True)
 def mean_std(a):
-    """Mean and population standard deviation of all of ``a``, in float64.
+    """Mean and population standard deviation of the non-NaN values of ``a``.
 
-    Two passes (sum, then squared deviations), no temporaries; NaN in ``a``
-    gives NaN.
+    Two passes in float64 (sum, then squared deviations), no temporaries;
+    NaN when ``a`` has no valid value.
     """
     flat = a.ravel()
-    n = flat.size
     total = 0.0
+    n = 0
     for v in flat:
-        total += v
+        if not np.isnan(v):
+            total += v
+            n += 1
+    if n == 0:
+        return np.nan, np.nan
     mean = total / n
     dev = 0.0
     for v in flat:
-        d = v - mean
-        dev += d * d
+        if not np.isnan(v):
+            d = v - mean
+            dev += d * d
     return mean, np.sqrt(dev / n)
 
 

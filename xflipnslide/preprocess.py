@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 from dask.base import is_dask_collection
 
+from ._dask import independent_copy
 from ._fill import fill_dask, fill_numpy
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError
@@ -180,10 +181,18 @@ def _preprocess_array(
     da = _mask_nodata(da, nodata)
     if time_dim in da.dims and reduce is not None:
         da = _reduce_time(da, time_dim, reduce)
+    # The statistics (and the fill's fallback) come from the observed pixels.
+    # On dask they are taken from an independent copy of the graph: a cheap
+    # second read of the input, instead of holding the whole scene in
+    # memory until global statistics are known.
+    lazy = is_dask_collection(da.data)
+    observed = da.copy(data=independent_copy(da.data)) if lazy else da
+    if standardize and mean_std is None:
+        mean_std = _observed_stats(observed, [d for d in da.dims if d in spatial or d == time_dim])
     if fill == "nearest":
-        da = _fill(da, spatial, reach, strict)
+        da = _fill(da, spatial, reach, strict, observed)
     if standardize:
-        da = _standardize(da, spatial, mean_std, time_dim)
+        da = _standardize(da, *mean_std)
     da.attrs = attrs
     return da
 
@@ -261,54 +270,53 @@ def _slice_labels(da: xr.DataArray, other: list[Hashable]) -> list[str]:
     return [", ".join(f"{d}={v}" for d, v in zip(other, combo)) for combo in product(*values)]
 
 
-def _fill(da: xr.DataArray, spatial, reach: int, strict: bool) -> xr.DataArray:
+def _fill(
+    da: xr.DataArray, spatial, reach: int, strict: bool, observed: xr.DataArray
+) -> xr.DataArray:
     other = [d for d in da.dims if d not in spatial]
     da = da.transpose(*other, *spatial)
     labels = _slice_labels(da, other)
     if is_dask_collection(da.data):
-        fallback = da.mean(list(spatial), skipna=True).data
+        fallback = observed.mean(list(spatial), skipna=True).transpose(*other).data
         data = fill_dask(da.data, fallback, reach=reach, strict=strict, labels=labels)
     else:
         data = fill_numpy(np.asarray(da.data), labels=labels)
     return da.copy(data=data)
 
 
-def _standardize(da: xr.DataArray, spatial, mean_std, time_dim) -> xr.DataArray:
-    stat_dims = [d for d in da.dims if d in spatial or d == time_dim]
-    band_dims = [d for d in da.dims if d not in stat_dims]
-    lazy = is_dask_collection(da.data)
-    if mean_std is not None:
-        mean, std = mean_std
-    elif lazy:
-        mean = da.mean(stat_dims, dtype=np.float64)
-        std = da.std(stat_dims, dtype=np.float64)
-    else:
-        mean, std = _numpy_stats(da, band_dims, stat_dims)
+def _observed_stats(observed: xr.DataArray, stat_dims: list) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-band mean and population std of the valid pixels, in float64."""
+    if is_dask_collection(observed.data):
+        return (
+            observed.mean(stat_dims, skipna=True, dtype=np.float64),
+            observed.std(stat_dims, skipna=True, dtype=np.float64),
+        )
+    band_dims = [d for d in observed.dims if d not in stat_dims]
+    values = observed.transpose(*band_dims, *stat_dims).values
+    shape = values.shape[: len(band_dims)]
+    stats = np.array([mean_std(values[idx]) for idx in np.ndindex(shape)]).reshape((*shape, 2))
+    coords = {d: observed[d] for d in band_dims if d in observed.coords}
+    return tuple(xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
+
+
+def _standardize(da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray) -> xr.DataArray:
+    """``(da - mean) / std`` as float32; a zero std divides by 1."""
     mean, std = mean.astype(np.float64), std.astype(np.float64)
     scale = xr.where(std > 0, std, 1.0)
-    if lazy or (set(mean.dims) | set(std.dims)) - set(band_dims):
+    band_dims = list(mean.dims)
+    if is_dask_collection(da.data) or (set(mean.dims) | set(std.dims)) - set(da.dims):
         out = ((da - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
     else:  # numpy: one pass per band, no temporaries
-        out = da.transpose(*band_dims, *stat_dims)
-        m = mean.broadcast_like(out[{d: 0 for d in stat_dims}]).transpose(*band_dims).values
-        sc = scale.broadcast_like(out[{d: 0 for d in stat_dims}]).transpose(*band_dims).values
+        rest = [d for d in da.dims if d not in band_dims]
+        out = da.transpose(*band_dims, *rest)
+        m = np.broadcast_to(mean.transpose(*band_dims).values, out.shape[: len(band_dims)])
+        sc = np.broadcast_to(scale.transpose(*band_dims).values, out.shape[: len(band_dims)])
         values = np.ascontiguousarray(out.values)
         result = np.empty(values.shape, np.float32)
         for idx in np.ndindex(values.shape[: len(band_dims)]):
             standardize_into(values[idx], float(m[idx]), float(sc[idx]), result[idx])
         out = out.copy(data=result).transpose(*da.dims)
     return out.assign_coords(fns_mean=mean, fns_std=std)
-
-
-def _numpy_stats(
-    da: xr.DataArray, band_dims: list, stat_dims: list
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Per-band mean and std with the numba kernel (no full-size temporaries)."""
-    values = da.transpose(*band_dims, *stat_dims).values
-    shape = values.shape[: len(band_dims)]
-    stats = np.array([mean_std(values[idx]) for idx in np.ndindex(shape)]).reshape((*shape, 2))
-    coords = {d: da[d] for d in band_dims if d in da.coords}
-    return tuple(xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
 
 
 def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArray, xr.DataArray]:
@@ -346,7 +354,18 @@ def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArra
                 raise InvalidParameterError(
                     f"stats {name} has {arr.sizes[d]} values along {d!r}, the data {da.sizes[d]}"
                 )
-    return mean, std
+            if (
+                d in arr.coords
+                and d in da.coords
+                and set(arr[d].values.tolist()) != set(da[d].values.tolist())
+            ):
+                raise InvalidParameterError(
+                    f"stats {name} is labelled {arr[d].values.tolist()} along {d!r}, the data "
+                    f"{da[d].values.tolist()}: statistics must describe the same bands"
+                )
+    # Same labels, possibly another order: put them in the data's order.
+    labelled = {d: da[d].values for d in mean.dims if d in mean.coords and d in da.coords}
+    return mean.reindex(labelled), std.reindex({d: v for d, v in labelled.items() if d in std.dims})
 
 
 def _as_band_array(value, band_dims, da, name) -> xr.DataArray:
