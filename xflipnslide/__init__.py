@@ -20,7 +20,7 @@ from .errors import (
     SpatialDimsError,
     XFlipNSlideError,
 )
-from .io import open_image, sample_scene_path
+from .io import load_stac, open_image, sample_scene_path
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .preprocess import preprocess
 from .tiling import batches, tile
@@ -47,6 +47,7 @@ __all__ = [
     "XFlipNSlideError",
     "apply_transform",
     "batches",
+    "load_stac",
     "open_image",
     "plan_tiles",
     "preprocess",
