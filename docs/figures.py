@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import xflipnslide
-from xflipnslide.plot import plot_rgb
+from xflipnslide.plot import plot_rgb, plot_samples, plot_tiles
 
 HERE = os.path.dirname(__file__)
 OUT = os.path.join(HERE, "_figures")
@@ -52,9 +52,23 @@ def preprocess_figure(path: str) -> None:
     plt.close(fig)
 
 
+def demo_figures() -> None:
+    """The figures `xflipnslide demo` saves, for the getting-started page."""
+    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+    masked = scene.where(scene != 0)
+    ax = plot_tiles(masked, 128, "flipnslide")
+    ax.figure.savefig(os.path.join(OUT, "tiles.png"), dpi=80, bbox_inches="tight")
+    plt.close(ax.figure)
+    tiles = scene.fns.preprocess(nodata=0).fns.tile(128)
+    fig = plot_samples(tiles)
+    fig.savefig(os.path.join(OUT, "samples.png"), dpi=70, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     preprocess_figure(os.path.join(OUT, "preprocess.png"))
+    demo_figures()
 
 
 if __name__ == "__main__":

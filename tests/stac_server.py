@@ -100,8 +100,18 @@ class StacServer:
             "links": [
                 {"rel": "self", "href": self.url + "/", "type": "application/json"},
                 {"rel": "root", "href": self.url + "/", "type": "application/json"},
-                {"rel": "search", "href": self.url + "/search", "type": "application/geo+json", "method": "GET"},
-                {"rel": "search", "href": self.url + "/search", "type": "application/geo+json", "method": "POST"},
+                {
+                    "rel": "search",
+                    "href": self.url + "/search",
+                    "type": "application/geo+json",
+                    "method": "GET",
+                },
+                {
+                    "rel": "search",
+                    "href": self.url + "/search",
+                    "type": "application/geo+json",
+                    "method": "POST",
+                },
             ],
         }
 

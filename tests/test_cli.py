@@ -11,16 +11,19 @@ import xarray as xr
 from xflipnslide.cli import main
 
 
-def test_demo_writes_three_stores_and_prints_table(tmp_path, capsys):
+def test_demo_writes_stores_figures_and_table(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--tile-size", "128"]) == 0
     out = capsys.readouterr().out
+    assert "11510 nodata pixels" in out
     assert "flipnslide       85" in out
-    assert "overlap          49" in out
-    assert "no_overlap       16" in out
-    assert "identity 16, rot270 9, rot180 12, rot90 12" in out
+    assert "0:16  1:9  2:12  3:12  4:9  5:9  6:9  7:9" in out
+    assert "overlap          49" in out and "no_overlap       16" in out
     tiles = xr.open_zarr(tmp_path / "flipnslide.zarr")["tiles"]
     assert tiles.sizes == {"tile": 85, "band": 3, "y": 128, "x": 128}
-    assert tiles.dtype == np.uint16
+    assert tiles.dtype == np.float32 and "fns_mean" in tiles.coords
+    if pytest.importorskip("matplotlib"):
+        for name in ("scene.png", "tiles.png", "samples.png"):
+            assert (tmp_path / name).stat().st_size > 10_000
     assert not any(p.endswith(".partial") for p in os.listdir(tmp_path))
 
 
@@ -28,12 +31,105 @@ def test_tile_command_round_trip(tmp_path, scene, capsys):
     src = tmp_path / "scene.zarr"
     scene.to_dataset(name="image").to_zarr(src)
     out = tmp_path / "tiles.zarr"
-    assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--edge", "pad"]) == 0
+    argv = [
+        "tile",
+        str(src),
+        "--out",
+        str(out),
+        "--tile-size",
+        "64",
+        "--edge",
+        "pad",
+        "--no-preprocess",
+    ]
+    assert main(argv) == 0
     tiles = xr.open_zarr(out)["image"]
     np.testing.assert_array_equal(tiles.values, scene.fns.tile(64, edge="pad").values)
+    # preprocessing is the default, with the nodata given
+    assert (
+        main(
+            [
+                "tile",
+                str(src),
+                "--out",
+                str(out),
+                "--nodata",
+                "0",
+                "--tile-size",
+                "64",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    ready = xr.open_zarr(out)["image"]
+    np.testing.assert_allclose(
+        ready.values, scene.fns.preprocess(nodata=0).fns.tile(64).values, rtol=1e-5, atol=1e-5
+    )
     # refuses to overwrite without --overwrite
     assert main(["tile", str(src), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_tile_command_on_geotiff(tmp_path):
+    from stac_items import landsat_crop
+
+    out = tmp_path / "t.zarr"
+    assert (
+        main(
+            [
+                "tile",
+                landsat_crop("78", "B4"),
+                "--out",
+                str(out),
+                "--tile-size",
+                "64",
+                "--nodata",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert xr.open_zarr(out)["tiles"].sizes["tile"] == len(
+        __import__("xflipnslide").plan_tiles((235, 201), 64)
+    )
+
+
+def test_stac_command_on_local_api(tmp_path, capsys):
+    from stac_items import make_item
+    from stac_server import StacServer
+
+    items = [make_item("77"), make_item("78")]
+    with StacServer([i.to_dict() for i in items]) as url:
+        bbox = [str(v) for v in items[0].bbox]
+        out = tmp_path / "s.zarr"
+        argv = [
+            "stac",
+            "--bbox",
+            *bbox,
+            "--datetime",
+            "2020-05",
+            "--collection",
+            "landsat-test",
+            "--band",
+            "red",
+            "--band",
+            "green",
+            "--catalog",
+            url,
+            "--no-sign",
+            "--out",
+            str(out),
+            "--tile-size",
+            "64",
+        ]
+        assert main(argv) == 0
+        assert "1 dates composited" in capsys.readouterr().out
+        tiles = xr.open_zarr(out)["tiles"]
+        assert tiles.sizes["band"] == 2 and not np.isnan(tiles.values).any()
+        argv[argv.index("2020-05")] = "2019-01"
+        assert main([*argv, "--overwrite"]) == 2
+        assert "found no items" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -42,6 +138,8 @@ def test_tile_command_round_trip(tmp_path, scene, capsys):
         (["tile", "missing.tif", "--out", "o.zarr"], "no such file"),
         (["tile", "{src}", "--out", "{out}", "--tile-size", "30"], "multiple of 4"),
         (["tile", "{bad}", "--out", "{out}"], "cannot read"),
+        (["tile", "{src}", "--out", "{out}", "--strategy", "random"], "invalid choice"),
+        (["tile", "{src}", "--out", "{out}", "--tile-size", "big"], "invalid int value"),
     ],
 )
 def test_bad_input_one_line_no_output(tmp_path, scene, capsys, argv, message):
@@ -51,10 +149,11 @@ def test_bad_input_one_line_no_output(tmp_path, scene, capsys, argv, message):
     bad.write_text("not a netcdf file")
     out = tmp_path / "o.zarr"
     argv = [a.format(src=src, out=out, bad=bad) for a in argv]
-    assert main(argv) == 2
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
     err = capsys.readouterr().err.strip()
-    assert message in err
-    assert len(err.splitlines()) == 1
-    assert "Traceback" not in err
-    assert not out.exists()
-    assert not (tmp_path / "o.zarr.partial").exists()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "o.zarr.partial").exists()

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 import rioxarray
-import xarray as xr
 from conftest import DATA
+from stac_items import OFFSET, SCALE, landsat_crop, make_item
 from stac_server import StacServer
 
 import xflipnslide
@@ -19,46 +19,6 @@ from xflipnslide.io import band_scaling
 pystac = pytest.importorskip("pystac")
 pytest.importorskip("odc.stac")
 pytest.importorskip("pystac_client")
-
-BANDS = {"blue": "B2", "green": "B3", "red": "B4"}
-SCALE, OFFSET = 2.0e-5, -0.1
-
-
-def landsat_crop(row: str, band: str) -> str:
-    return os.path.join(DATA, "landsat8", f"LC08_L1TP_2240{row}_20200518_crop_{band}.tif")
-
-
-def make_item(row: str, raster_bands: bool = True) -> pystac.Item:
-    """A STAC item with projection (and raster) metadata for one vendored crop."""
-    from rasterio.warp import transform_bounds
-
-    ref = rioxarray.open_rasterio(landsat_crop(row, "B4"))
-    west, south, east, north = transform_bounds(ref.rio.crs, "EPSG:4326", *ref.rio.bounds())
-    item = pystac.Item(
-        id=f"LC08_L1TP_2240{row}_20200518",
-        geometry={
-            "type": "Polygon",
-            "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
-        },
-        bbox=[west, south, east, north],
-        datetime=__import__("datetime").datetime(2020, 5, 18, 13, 40 + int(row) - 77),
-        properties={},
-        collection="landsat-test",
-    )
-    from pystac.extensions.projection import ProjectionExtension
-    from pystac.extensions.raster import RasterBand, RasterExtension
-
-    for name, band in BANDS.items():
-        asset = pystac.Asset(href=landsat_crop(row, band), media_type=pystac.MediaType.COG, roles=["data"])
-        item.add_asset(name, asset)
-        ProjectionExtension.ext(asset, add_if_missing=True).apply(
-            epsg=32621, shape=list(ref.shape[1:]), transform=list(ref.rio.transform())[:6]
-        )
-        if raster_bands:
-            RasterExtension.ext(asset, add_if_missing=True).apply(
-                [RasterBand.create(nodata=0, scale=SCALE, offset=OFFSET, data_type="uint16")]
-            )
-    return item
 
 
 @pytest.fixture
@@ -91,8 +51,13 @@ def test_load_items_mosaics_two_rows(items):
     for row in ("77", "78"):
         raw = rioxarray.open_rasterio(landsat_crop(row, "B4")).isel(band=0)
         window = values.sel(band="red").sel(y=raw.y, x=raw.x)
-        expected = np.where(raw.values == 0, np.nan, raw.values * np.float32(SCALE) + np.float32(OFFSET))
-        only_here = ~np.isin(raw.y.values, rioxarray.open_rasterio(landsat_crop("78" if row == "77" else "77", "B4")).y.values)
+        expected = np.where(
+            raw.values == 0, np.nan, raw.values * np.float32(SCALE) + np.float32(OFFSET)
+        )
+        only_here = ~np.isin(
+            raw.y.values,
+            rioxarray.open_rasterio(landsat_crop("78" if row == "77" else "77", "B4")).y.values,
+        )
         np.testing.assert_allclose(window.values[only_here], expected[only_here], rtol=1e-6)
     assert values.dtype == np.float32
     # and it chains
@@ -101,7 +66,9 @@ def test_load_items_mosaics_two_rows(items):
 
 
 def test_items_without_raster_metadata_keep_stored_values():
-    scene = xflipnslide.load_stac(items=[make_item("78", raster_bands=False)], bands=["red"], sign=False)
+    scene = xflipnslide.load_stac(
+        items=[make_item("78", raster_bands=False)], bands=["red"], sign=False
+    )
     raw = rioxarray.open_rasterio(landsat_crop("78", "B4")).values[0]
     np.testing.assert_array_equal(scene.isel(time=0, band=0).values, raw.astype(np.float32))
 
@@ -112,15 +79,21 @@ def test_search_on_a_local_stac_api(items):
     with server as url:
         bbox = items[0].bbox
         scene = xflipnslide.load_stac(
-            bbox=bbox, datetime="2020-05-01/2020-05-31", collections=["landsat-test"],
-            bands=["red"], catalog=url, sign=True,
+            bbox=bbox,
+            datetime="2020-05-01/2020-05-31",
+            collections=["landsat-test"],
+            bands=["red"],
+            catalog=url,
+            sign=True,
         )
         assert scene.sizes["band"] == 1 and scene.sizes["time"] == 1
         assert float(scene.isel(time=0).count()) > 0
         assert server.requests[0][0] == "POST"
         assert server.requests[0][1]["collections"] == ["landsat-test"]
-        with pytest.raises(InvalidParameterError, match="found no items.*widen"):
-            xflipnslide.load_stac(bbox=bbox, datetime="2021-01", collections=["landsat-test"], catalog=url, sign=False)
+        with pytest.raises(InvalidParameterError, match=r"found no items.*widen"):
+            xflipnslide.load_stac(
+                bbox=bbox, datetime="2021-01", collections=["landsat-test"], catalog=url, sign=False
+            )
 
 
 def test_real_planetary_computer_records_band_scaling():
@@ -136,7 +109,9 @@ def test_real_planetary_computer_records_band_scaling():
     import odc.stac
 
     parsed = odc.stac.parse_item(landsat[0])
-    assert {"red", "green", "blue", "nir08"} <= set(parsed.collection.bands) | {b[0] for b in parsed.collection.bands}
+    assert {"red", "green", "blue", "nir08"} <= set(parsed.collection.bands) | {
+        b[0] for b in parsed.collection.bands
+    }
 
 
 def test_disagreeing_items_and_missing_search():

@@ -46,3 +46,30 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, scene):
     monkeypatch.delitem(__import__("sys").modules, "matplotlib.pyplot", raising=False)
     with pytest.raises(ImportError, match=r'pip install "xflipnslide\[viz\]"'):
         scene.fns.plot_rgb()
+
+
+def test_plot_tiles_draws_every_window(scene):
+    import xflipnslide
+
+    ax = scene.where(scene != 0).fns.plot_tiles(128)
+    plan = xflipnslide.plan_tiles((560, 600), 128)
+    rects = ax.patches
+    assert len(rects) == len(plan) + 1  # every window and the crop outline
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:8] == [f"{k} {name}" for k, name in enumerate(xflipnslide.TRANSFORMS)]
+    # the crop outline: the centre 512 x 512 in map coordinates
+    outline = rects[0]
+    assert outline.get_width() == pytest.approx(512 * 30)
+    matplotlib.pyplot.close("all")
+
+
+def test_plot_samples_one_per_code(scene):
+    tiles = scene.fns.preprocess(nodata=0).fns.tile(128)
+    fig = tiles.fns.plot_samples(n=8)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t.split(": ")[1].split()[0] for t in titles] == [str(k) for k in range(8)]
+    mask = tiles.isel(band=0)
+    assert len(mask.fns.plot_samples(n=3).axes) == 4  # one row of 4, one left empty
+    with pytest.raises(InvalidParameterError, match="output of tile"):
+        scene.fns.plot_samples()
+    matplotlib.pyplot.close("all")

@@ -102,6 +102,7 @@ def test_beyond_reach_warns_fills_everything_or_raises():
     assert_nearest_fill(exact, data)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_all_missing_band_is_an_error_naming_it(backend):
     data = gappy(np.random.default_rng(1), (3, 20, 20))
     data[1] = np.nan

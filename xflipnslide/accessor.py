@@ -36,6 +36,8 @@ class _FnsAccessor:
     tile = _forward(tiling.tile)
     batches = _forward(tiling.batches)
     plot_rgb = _forward(_plot.plot_rgb)
+    plot_tiles = _forward(_plot.plot_tiles)
+    plot_samples = _forward(_plot.plot_samples)
 
 
 @xr.register_dataarray_accessor("fns")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import product
 from typing import Any, Literal, TypeVar
@@ -237,10 +236,17 @@ def _mask_nodata(da: xr.DataArray, nodata: float | None) -> xr.DataArray:
 
 
 def _quiet(func):
+    """``func`` (a NaN-skipping reduction) that leaves all-NaN pixels NaN
+    without numpy's "All-NaN slice" warning (warning filters are not
+    thread-safe, so the all-NaN pixels are set aside instead)."""
+
     def reduce(a, axis):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-            return func(a, axis=axis)
+        empty = np.isnan(a).all(axis=axis)
+        if empty.any():
+            a = np.where(np.expand_dims(empty, axis), 0, a)
+        out = func(a, axis=axis)
+        out[empty] = np.nan
+        return out
 
     return reduce
 
