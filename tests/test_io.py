@@ -73,6 +73,12 @@ def test_items_without_raster_metadata_keep_stored_values():
     np.testing.assert_array_equal(scene.isel(time=0, band=0).values, raw.astype(np.float32))
 
 
+def test_geographic_output_keeps_odc_dim_names(items):
+    scene = xflipnslide.load_stac(items=items[1:], bands=["red"], sign=False, crs="EPSG:4326", resolution=0.0003)
+    assert scene.dims == ("time", "band", "latitude", "longitude")
+    assert scene.fns.preprocess().fns.tile(32).dims == ("tile", "band", "latitude", "longitude")
+
+
 def test_search_on_a_local_stac_api(items):
     served = [i.to_dict() for i in items]
     server = StacServer(served)

@@ -178,7 +178,9 @@ def load_stac(
     Returns
     -------
     DataArray
-        ``(time, band, y, x)`` float32 with the CRS. Where the items carry
+        ``(time, band, y, x)`` float32 with the CRS (``latitude`` /
+        ``longitude`` instead of ``y`` / ``x`` in a geographic CRS, as
+        odc-stac names them). Where the items carry
         ``raster:bands`` metadata, ``nodata`` pixels are NaN and ``scale`` /
         ``offset`` are applied (e.g. Landsat C2 L2 reflectance); otherwise
         values are the stored ones, as float32.
@@ -226,7 +228,7 @@ def load_stac(
     scaling = band_scaling(items, names)
     for name in names:
         ds[name] = _apply_scaling(ds[name], **scaling[name])
-    out = ds.to_dataarray("band").transpose("time", "band", "y", "x")
+    out = ds.to_dataarray("band").transpose("time", "band", *ds.odc.spatial_dims)
     out.attrs = {"stac_collections": ",".join(sorted({str(i.collection_id) for i in items}))}
     return out.rio.write_crs(ds.odc.crs) if ds.odc.crs is not None else out
 
