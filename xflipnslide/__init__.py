@@ -23,7 +23,8 @@ from .errors import (
 from .io import load_stac, open_image, sample_scene_path
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .preprocess import preprocess
-from .tiling import batches, tile
+from .ml import batches, split, torch_loader
+from .tiling import tile, untile
 
 try:
     __version__ = version("xflipnslide")
@@ -52,5 +53,8 @@ __all__ = [
     "plan_tiles",
     "preprocess",
     "sample_scene_path",
+    "split",
     "tile",
+    "torch_loader",
+    "untile",
 ]

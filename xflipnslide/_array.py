@@ -173,3 +173,43 @@ def tile_numpy(x: np.ndarray, plan: TilePlan, *, threads: int | None = None) -> 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda ab: _fill(x, plan, out, *ab), itertools.pairwise(bounds)))
     return out.reshape((n, *other, T, T))
+
+
+def blend_weights(tile_size: int, blend: str) -> np.ndarray:
+    """Per-pixel weights of a tile for ``untile``: ``(T, T)`` float64.
+
+    ``"mean"``: all ones. ``"hann"``: the separable window
+    ``sin(pi * (u + 0.5) / T) ** 2`` on each axis, largest in the middle and
+    falling toward the edges, floored at 1e-3 so edge pixels keep a small
+    positive weight (a pixel only one tile covers still comes back).
+    Both are symmetric under every D4 transform.
+    """
+    if blend == "mean":
+        return np.ones((tile_size, tile_size))
+    if blend == "hann":
+        w = np.sin(np.pi * (np.arange(tile_size) + 0.5) / tile_size) ** 2
+        return np.maximum(np.outer(w, w), 1e-3)
+    raise InvalidParameterError(f"blend must be 'mean' or 'hann'; got {blend!r}")
+
+
+def untile_numpy(
+    tiles: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    codes: np.ndarray,
+    shape: tuple[int, int],
+    weight: np.ndarray,
+    dtype: np.dtype,
+) -> np.ndarray:
+    """Overlap-add ``(n, *other, T, T)`` tiles into ``(*other, H, W)``; NaN where no tile."""
+    from .kernels import scatter_tiles
+
+    other = tiles.shape[1:-2]
+    flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
+    acc = np.zeros((flat.shape[1], *shape), dtype=dtype)
+    wsum = np.zeros(shape)
+    scatter_tiles(flat, rows, cols, codes, weight, acc, wsum)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(acc, wsum, out=acc, where=wsum > 0)
+    acc[:, wsum == 0] = np.nan
+    return acc.reshape((*other, *shape))

@@ -207,3 +207,58 @@ def independent_copy(x: da.Array, salt: str = "fns-pass") -> da.Array:
     name = rename((x.name,))[0]
     hlg = HighLevelGraph.from_collections(name, renamed, dependencies=[])
     return da.Array(hlg, name, x.chunks, meta=x._meta)
+
+
+def _untile_block(parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other):
+    """Task body: scatter the tiles overlapping one output block into it."""
+    from ._array import untile_numpy
+
+    tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)]) if parts else None
+    if tiles is None:
+        return np.full((*other, *block_shape), np.nan, dtype=dtype)
+    return untile_numpy(tiles, rows, cols, codes, block_shape, weight, dtype)
+
+
+def untile_dask(
+    tiles: da.Array,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    codes: np.ndarray,
+    shape: tuple[int, int],
+    weight: np.ndarray,
+    dtype: np.dtype,
+    chunks: tuple[tuple[int, ...], tuple[int, ...]],
+) -> da.Array:
+    """Lazily overlap-add ``(n, *other, T, T)`` tiles into ``(*other, H, W)``.
+
+    One task per output block (``chunks`` along y and x; other dims whole),
+    depending only on the tile chunks holding tiles that overlap the block.
+    """
+    if any(len(c) > 1 for c in tiles.chunks[1:]):
+        tiles = tiles.rechunk({i: -1 for i in range(1, tiles.ndim)})
+    T, other = tiles.shape[-1], tuple(tiles.shape[1:-2])
+    name = "fns-untile-" + tokenize(tiles, rows, cols, codes, shape, weight, dtype, chunks)
+    tbounds = list(accumulate(tiles.chunks[0], initial=0))
+    owner = np.searchsorted(tbounds, np.arange(len(rows)), side="right") - 1
+    ybounds, xbounds = (list(accumulate(c, initial=0)) for c in chunks)
+    zeros = (0,) * len(other)
+    inner = (0,) * (tiles.ndim - 1)
+    dsk = {}
+    for iy in range(len(chunks[0])):
+        y0, y1 = ybounds[iy], ybounds[iy + 1]
+        near_y = (rows < y1) & (rows + T > y0)
+        for ix in range(len(chunks[1])):
+            x0, x1 = xbounds[ix], xbounds[ix + 1]
+            ks = np.flatnonzero(near_y & (cols < x1) & (cols + T > x0))
+            parts, picks = [], []
+            for chunk in np.unique(owner[ks]).tolist():
+                mine = ks[owner[ks] == chunk]
+                parts.append((tiles.name, chunk, *inner))
+                picks.append(mine - tbounds[chunk])
+            dsk[(name, *zeros, iy, ix)] = (
+                _untile_block, parts, picks, rows[ks] - y0, cols[ks] - x0, codes[ks],
+                (y1 - y0, x1 - x0), weight, dtype, other,
+            )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[tiles])
+    out_chunks = (*((d,) for d in other), *chunks)
+    return da.Array(graph, name, out_chunks, meta=np.empty((0,) * (len(other) + 2), dtype=dtype))

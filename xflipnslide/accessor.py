@@ -13,7 +13,7 @@ import xarray as xr
 
 from . import plot as _plot
 from . import preprocess as _preprocess
-from . import tiling
+from . import ml, tiling
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
 
@@ -34,7 +34,10 @@ class _FnsAccessor:
 
     preprocess = _forward(_preprocess.preprocess)
     tile = _forward(tiling.tile)
-    batches = _forward(tiling.batches)
+    untile = _forward(tiling.untile)
+    split = _forward(ml.split)
+    batches = _forward(ml.batches)
+    torch_loader = _forward(ml.torch_loader)
     plot_rgb = _forward(_plot.plot_rgb)
     plot_tiles = _forward(_plot.plot_tiles)
     plot_samples = _forward(_plot.plot_samples)

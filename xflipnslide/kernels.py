@@ -315,3 +315,67 @@ def standardize_into(a, mean, scale, out):
     dst = out.ravel()
     for k in range(src.size):
         dst[k] = (src[k] - mean) / scale
+
+
+@njit(nogil=True, cache=True)
+def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
+    """Undo each tile's transform and add it, weighted, onto a scene block.
+
+    The inverse of :func:`gather_tiles`: tile pixel ``(r, j)`` goes back to
+    window pixel ``(u, v)`` (same mapping as there) at ``(rows[k] + u,
+    cols[k] + v)`` of the block; pixels falling outside the block are
+    skipped (padding, or another block's share).
+
+    Parameters
+    ----------
+    tiles : float ndarray, shape (n, C, T, T)
+    rows, cols : int64 ndarray, shape (n,)
+        Window origins relative to the block (may be negative or beyond it).
+    codes : int8 ndarray, shape (n,)
+    weight : float64 ndarray, shape (T, T)
+        Per-pixel weight in the window's frame (symmetric under D4 for the
+        built-in blends, so the frame does not matter for them).
+    acc : float ndarray, shape (C, H, W)
+        Weighted sums, added to in place.
+    wsum : float64 ndarray, shape (H, W)
+        Sums of weights, added to in place.
+    """
+    n, C, T = tiles.shape[0], tiles.shape[1], tiles.shape[-1]
+    H, W = wsum.shape
+    for k in range(n):
+        y0 = rows[k]
+        x0 = cols[k]
+        code = codes[k]
+        for c in range(-1, C):  # -1: the weights, then each channel
+            plane = acc[max(c, 0)]
+            for r in range(T):
+                for j in range(T):
+                    u, v = _window_pixel(code, r, j, T - 1)
+                    y = y0 + u
+                    x = x0 + v
+                    if y < 0 or y >= H or x < 0 or x >= W:
+                        continue
+                    if c < 0:
+                        wsum[y, x] += weight[u, v]
+                    else:
+                        plane[y, x] += weight[u, v] * tiles[k, c, r, j]
+
+
+@njit(inline="always")
+def _window_pixel(code, r, j, t):
+    """Window pixel ``(u, v)`` shown at tile pixel ``(r, j)`` under ``code``."""
+    if code == 0:
+        return r, j
+    if code == 1:
+        return t - j, r
+    if code == 2:
+        return t - r, t - j
+    if code == 3:
+        return j, t - r
+    if code == 4:
+        return r, t - j
+    if code == 5:
+        return t - r, j
+    if code == 6:
+        return t - j, t - r
+    return j, r

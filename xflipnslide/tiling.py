@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import xarray as xr
 from dask.base import is_dask_collection
 
-from ._array import check_dtype, tile_numpy
-from ._dask import tile_dask, tiles_per_chunk
+from ._array import blend_weights, check_dtype, tile_numpy, untile_numpy
+from ._dask import tile_dask, tiles_per_chunk, untile_dask
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError
 from .plan import Edge, Strategy, TilePlan, plan_tiles
 
-__all__ = ["TILE_ATTRS", "TILE_DIM", "batches", "tile"]
+__all__ = ["TILE_ATTRS", "TILE_DIM", "tile", "untile"]
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _tile_coords(obj, plan: TilePlan, ydim, xdim, tile_var) -> dict[Hashable, An
     for dim, origins in ((ydim, plan.rows), (xdim, plan.cols)):
         if dim in obj.indexes and np.issubdtype(obj[dim].dtype, np.number):
             values = np.asarray(obj[dim].values, dtype=float)
-            centre = np.interp(origins + (plan.tile_size - 1) / 2, np.arange(values.size), values)
+            centre = _interp(origins + (plan.tile_size - 1) / 2, values)
             coords[f"{dim}_center"] = xr.Variable(TILE_DIM, centre, attrs=obj[dim].attrs)
     for name, coord in obj.coords.items():
         has = (ydim in coord.dims, xdim in coord.dims)
@@ -239,6 +239,17 @@ def _tile_coords(obj, plan: TilePlan, ydim, xdim, tile_var) -> dict[Hashable, An
     return coords
 
 
+def _interp(pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Coordinate at fractional pixel ``pos``: linear between pixels, and
+    extrapolated from the end spacing beyond them (padded windows)."""
+    out = np.interp(pos, np.arange(values.size), values)
+    if values.size > 1:
+        lo, hi = pos < 0, pos > values.size - 1
+        out[lo] = values[0] + (values[1] - values[0]) * pos[lo]
+        out[hi] = values[-1] + (values[-1] - values[-2]) * (pos[hi] - (values.size - 1))
+    return out
+
+
 def _geometry_attrs(plan: TilePlan) -> dict[str, Any]:
     return {
         "fns_tile_size": plan.tile_size,
@@ -248,60 +259,151 @@ def _geometry_attrs(plan: TilePlan) -> dict[str, Any]:
     }
 
 
-def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True):
-    """Batches of tiles for training, as an :class:`xbatcher.BatchGenerator`.
+def untile(
+    tiles: T_Xarray,
+    *,
+    blend: Literal["mean", "hann"] = "mean",
+    like: xr.DataArray | xr.Dataset | None = None,
+    chunks: int | str | None = None,
+) -> T_Xarray:
+    """Put tiles back on the scene's grid: undo each transform, overlap-add.
 
-    Equivalent to ``xbatcher.BatchGenerator(tiles, input_dims={every dim but
-    "tile": its full size}, batch_dims={"tile": batch_size})``: each batch
-    is ``(tile: batch_size, *other, y, x)`` with the tile coordinates along.
+    Every tile (an input tile, or a model's output for it) is turned back
+    by the inverse of its transform code and added onto the scene with
+    per-pixel weights; each pixel is the weighted mean of the tiles covering
+    it. Flip-n-Slide tiles thus give an 8-view D4 test-time augmentation
+    for free: untile the predictions of the eight transformed views.
 
     Parameters
     ----------
     tiles
-        The output of :func:`tile` (or tiles reloaded from Zarr).
-    batch_size
-        Tiles per batch. xbatcher yields only full batches: the last
-        ``n_tiles % batch_size`` tiles are in no batch (logged at WARNING).
-    preload_batch
-        Passed to xbatcher: load each batch into memory at once.
+        ``(tile, *other, y, x)`` with the ``row``, ``col`` and ``transform``
+        coordinates ``tile`` gives (tiles reopened from Zarr, a subset from
+        :func:`split`, or model outputs with other non-spatial dims, say
+        ``class`` instead of ``band``).
+    blend
+        ``"mean"``: equal weights. ``"hann"``: a separable Hann-type window
+        falling toward the tile edges (floored at 1e-3 so edge pixels keep a
+        small weight), which smooths seams between predictions.
+    like
+        The scene (or anything on its grid) to align to: the output takes its
+        spatial sizes and coordinates. Without it the grid is rebuilt from
+        the tiles alone: the scene shape from the ``fns_scene_shape`` attr
+        and regular spatial coordinates from the ``{dim}_center`` coords.
+    chunks
+        Dask output chunk side along y and x (default: ``like``'s chunks,
+        else dask's ``"auto"``).
+
+    Returns
+    -------
+    DataArray or Dataset
+        ``(*other, y, x)`` on the scene's full grid, float (float32 for
+        float32 or small integer tiles); pixels no tile covers are NaN.
+        Coordinates without the ``tile`` dim (band, CRS, statistics) and the
+        attrs are kept. Dask tiles give a lazy result, one task per output
+        block reading only the tile chunks that overlap it.
 
     Examples
     --------
     >>> import numpy as np, xarray as xr, xflipnslide
-    >>> scene = xr.DataArray(np.zeros((3, 1024, 1024), "float32"), dims=("band", "y", "x"))
-    >>> gen = scene.fns.tile(tile_size=256).fns.batches(batch_size=16)
-    >>> len(gen), gen[0].sizes
-    (5, Frozen({'tile': 16, 'band': 3, 'y': 256, 'x': 256}))
+    >>> scene = xr.DataArray(np.random.rand(2, 300, 300), dims=("band", "y", "x"))
+    >>> back = scene.fns.tile(64).fns.untile()
+    >>> bool(np.allclose(back[:, 22:278, 22:278], scene[:, 22:278, 22:278]))
+    True
     """
-    import xbatcher
+    if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
+        raise InvalidParameterError("untile takes tiles: the output of tile() (a 'tile' dimension)")
+    missing = [c for c in ("row", "col", "transform") if c not in tiles.coords]
+    if missing:
+        raise InvalidParameterError(
+            f"untile needs the tile coordinates {missing} that tile() attaches; keep them when "
+            "selecting or predicting (e.g. build predictions with tiles.copy(data=...))"
+        )
+    weight = blend_weights(_tile_side(tiles), blend)
+    rows = np.asarray(tiles["row"].values, dtype=np.int64)
+    cols = np.asarray(tiles["col"].values, dtype=np.int64)
+    codes = np.asarray(tiles["transform"].values, dtype=np.int8)
+    ydim, xdim = _tile_spatial_dims(tiles)
+    shape, spatial_coords = _scene_grid(tiles, like, ydim, xdim, rows, cols)
 
-    if TILE_DIM not in tiles.dims:
-        raise InvalidParameterError(
-            f"batches takes tiles (a {TILE_DIM!r} dimension); got dims {tuple(tiles.dims)}. "
-            "Call .fns.tile(...) first."
-        )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size <= 0
-    ):
-        raise InvalidParameterError(f"batch_size must be a positive integer; got {batch_size!r}")
-    n = tiles.sizes[TILE_DIM]
-    if batch_size > n:
-        raise InvalidParameterError(
-            f"batch_size={batch_size} is more than the {n} tiles there are; use batch_size <= {n}"
-        )
-    if n % batch_size:
-        log.warning(
-            "%d of %d tiles are in no batch: xbatcher yields only full batches of %d",
-            n % batch_size,
-            n,
-            batch_size,
-        )
-    input_dims = {d: s for d, s in tiles.sizes.items() if d != TILE_DIM}
-    return xbatcher.BatchGenerator(
-        tiles,
-        input_dims=input_dims,
-        batch_dims={TILE_DIM: int(batch_size)},
-        preload_batch=preload_batch,
+    def back(var: xr.Variable) -> xr.Variable:
+        other = [d for d in var.dims if d not in (TILE_DIM, ydim, xdim)]
+        var = var.transpose(TILE_DIM, *other, ydim, xdim)
+        dtype = np.result_type(var.dtype, np.float32)
+        if is_dask_collection(var.data):
+            out = untile_dask(var.data, rows, cols, codes, shape, weight, dtype, _out_chunks(like, ydim, xdim, shape, chunks, dtype))
+        else:
+            out = untile_numpy(np.asarray(var.data), rows, cols, codes, shape, weight, dtype)
+        return xr.Variable((*other, ydim, xdim), out, attrs=var.attrs)
+
+    coords = {n: c.variable for n, c in tiles.coords.items() if TILE_DIM not in c.dims}
+    coords.update(spatial_coords)
+    attrs = {k: v for k, v in tiles.attrs.items() if k not in TILE_ATTRS}
+    if isinstance(tiles, xr.DataArray):
+        return xr.DataArray(back(tiles.variable), coords=coords, name=tiles.name, attrs=attrs)
+    data_vars = {
+        n: back(v.variable) if TILE_DIM in v.dims else v.variable for n, v in tiles.data_vars.items()
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _tile_spatial_dims(tiles) -> tuple[Hashable, Hashable]:
+    var = tiles if isinstance(tiles, xr.DataArray) else next(
+        v for v in tiles.data_vars.values() if TILE_DIM in v.dims
     )
+    return var.dims[-2], var.dims[-1]
+
+
+def _tile_side(tiles) -> int:
+    ydim, xdim = _tile_spatial_dims(tiles)
+    if tiles.sizes[ydim] != tiles.sizes[xdim]:
+        raise InvalidParameterError(
+            f"tiles must be square; got {tiles.sizes[ydim]} x {tiles.sizes[xdim]} along ({ydim!r}, {xdim!r})"
+        )
+    return int(tiles.sizes[ydim])
+
+
+def _scene_grid(tiles, like, ydim, xdim, rows, cols):
+    """Scene shape and spatial coordinates, from ``like`` or from the tiles."""
+    T = _tile_side(tiles)
+    if like is not None:
+        ly, lx = find_spatial_dims(like, (ydim, xdim) if ydim in like.dims and xdim in like.dims else None)
+        shape = (like.sizes[ly], like.sizes[lx])
+        recorded = tiles.attrs.get("fns_scene_shape")
+        if recorded is not None and tuple(int(n) for n in recorded) != shape:
+            raise InvalidParameterError(
+                f"like= is {shape[0]} x {shape[1]} but the tiles come from a "
+                f"{recorded[0]} x {recorded[1]} scene; pass the scene they were cut from"
+            )
+        coords = {
+            d: xr.Variable(d, like[l].values, attrs=like[l].attrs)
+            for d, l in ((ydim, ly), (xdim, lx))
+            if l in like.coords
+        }
+        return shape, coords
+    recorded = tiles.attrs.get("fns_scene_shape")
+    if recorded is None:
+        raise InvalidParameterError(
+            "the tiles do not record their scene's shape (attr fns_scene_shape): pass like=scene"
+        )
+    shape = (int(recorded[0]), int(recorded[1]))
+    coords = {}
+    for dim, origins, size in ((ydim, rows, shape[0]), (xdim, cols, shape[1])):
+        centre = f"{dim}_center"
+        if centre not in tiles.coords or len(np.unique(origins)) < 2:
+            log.info("untile: no %r coordinates rebuilt (no %s, or a single window position)", dim, centre)
+            continue
+        slope, intercept = np.polyfit(origins + (T - 1) / 2, np.asarray(tiles[centre].values, float), 1)
+        coords[dim] = xr.Variable(dim, intercept + slope * np.arange(size), attrs=tiles[centre].attrs)
+    return shape, coords
+
+
+def _out_chunks(like, ydim, xdim, shape, chunks, dtype):
+    from dask.array.core import normalize_chunks
+
+    if chunks is None and like is not None and like.chunks is not None:
+        sizes = like.chunksizes
+        ly, lx = find_spatial_dims(like, (ydim, xdim) if ydim in like.dims else None)
+        return sizes[ly], sizes[lx]
+    spec = "auto" if chunks is None else chunks
+    return normalize_chunks((spec, spec), shape=shape, dtype=dtype)

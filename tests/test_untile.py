@@ -1,0 +1,118 @@
+"""untile(): exact round trips, blends, model outputs, alignment, Zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import random_scene
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xflipnslide
+from xflipnslide import InvalidParameterError
+
+
+def covered(plan, shape):
+    """Mask of the pixels the plan's windows cover."""
+    m = np.zeros(shape, bool)
+    T = plan.tile_size
+    for r, c in zip(plan.rows, plan.cols):
+        m[max(r, 0) : r + T, max(c, 0) : c + T] = True
+    return m
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    t=st.sampled_from([4, 8, 12, 16]),
+    strategy=st.sampled_from(["flipnslide", "overlap", "no_overlap"]),
+    edge=st.sampled_from(["crop", "pad"]),
+    blend=st.sampled_from(["mean", "hann"]),
+    extra=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+    chunks=st.tuples(st.integers(1, 30), st.integers(1, 50), st.integers(1, 50)),
+    lazy=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_round_trip_is_exact(t, strategy, edge, blend, extra, chunks, lazy, seed):
+    shape = (2, 2 * t + extra[0], 2 * t + extra[1])
+    x = random_scene(np.random.default_rng(seed), shape, "float64")
+    tiles = x.fns.tile(t, strategy, edge=edge)
+    if lazy:
+        tiles = tiles.chunk({"tile": chunks[0]})
+        back = tiles.fns.untile(blend=blend, chunks=max(chunks[1], 1))
+    else:
+        back = tiles.fns.untile(blend=blend)
+    values = back.values
+    plan = xflipnslide.plan_tiles(shape[1:], t, strategy, edge=edge)
+    m = covered(plan, shape[1:])
+    np.testing.assert_allclose(values[:, m], x.values[:, m], rtol=1e-12)
+    assert np.isnan(values[:, ~m]).all()
+    np.testing.assert_allclose(back.y.values, x.y.values)
+    np.testing.assert_allclose(back.x.values, x.x.values)
+
+
+def test_real_scene_round_trip_numpy_and_dask(scene, backend):
+    tiles = backend(scene, {"y": 150, "x": 200}).fns.tile(64, edge="pad")
+    for blend in ("mean", "hann"):
+        back = tiles.fns.untile(blend=blend)
+        assert back.dims == ("band", "y", "x") and back.dtype == np.float32
+        np.testing.assert_allclose(back.values, scene.values, rtol=1e-6)
+        assert back.rio.crs == scene.rio.crs
+        xr.testing.assert_allclose(back.y, scene.y)
+
+
+def test_model_outputs_with_other_dims_and_like(scene):
+    """Per-class outputs (not bands) stitch back, aligned to the scene."""
+    tiles = scene.fns.tile(128)
+    # a "model": 4 class scores per pixel computed from the tile itself
+    logits = xr.concat([tiles.isel(band=0) * k for k in range(4)], dim="class").transpose("tile", "class", "y", "x")
+    stitched = logits.fns.untile(like=scene)
+    assert stitched.dims == ("class", "y", "x")
+    np.testing.assert_array_equal(stitched.x.values, scene.x.values)
+    ok = ~np.isnan(stitched.values[0])
+    np.testing.assert_allclose(stitched.values[3][ok], 3.0 * scene.values[0][ok])
+    with pytest.raises(InvalidParameterError, match="pass the scene they were cut from"):
+        logits.fns.untile(like=scene.isel(y=slice(0, 100)))
+
+
+def test_tiles_from_zarr_stitch_back_alone(tmp_path, scene):
+    tiles = scene.chunk({"y": 200}).fns.preprocess(nodata=0).fns.tile(64)
+    tiles.to_dataset(name="t").to_zarr(tmp_path / "t.zarr")
+    reloaded = xr.open_zarr(tmp_path / "t.zarr")["t"]
+    back = reloaded.fns.untile(blend="hann")
+    expected = scene.fns.preprocess(nodata=0)
+    plan = xflipnslide.plan_tiles((560, 600), 64)
+    m = covered(plan, (560, 600))
+    np.testing.assert_allclose(back.values[:, m], expected.values[:, m], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(back.x.values, scene.x.values)
+    assert back.rio.crs == scene.rio.crs
+    np.testing.assert_allclose(back.fns_mean.values, expected.fns_mean.values)
+
+
+def test_subset_leaves_uncovered_pixels_nan(scene):
+    tiles = scene.fns.tile(128).isel(tile=[0])
+    back = tiles.fns.untile()
+    assert np.isfinite(back.values[:, 24:152, 44:172]).all()
+    assert np.isnan(back.values[:, 200:, :]).all()
+
+
+def test_dataset_untile_and_lazy(no_compute):
+    x = random_scene(np.random.default_rng(2), (2, 100, 100)).chunk({"y": 50})
+    ds = xr.Dataset({"image": x, "mask": (x.isel(band=0) > 0).astype("uint8")})
+    back = ds.fns.tile(32).fns.untile()
+    assert back["mask"].dtype == np.float32 and back["image"].chunks is not None
+
+
+def test_untile_errors(scene):
+    with pytest.raises(InvalidParameterError, match="'tile' dimension"):
+        scene.fns.untile()
+    tiles = scene.fns.tile(128)
+    with pytest.raises(InvalidParameterError, match=r"\['transform'\]"):
+        tiles.drop_vars("transform").fns.untile()
+    with pytest.raises(InvalidParameterError, match="blend must be"):
+        tiles.fns.untile(blend="max")
+    bare = tiles.copy()
+    bare.attrs = {}
+    with pytest.raises(InvalidParameterError, match="pass like=scene"):
+        bare.fns.untile()
+    np.testing.assert_allclose(bare.fns.untile(like=scene).values, tiles.fns.untile().values)
