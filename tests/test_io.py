@@ -74,7 +74,9 @@ def test_items_without_raster_metadata_keep_stored_values():
 
 
 def test_geographic_output_keeps_odc_dim_names(items):
-    scene = xflipnslide.load_stac(items=items[1:], bands=["red"], sign=False, crs="EPSG:4326", resolution=0.0003)
+    scene = xflipnslide.load_stac(
+        items=items[1:], bands=["red"], sign=False, crs="EPSG:4326", resolution=0.0003
+    )
     assert scene.dims == ("time", "band", "latitude", "longitude")
     assert scene.fns.preprocess().fns.tile(32).dims == ("tile", "band", "latitude", "longitude")
 

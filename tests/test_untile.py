@@ -65,7 +65,9 @@ def test_model_outputs_with_other_dims_and_like(scene):
     """Per-class outputs (not bands) stitch back, aligned to the scene."""
     tiles = scene.fns.tile(128)
     # a "model": 4 class scores per pixel computed from the tile itself
-    logits = xr.concat([tiles.isel(band=0) * k for k in range(4)], dim="class").transpose("tile", "class", "y", "x")
+    logits = xr.concat([tiles.isel(band=0) * k for k in range(4)], dim="class").transpose(
+        "tile", "class", "y", "x"
+    )
     stitched = logits.fns.untile(like=scene)
     assert stitched.dims == ("class", "y", "x")
     np.testing.assert_array_equal(stitched.x.values, scene.x.values)

@@ -21,9 +21,9 @@ from .errors import (
     XFlipNSlideError,
 )
 from .io import load_stac, open_image, sample_scene_path
+from .ml import batches, split, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .preprocess import preprocess
-from .ml import batches, split, torch_loader
 from .tiling import tile, untile
 
 try:

@@ -256,8 +256,16 @@ def untile_dask(
                 parts.append((tiles.name, chunk, *inner))
                 picks.append(mine - tbounds[chunk])
             dsk[(name, *zeros, iy, ix)] = (
-                _untile_block, parts, picks, rows[ks] - y0, cols[ks] - x0, codes[ks],
-                (y1 - y0, x1 - x0), weight, dtype, other,
+                _untile_block,
+                parts,
+                picks,
+                rows[ks] - y0,
+                cols[ks] - x0,
+                codes[ks],
+                (y1 - y0, x1 - x0),
+                weight,
+                dtype,
+                other,
             )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[tiles])
     out_chunks = (*((d,) for d in other), *chunks)

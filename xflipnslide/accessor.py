@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import xarray as xr
 
+from . import ml, tiling
 from . import plot as _plot
 from . import preprocess as _preprocess
-from . import ml, tiling
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
 

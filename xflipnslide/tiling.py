@@ -331,7 +331,16 @@ def untile(
         var = var.transpose(TILE_DIM, *other, ydim, xdim)
         dtype = np.result_type(var.dtype, np.float32)
         if is_dask_collection(var.data):
-            out = untile_dask(var.data, rows, cols, codes, shape, weight, dtype, _out_chunks(like, ydim, xdim, shape, chunks, dtype))
+            out = untile_dask(
+                var.data,
+                rows,
+                cols,
+                codes,
+                shape,
+                weight,
+                dtype,
+                _out_chunks(like, ydim, xdim, shape, chunks, dtype),
+            )
         else:
             out = untile_numpy(np.asarray(var.data), rows, cols, codes, shape, weight, dtype)
         return xr.Variable((*other, ydim, xdim), out, attrs=var.attrs)
@@ -342,14 +351,17 @@ def untile(
     if isinstance(tiles, xr.DataArray):
         return xr.DataArray(back(tiles.variable), coords=coords, name=tiles.name, attrs=attrs)
     data_vars = {
-        n: back(v.variable) if TILE_DIM in v.dims else v.variable for n, v in tiles.data_vars.items()
+        n: back(v.variable) if TILE_DIM in v.dims else v.variable
+        for n, v in tiles.data_vars.items()
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def _tile_spatial_dims(tiles) -> tuple[Hashable, Hashable]:
-    var = tiles if isinstance(tiles, xr.DataArray) else next(
-        v for v in tiles.data_vars.values() if TILE_DIM in v.dims
+    var = (
+        tiles
+        if isinstance(tiles, xr.DataArray)
+        else next(v for v in tiles.data_vars.values() if TILE_DIM in v.dims)
     )
     return var.dims[-2], var.dims[-1]
 
@@ -367,7 +379,9 @@ def _scene_grid(tiles, like, ydim, xdim, rows, cols):
     """Scene shape and spatial coordinates, from ``like`` or from the tiles."""
     T = _tile_side(tiles)
     if like is not None:
-        ly, lx = find_spatial_dims(like, (ydim, xdim) if ydim in like.dims and xdim in like.dims else None)
+        ly, lx = find_spatial_dims(
+            like, (ydim, xdim) if ydim in like.dims and xdim in like.dims else None
+        )
         shape = (like.sizes[ly], like.sizes[lx])
         recorded = tiles.attrs.get("fns_scene_shape")
         if recorded is not None and tuple(int(n) for n in recorded) != shape:
@@ -376,9 +390,9 @@ def _scene_grid(tiles, like, ydim, xdim, rows, cols):
                 f"{recorded[0]} x {recorded[1]} scene; pass the scene they were cut from"
             )
         coords = {
-            d: xr.Variable(d, like[l].values, attrs=like[l].attrs)
-            for d, l in ((ydim, ly), (xdim, lx))
-            if l in like.coords
+            d: xr.Variable(d, like[src].values, attrs=like[src].attrs)
+            for d, src in ((ydim, ly), (xdim, lx))
+            if src in like.coords
         }
         return shape, coords
     recorded = tiles.attrs.get("fns_scene_shape")
@@ -391,10 +405,18 @@ def _scene_grid(tiles, like, ydim, xdim, rows, cols):
     for dim, origins, size in ((ydim, rows, shape[0]), (xdim, cols, shape[1])):
         centre = f"{dim}_center"
         if centre not in tiles.coords or len(np.unique(origins)) < 2:
-            log.info("untile: no %r coordinates rebuilt (no %s, or a single window position)", dim, centre)
+            log.info(
+                "untile: no %r coordinates rebuilt (no %s, or a single window position)",
+                dim,
+                centre,
+            )
             continue
-        slope, intercept = np.polyfit(origins + (T - 1) / 2, np.asarray(tiles[centre].values, float), 1)
-        coords[dim] = xr.Variable(dim, intercept + slope * np.arange(size), attrs=tiles[centre].attrs)
+        slope, intercept = np.polyfit(
+            origins + (T - 1) / 2, np.asarray(tiles[centre].values, float), 1
+        )
+        coords[dim] = xr.Variable(
+            dim, intercept + slope * np.arange(size), attrs=tiles[centre].attrs
+        )
     return shape, coords
 
 
