@@ -65,8 +65,58 @@ def demo_figures() -> None:
     plt.close(fig)
 
 
+def tutorial_figure(path: str) -> None:
+    """Split map, labels, and a stitched prediction of a tiny per-pixel model."""
+    import sys
+
+    sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))
+    from labels import label_mask  # the test helper that rasterises the polygons
+
+    image = xflipnslide.open_image(
+        os.path.join(HERE, os.pardir, "tests", "data", "landsat8", "LC08_L1TP_224078_20200518_labels_area_RGB.tif"),
+        chunks=None,
+    ).load()
+    ready = image.fns.preprocess()
+    ds = ready.to_dataset(name="image").assign(label=label_mask(image))
+    tiles = ds.fns.tile(32)
+    parts = tiles.fns.split(block_size=64, seed=0)
+    # where each subset's tiles come from
+    owner = np.full(image.shape[1:], np.nan)
+    for k, part in enumerate(parts.values()):
+        for r, c in zip(part.row.values, part.col.values):
+            owner[r : r + 32, c : c + 32] = k
+    # a tiny "model": nearest class centroid in colour, fitted on training tiles
+    train = parts["train"]
+    x, y = train.image.values.transpose(1, 0, 2, 3).reshape(3, -1), train.label.values.ravel()
+    centroids = np.stack([x[:, y == k].mean(axis=1) if (y == k).any() else np.full(3, 1e6) for k in range(5)])
+    feats = tiles.image.values  # predict every tile, all eight views
+    dist = ((feats[:, None] - centroids[None, :, :, None, None]) ** 2).sum(axis=2)
+    scores = tiles.image.isel(band=0, drop=True).expand_dims(cls=5, axis=1).copy(data=-dist)
+    stitched = scores.fns.untile(blend="hann", like=image)
+    pred = np.where(np.isnan(stitched.values).any(0), np.nan, stitched.values.argmax(0))
+
+    fig, axes = plt.subplots(1, 4, figsize=(12, 6))
+    plot_rgb(image, ax=axes[0], title="scene")
+    axes[1].imshow(owner, cmap=matplotlib.colors.ListedColormap(["#4477aa", "#ccbb44", "#ee6677"]), interpolation="nearest")
+    axes[1].set_title("split: train / val / test")
+    cmap = matplotlib.colors.ListedColormap(["#dddddd", "#4477aa", "#ccbb44", "#228833", "#aa3377"])
+    axes[2].imshow(ds.label.values, cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
+    axes[2].set_title("labels (land cover)")
+    axes[3].imshow(pred, cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
+    axes[3].set_title("stitched prediction")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
+    tutorial_figure(os.path.join(OUT, "tutorial.png"))
     preprocess_figure(os.path.join(OUT, "preprocess.png"))
     demo_figures()
 
