@@ -73,7 +73,14 @@ def tutorial_figure(path: str) -> None:
     from labels import label_mask  # the test helper that rasterises the polygons
 
     image = xflipnslide.open_image(
-        os.path.join(HERE, os.pardir, "tests", "data", "landsat8", "LC08_L1TP_224078_20200518_labels_area_RGB.tif"),
+        os.path.join(
+            HERE,
+            os.pardir,
+            "tests",
+            "data",
+            "landsat8",
+            "LC08_L1TP_224078_20200518_labels_area_RGB.tif",
+        ),
         chunks=None,
     ).load()
     ready = image.fns.preprocess()
@@ -88,7 +95,9 @@ def tutorial_figure(path: str) -> None:
     # a tiny "model": nearest class centroid in colour, fitted on training tiles
     train = parts["train"]
     x, y = train.image.values.transpose(1, 0, 2, 3).reshape(3, -1), train.label.values.ravel()
-    centroids = np.stack([x[:, y == k].mean(axis=1) if (y == k).any() else np.full(3, 1e6) for k in range(5)])
+    centroids = np.stack(
+        [x[:, y == k].mean(axis=1) if (y == k).any() else np.full(3, 1e6) for k in range(5)]
+    )
     feats = tiles.image.values  # predict every tile, all eight views
     dist = ((feats[:, None] - centroids[None, :, :, None, None]) ** 2).sum(axis=2)
     scores = tiles.image.isel(band=0, drop=True).expand_dims(cls=5, axis=1).copy(data=-dist)
@@ -97,7 +106,11 @@ def tutorial_figure(path: str) -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(12, 6))
     plot_rgb(image, ax=axes[0], title="scene")
-    axes[1].imshow(owner, cmap=matplotlib.colors.ListedColormap(["#4477aa", "#ccbb44", "#ee6677"]), interpolation="nearest")
+    axes[1].imshow(
+        owner,
+        cmap=matplotlib.colors.ListedColormap(["#4477aa", "#ccbb44", "#ee6677"]),
+        interpolation="nearest",
+    )
     axes[1].set_title("split: train / val / test")
     cmap = matplotlib.colors.ListedColormap(["#dddddd", "#4477aa", "#ccbb44", "#228833", "#aa3377"])
     axes[2].imshow(ds.label.values, cmap=cmap, vmin=0, vmax=4, interpolation="nearest")

@@ -202,14 +202,12 @@ def untile_numpy(
     dtype: np.dtype,
 ) -> np.ndarray:
     """Overlap-add ``(n, *other, T, T)`` tiles into ``(*other, H, W)``; NaN where no tile."""
-    from .kernels import scatter_tiles
+    from .kernels import normalize_weights, scatter_tiles
 
     other = tiles.shape[1:-2]
     flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
     acc = np.zeros((flat.shape[1], *shape), dtype=dtype)
     wsum = np.zeros(shape)
-    scatter_tiles(flat, rows, cols, codes, weight, acc, wsum)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(acc, wsum, out=acc, where=wsum > 0)
-    acc[:, wsum == 0] = np.nan
+    scatter_tiles(flat.astype(dtype, copy=False), rows, cols, codes, weight, acc, wsum)
+    normalize_weights(acc, wsum)
     return acc.reshape((*other, *shape))

@@ -317,14 +317,18 @@ def standardize_into(a, mean, scale, out):
         dst[k] = (src[k] - mean) / scale
 
 
-@njit(nogil=True, cache=True)
+_INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
 def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
     """Undo each tile's transform and add it, weighted, onto a scene block.
 
-    The inverse of :func:`gather_tiles`: tile pixel ``(r, j)`` goes back to
-    window pixel ``(u, v)`` (same mapping as there) at ``(rows[k] + u,
-    cols[k] + v)`` of the block; pixels falling outside the block are
-    skipped (padding, or another block's share).
+    The inverse of :func:`gather_tiles`, built on it: each tile is first
+    turned back into its window's frame (:func:`gather_tiles` with the
+    inverse code, into a small buffer), then added row by row at
+    ``(rows[k], cols[k])``; the parts of a window outside the block
+    (padding, or another block's share) are skipped.
 
     Parameters
     ----------
@@ -333,49 +337,53 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
         Window origins relative to the block (may be negative or beyond it).
     codes : int8 ndarray, shape (n,)
     weight : float64 ndarray, shape (T, T)
-        Per-pixel weight in the window's frame (symmetric under D4 for the
-        built-in blends, so the frame does not matter for them).
+        Per-pixel weight in the window's frame.
     acc : float ndarray, shape (C, H, W)
-        Weighted sums, added to in place.
+        Weighted sums, added to in place (same dtype as ``tiles``).
     wsum : float64 ndarray, shape (H, W)
         Sums of weights, added to in place.
     """
     n, C, T = tiles.shape[0], tiles.shape[1], tiles.shape[-1]
     H, W = wsum.shape
+    buf = np.empty((1, C, T, T), tiles.dtype)
+    origin = np.zeros(1, np.int64)
+    code = np.empty(1, np.int8)
+    w = weight.astype(acc.dtype)
     for k in range(n):
-        y0 = rows[k]
-        x0 = cols[k]
-        code = codes[k]
-        for c in range(-1, C):  # -1: the weights, then each channel
-            plane = acc[max(c, 0)]
-            for r in range(T):
-                for j in range(T):
-                    u, v = _window_pixel(code, r, j, T - 1)
-                    y = y0 + u
-                    x = x0 + v
-                    if y < 0 or y >= H or x < 0 or x >= W:
-                        continue
-                    if c < 0:
-                        wsum[y, x] += weight[u, v]
-                    else:
-                        plane[y, x] += weight[u, v] * tiles[k, c, r, j]
+        code[0] = _INVERSE[codes[k]]
+        gather_tiles(tiles[k], origin, origin, code, buf)
+        y0, x0 = rows[k], cols[k]
+        r0, r1 = max(0, -y0), min(T, H - y0)
+        j0, j1 = max(0, -x0), min(T, W - x0)
+        if r0 >= r1 or j0 >= j1:
+            continue
+        xs = np.uint64(x0 + j0)
+        for r in range(r0, r1):
+            y = np.uint64(y0 + r)
+            wrow = weight[r]
+            srow = wsum[y]
+            for j in range(j1 - j0):
+                srow[xs + np.uint64(j)] += wrow[j0 + j]
+            for c in range(C):
+                arow = acc[c, y]
+                brow = buf[0, c, r]
+                frow = w[r]
+                for j in range(j1 - j0):
+                    arow[xs + np.uint64(j)] += frow[j0 + j] * brow[j0 + j]
 
 
-@njit(inline="always")
-def _window_pixel(code, r, j, t):
-    """Window pixel ``(u, v)`` shown at tile pixel ``(r, j)`` under ``code``."""
-    if code == 0:
-        return r, j
-    if code == 1:
-        return t - j, r
-    if code == 2:
-        return t - r, t - j
-    if code == 3:
-        return j, t - r
-    if code == 4:
-        return r, t - j
-    if code == 5:
-        return t - r, j
-    if code == 6:
-        return t - j, t - r
-    return j, r
+@njit(nogil=True, cache=True)
+def normalize_weights(acc, wsum):
+    """``acc[c] /= wsum`` in place, NaN where ``wsum`` is 0 (no tile)."""
+    C = acc.shape[0]
+    H, W = wsum.shape
+    for y in range(H):
+        for x in range(W):
+            s = wsum[y, x]
+            if s > 0:
+                inv = 1.0 / s
+                for c in range(C):
+                    acc[c, y, x] *= inv
+            else:
+                for c in range(C):
+                    acc[c, y, x] = np.nan

@@ -1,0 +1,76 @@
+"""Every public function gives the same result on a process-based
+dask.distributed cluster as on the threaded scheduler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xflipnslide
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit="2GiB",
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def lazy_scene():
+    scene = xflipnslide.open_image(
+        xflipnslide.sample_scene_path(), chunks={"band": -1, "y": 200, "x": 256}
+    )
+    return scene
+
+
+def both(obj):
+    """Compute on the cluster (the active client) and with threads."""
+    on_cluster = obj.compute()
+    with_threads = obj.compute(scheduler="threads")
+    return on_cluster, with_threads
+
+
+def test_preprocess_tile_untile_identical(client, lazy_scene):
+    ready = lazy_scene.fns.preprocess(nodata=0, reach=64)
+    a, b = both(ready)
+    xr.testing.assert_identical(a, b)
+    tiles = ready.fns.tile(64, edge="pad", tile_chunks=20)
+    a, b = both(tiles)
+    xr.testing.assert_identical(a, b)
+    back = tiles.fns.untile(blend="hann", chunks=200)
+    a, b = both(back)
+    xr.testing.assert_identical(a, b)
+    np.testing.assert_allclose(
+        a.values, ready.compute(scheduler="threads").values, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_split_and_to_zarr_on_cluster(client, lazy_scene, tmp_path):
+    tiles = lazy_scene.fns.preprocess(nodata=0).fns.tile(64)
+    parts = tiles.fns.split(block_size=128, seed=0)
+    a, b = both(parts["val"])
+    xr.testing.assert_identical(a, b)
+    parts["train"].to_dataset(name="t").to_zarr(tmp_path / "train.zarr")
+    back = xr.open_zarr(tmp_path / "train.zarr")["t"]
+    np.testing.assert_array_equal(back.values, parts["train"].compute(scheduler="threads").values)
+
+
+def test_torch_path_on_cluster(client, lazy_scene):
+    torch = pytest.importorskip("torch")
+    tiles = lazy_scene.fns.preprocess(nodata=0).fns.tile(64)
+    batch = next(iter(tiles.fns.torch_loader(8)))
+    assert isinstance(batch, torch.Tensor)
+    np.testing.assert_array_equal(
+        batch.numpy(), tiles.isel(tile=slice(0, 8)).compute(scheduler="threads").values
+    )
