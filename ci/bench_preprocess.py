@@ -131,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     if args.one:
         args.gaps = float(args.gaps)
@@ -145,8 +146,9 @@ def main(argv=None) -> int:
     print(
         f"{'gaps':>5}  {'mode':<10}{'seconds':>9}{'x original':>12}{'x scipy-edt':>12}{'peak RSS GiB':>14}{'x scene':>9}"
     )
+    results = {}
     for gaps in args.gaps.split(","):
-        rows = []
+        rows = results[gaps] = []
         for mode in args.modes.split(","):
             cmd = [
                 sys.executable,
@@ -180,6 +182,9 @@ def main(argv=None) -> int:
                 f"{r['peak_rss'] / 2**30:>14.2f}{r['peak_rss'] / scene_bytes:>9.2f}{note}"
             )
     print("'x original' and 'x scipy-edt': how many times faster than that baseline")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f)
     return 0
 
 

@@ -1,0 +1,167 @@
+"""Run every benchmark and print one table of ratios against same-run baselines.
+
+python ci/bench_all.py            # the full sizes (a few minutes on 2 cores)
+python ci/bench_all.py --small    # tiny sizes: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FULL = {
+    "bench_tile.py": [],
+    "bench_preprocess.py": ["--gaps", "0.05,0.30"],
+    "bench_untile.py": [],
+    "bench_torch.py": [],
+    "bench_scale.py": [],
+}
+SMALL = {
+    "bench_tile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
+    "bench_preprocess.py": [
+        "--size",
+        "256",
+        "--original-size",
+        "128",
+        "--gaps",
+        "0.1",
+        "--repeat",
+        "1",
+    ],
+    "bench_untile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
+    "bench_torch.py": ["--size", "256", "--tile-size", "32"],
+    "bench_scale.py": ["--sizes", "512,1024", "--tile-size", "64"],
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", action="store_true", help="tiny sizes, for a smoke run")
+    args = p.parse_args(argv)
+    plan = SMALL if args.small else FULL
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for script, extra in plan.items():
+            out = os.path.join(tmp, script + ".json")
+            cmd = [sys.executable, os.path.join(HERE, script), *extra, "--json", out]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            print(done.stdout, end="" if done.stdout.endswith("\n") else "\n")
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                return done.returncode
+            if os.path.exists(out):
+                with open(out) as f:
+                    results[script] = json.load(f)
+            print()
+
+    print("summary (ratios against baselines measured in this run)")
+    print(f"{'measure':<52}{'value':>10}  target")
+    lines = []
+    tile = {r["mode"]: r for r in results.get("bench_tile.py", [])}
+    if tile:
+        mem = tile["memcpy"]["seconds"]
+        io = tile["memcpy"]["in_bytes"] + tile["memcpy"]["out_bytes"]
+        lines.append(
+            (
+                "tile (numpy) time / memcpy of the output",
+                tile["tile-numpy"]["seconds"] / mem,
+                "<= 1.5",
+            )
+        )
+        lines.append(
+            (
+                "tile (numpy) peak RSS / (input + output)",
+                tile["tile-numpy"]["peak_rss"] / io,
+                "<= 1.2",
+            )
+        )
+        lines.append(
+            ("tile (dask, store) time / memcpy", tile["tile-dask-store"]["seconds"] / mem, "")
+        )
+        if "numpy-slicing" in tile:
+            lines.append(
+                (
+                    "tile (numpy) time / numpy slicing",
+                    tile["tile-numpy"]["seconds"] / tile["numpy-slicing"]["seconds"],
+                    "",
+                )
+            )
+    for gaps, rows in results.get("bench_preprocess.py", {}).items():
+        by = {r["mode"]: r["seconds"] for r in rows}
+        lines.append(
+            (
+                f"preprocess numpy speed-up vs original, {float(gaps):.0%} gaps",
+                by["original"] / by["fns-numpy"],
+                ">= 20",
+            )
+        )
+        lines.append(
+            (
+                f"preprocess dask speed-up vs original, {float(gaps):.0%} gaps",
+                by["original"] / by["fns-dask"],
+                ">= 20",
+            )
+        )
+        lines.append(
+            (
+                f"preprocess numpy speed-up vs scipy EDT, {float(gaps):.0%} gaps",
+                by["scipy-edt"] / by["fns-numpy"],
+                "",
+            )
+        )
+    untile = results.get("bench_untile.py")
+    if untile:
+        lines.append(
+            (
+                "untile (hann) time / memcpy of its input",
+                untile["untile blend=hann"]["x memcpy"],
+                "<= 2",
+            )
+        )
+    torch_rows = results.get("bench_torch.py")
+    if torch_rows:
+        lines.append(
+            (
+                "torch feed tiles/s vs xbatcher on raw scene",
+                torch_rows["torch_loader over computed tiles"]["x baseline"],
+                ">= 1",
+            )
+        )
+        lines.append(
+            (
+                "  the same, tiling included",
+                torch_rows["tile + torch_loader (flipnslide)"]["x baseline"],
+                "",
+            )
+        )
+    scale = results.get("bench_scale.py")
+    if scale:
+        for a, b in zip(scale, scale[1:]):
+            lines.append(
+                (
+                    f"out-of-core peak RSS, scene {b['size']}² / {a['size']}²",
+                    b["peak"] / a["peak"],
+                    "<= 1.25",
+                )
+            )
+        lines.append(
+            (
+                "graph tasks per input chunk, largest / smallest",
+                (scale[-1]["tasks"] / scale[-1]["chunks"])
+                / (scale[0]["tasks"] / scale[0]["chunks"]),
+                "~ 1",
+            )
+        )
+    for name, value, target in lines:
+        print(f"{name:<52}{value:>10.2f}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
