@@ -7,6 +7,7 @@ python ci/bench_all.py --small    # tiny sizes: a smoke run
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         )
     scale = results.get("bench_scale.py")
     if scale:
-        for a, b in zip(scale, scale[1:]):
+        for a, b in itertools.pairwise(scale):
             lines.append(
                 (
                     f"out-of-core peak RSS, scene {b['size']}² / {a['size']}²",
