@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidParameterError
-from .kernels import as_bits, gather_tiles
+from .kernels import as_bits, gather_tiles, normalize_weights, scatter_tiles
 from .plan import TilePlan
 
 __all__ = ["Strip", "check_dtype", "strip_source", "strips", "tile_numpy"]
@@ -202,8 +202,6 @@ def untile_numpy(
     dtype: np.dtype,
 ) -> np.ndarray:
     """Overlap-add ``(n, *other, T, T)`` tiles into ``(*other, H, W)``; NaN where no tile."""
-    from .kernels import normalize_weights, scatter_tiles
-
     other = tiles.shape[1:-2]
     flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
     acc = np.zeros((flat.shape[1], *shape), dtype=dtype)

@@ -22,7 +22,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
-from ._array import Strip, check_dtype, strip_source, strips
+from ._array import Strip, check_dtype, strip_source, strips, untile_numpy
 from .errors import InvalidParameterError
 from .kernels import as_bits, gather_tiles
 from .plan import TilePlan
@@ -211,8 +211,6 @@ def independent_copy(x: da.Array, salt: str = "fns-pass") -> da.Array:
 
 def _untile_block(parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other):
     """Task body: scatter the tiles overlapping one output block into it."""
-    from ._array import untile_numpy
-
     tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)]) if parts else None
     if tiles is None:
         return np.full((*other, *block_shape), np.nan, dtype=dtype)
