@@ -121,7 +121,7 @@ def _open_scene(path: str, variable: str | None = None, chunks: int = 2048):
         if lower.endswith(".zarr") or os.path.isdir(path):
             ds = xr.open_zarr(path)
         elif lower.endswith((".nc", ".nc4", ".netcdf")):
-            ds = xr.open_dataset(path, chunks={})
+            ds = _open_netcdf(path)
         else:
             return open_image(path, chunks={"band": -1, "y": chunks, "x": chunks})
     except (OSError, ValueError) as exc:
@@ -130,6 +130,20 @@ def _open_scene(path: str, variable: str | None = None, chunks: int = 2048):
     if variable and variable not in ds:
         raise CliError(f"{path} has no variable {variable!r}; it has {list(ds.data_vars)}")
     return ds[names[0]] if len(names) == 1 else ds
+
+
+def _open_netcdf(path: str):
+    """Open a netCDF file lazily; files the netCDF4 library rejects (some
+    attribute names) are retried with scipy's netCDF-3 reader."""
+    import xarray as xr
+
+    try:
+        return xr.open_dataset(path, chunks={})
+    except (OSError, ValueError, UnicodeDecodeError) as first:
+        try:
+            return xr.open_dataset(path, chunks={}, engine="scipy")
+        except Exception:
+            raise first from None
 
 
 def _write(tiles, out: str, overwrite: bool) -> None:
