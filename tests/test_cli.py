@@ -161,7 +161,9 @@ def test_bad_input_one_line_no_output(tmp_path, scene, capsys, argv, message):
 
 def test_tile_command_on_netcdf(tmp_path, scene):
     src = tmp_path / "scene.nc"
-    scene.isel(band=0, drop=True).drop_vars("spatial_ref").to_dataset(name="red").to_netcdf(src, engine="scipy")
+    scene.isel(band=0, drop=True).drop_vars("spatial_ref").to_dataset(name="red").to_netcdf(
+        src, engine="scipy"
+    )
     out = tmp_path / "t.zarr"
     assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--nodata", "0"]) == 0
     assert xr.open_zarr(out)["red"].dims == ("tile", "y", "x")

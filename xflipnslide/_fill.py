@@ -5,8 +5,8 @@ filled independently: a NaN pixel takes the value of the valid pixel of the
 same slice at the smallest Euclidean distance.
 
 On numpy the whole slice is one block and the result is exact. On dask each
-block is filled from itself plus a halo of ``reach`` pixels read around it
-(:func:`dask.array.overlap.overlap`); the kernel then knows, per pixel,
+block is filled from itself plus a halo of ``reach`` pixels sliced from its
+neighbouring chunks (one task per chunk, in one graph layer); the kernel then knows, per pixel,
 whether its nearest valid pixel is provably the scene's nearest (it is
 closer than every cut side of block + halo). Pixels where that is not
 proven take the nearest valid pixel in block + halo, or the slice's
@@ -22,10 +22,16 @@ import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate, product
 
 import dask.array as da
 import numpy as np
+from dask.array.core import concatenate3
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import apply
 
+from ._dask import _chunk_span, _local_slices
 from .errors import AllMissingError, FillReachError, FillReachWarning
 from .kernels import fill_nearest
 
@@ -87,33 +93,15 @@ def fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
     return out
 
 
-def _fill_block(block, fallback, *, depth, labels, strict, reach, block_info=None):
-    info = block_info[0]
-    (iy, ix), (ny, nx) = info["chunk-location"][-2:], info["num-chunks"][-2:]
-    dy, dx = depth
-    halo = (iy > 0 and dy > 0, iy < ny - 1 and dy > 0, ix > 0 and dx > 0, ix < nx - 1 and dx > 0)
-    h, w = block.shape[-2:]
-    core = (
-        dy if halo[0] else 0,
-        h - (dy if halo[1] else 0),
-        dx if halo[2] else 0,
-        w - (dx if halo[3] else 0),
-    )
-    # Names of this block's slices, by their global position in the other dims.
-    starts = [loc[0] for loc in info["array-location"][:-2]] if labels else []
-    names = {}
-    if labels:
-        full = info["shape"][:-2]
-        for idx in np.ndindex(block.shape[:-2]):
-            flat = np.ravel_multi_index(tuple(s + i for s, i in zip(starts, idx)), full)
-            names[idx] = labels[flat]
-    out, beyond = _fill_slices(block, core, halo, np.asarray(fallback)[..., 0, 0], names)
+def _fill_block(pieces, fallback, *, core, halo, names, strict, reach, where):
+    """Task body: assemble one chunk plus its halo and fill the chunk."""
+    block = concatenate3(pieces)
+    out, beyond = _fill_slices(block, core, halo, np.asarray(fallback), names)
     if beyond:
         msg = (
-            f"{beyond} filled pixels of block {tuple(info['chunk-location'])} have no valid pixel "
-            f"provably nearest within reach={reach}: they took the nearest one within the block "
-            "and its halo (or the band mean). Use a larger reach, larger chunks, or numpy input "
-            "for an exact fill."
+            f"{beyond} filled pixels of block {where} have no valid pixel provably nearest "
+            f"within reach={reach}: they took the nearest one within the block and its halo "
+            "(or the band mean). Use a larger reach, larger chunks, or numpy input for an exact fill."
         )
         if strict:
             raise FillReachError(msg)
@@ -132,33 +120,60 @@ def fill_dask(
 ) -> da.Array:
     """Lazy nearest fill of every spatial slice of a dask array.
 
-    ``fallback`` holds one value per slice (shape ``x.shape[:-2]``), used
-    only where a block and its halo have no valid pixel at all; NaN there
-    means the slice has no valid pixel anywhere, an error.
+    One task per chunk, depending directly on the input chunks within
+    ``reach`` of it (one graph layer; no rechunking, whatever the chunk
+    sizes). ``fallback`` holds one value per slice (shape ``x.shape[:-2]``),
+    used only where a chunk and its halo have no valid pixel at all; NaN
+    there means the slice has no valid pixel anywhere, an error.
     """
-    depth = tuple(0 if len(c) == 1 else min(reach, n) for c, n in zip(x.chunks[-2:], x.shape[-2:]))
-    axes = {x.ndim - 2: depth[0], x.ndim - 1: depth[1]}
-    new_chunks = da.overlap.ensure_minimum_chunksize
-    chunks = tuple(new_chunks(axes[a], c) if axes.get(a) else c for a, c in enumerate(x.chunks))
-    if chunks != x.chunks:
-        log.info(
-            "gap fill: rechunking %s to %s so each chunk is at least reach=%d",
-            x.chunks[-2:],
-            chunks[-2:],
-            reach,
+    h, w = x.shape[-2:]
+    fb = fallback.rechunk(x.chunks[:-2]) if fallback.ndim else fallback
+    name = "fns-fill-" + tokenize(x, fb, reach, strict, labels)
+    bounds = [list(accumulate(c, initial=0)) for c in x.chunks]
+    (ybounds, xbounds), other_shape = bounds[-2:], x.shape[:-2]
+    dsk = {}
+    for idx in product(*(range(len(c)) for c in x.chunks)):
+        *o, iy, ix = idx
+        ysl = slice(max(ybounds[iy] - reach, 0), min(ybounds[iy + 1] + reach, h))
+        xsl = slice(max(xbounds[ix] - reach, 0), min(xbounds[ix + 1] + reach, w))
+        spany, spanx = _chunk_span(ybounds, ysl), _chunk_span(xbounds, xsl)
+        ys, xs = _local_slices(ybounds, spany, ysl), _local_slices(xbounds, spanx, xsl)
+        pieces = [
+            [(_getitem, (x.name, *o, i, j), (Ellipsis, ys[a], xs[b])) for b, j in enumerate(spanx)]
+            for a, i in enumerate(spany)
+        ]
+        for _ in o:  # nest as concatenate3 expects: one level per other dim
+            pieces = [pieces]
+        core = (
+            ybounds[iy] - ysl.start,
+            ybounds[iy + 1] - ysl.start,
+            xbounds[ix] - xsl.start,
+            xbounds[ix + 1] - xsl.start,
         )
-        x = x.rechunk(chunks)
-    xo = da.overlap.overlap(x, depth={a: axes.get(a, 0) for a in range(x.ndim)}, boundary="none")
-    fb = fallback.reshape((*fallback.shape, 1, 1)).rechunk((*x.chunks[:-2], (1,), (1,)))
-    return da.map_blocks(
-        _fill_block,
-        xo,
-        fb,
-        chunks=x.chunks,
-        dtype=x.dtype,
-        meta=np.empty((0,) * x.ndim, dtype=x.dtype),
-        depth=depth,
-        labels=labels,
-        strict=strict,
-        reach=reach,
-    )
+        halo = (ysl.start > 0, ysl.stop < h, xsl.start > 0, xsl.stop < w)
+        starts = [bounds[d][k] for d, k in enumerate(o)]
+        shape = tuple(len_ for len_ in (x.chunks[d][k] for d, k in enumerate(o)))
+        names = {}
+        if labels:
+            for local in np.ndindex(shape):
+                g = tuple(st + i for st, i in zip(starts, local))
+                names[local] = labels[int(np.ravel_multi_index(g, other_shape))]
+        dsk[(name, *idx)] = (
+            apply,
+            _fill_block,
+            [pieces, (fb.name, *o) if fb.ndim else fb],
+            {
+                "core": core,
+                "halo": halo,
+                "names": names,
+                "strict": strict,
+                "reach": reach,
+                "where": tuple(idx),
+            },
+        )
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, fb] if fb.ndim else [x])
+    return da.Array(graph, name, x.chunks, meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+
+
+def _getitem(block: np.ndarray, index: tuple) -> np.ndarray:
+    return block[index]
