@@ -293,3 +293,14 @@ def test_input_errors_before_any_pixel_work(no_compute):
     ds = xr.Dataset({"img": x, "profile": x.isel(x=0)})
     with pytest.raises(InvalidParameterError, match=r"'profile'.*drop it first"):
         ds.fns.tile(16)
+
+
+def test_graph_grows_linearly_with_chunks(no_compute):
+    per_chunk = []
+    for n in (1024, 2048, 4096):
+        x = xr.DataArray(
+            da.zeros((3, n, n), chunks=(3, 256, 256), dtype="float32"), dims=("band", "y", "x")
+        )
+        tiles = x.fns.preprocess(reach=64).fns.tile(64, tile_chunks="4MiB")
+        per_chunk.append(len(tiles.data.__dask_graph__()) / x.data.npartitions)
+    assert max(per_chunk) / min(per_chunk) < 1.2, per_chunk
