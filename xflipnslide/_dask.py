@@ -84,13 +84,16 @@ class _StripTask:
     depth: int  # nesting levels above (y, x): the other dims
 
 
-def _slice_nested(nested: list, task: _StripTask, depth: int) -> list:
-    if depth:
-        return [_slice_nested(n, task, depth - 1) for n in nested]
-    return [
-        [b[..., ys, xs] for b, xs in zip(row, task.xs, strict=False)]
-        for row, ys in zip(nested, task.ys, strict=False)
-    ]
+def assemble(nested: list, ys: list[slice], xs: list[slice], depth: int) -> np.ndarray:
+    """Cut ``ys[i]``/``xs[j]`` out of each chunk of a nested list (``depth``
+    levels of other dims above y and x) and join them into one array."""
+
+    def cut(level: list, d: int) -> list:
+        if d:
+            return [cut(n, d - 1) for n in level]
+        return [[b[..., y, x] for b, x in zip(row, xs)] for row, y in zip(level, ys)]
+
+    return concatenate3(cut(nested, depth))
 
 
 def _single(nested: list) -> np.ndarray | None:
@@ -111,7 +114,7 @@ def _source(nested: list, task: _StripTask) -> tuple[np.ndarray, np.ndarray, np.
         dy, dx = s.y.start - task.offset[0], s.x.start - task.offset[1]
         return block.reshape((-1, *block.shape[-2:])), s.rows + dy, s.cols + dx
     # Copy only the strip's part of each chunk, then assemble and pad it.
-    src = strip_source(concatenate3(_slice_nested(nested, task, task.depth)), s)
+    src = strip_source(assemble(nested, task.ys, task.xs, task.depth), s)
     return src, s.rows, s.cols
 
 
@@ -211,9 +214,9 @@ def independent_copy(x: da.Array, salt: str = "fns-pass") -> da.Array:
 
 def _untile_block(parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other):
     """Task body: scatter the tiles overlapping one output block into it."""
-    tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)]) if parts else None
-    if tiles is None:
+    if not parts:
         return np.full((*other, *block_shape), np.nan, dtype=dtype)
+    tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)])
     return untile_numpy(tiles, rows, cols, codes, block_shape, weight, dtype)
 
 

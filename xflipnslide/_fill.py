@@ -26,12 +26,11 @@ from itertools import accumulate, product
 
 import dask.array as da
 import numpy as np
-from dask.array.core import concatenate3
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import apply
 
-from ._dask import _chunk_span, _local_slices
+from ._dask import _chunk_span, _local_slices, _nest, assemble
 from .errors import AllMissingError, FillReachError, FillReachWarning
 from .kernels import fill_nearest
 
@@ -93,9 +92,9 @@ def fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
     return out
 
 
-def _fill_block(pieces, fallback, *, core, halo, names, strict, reach, where):
+def _fill_block(nested, fallback, *, ys, xs, depth, core, halo, names, strict, reach, where):
     """Task body: assemble one chunk plus its halo and fill the chunk."""
-    block = concatenate3(pieces)
+    block = assemble(nested, ys, xs, depth)
     out, beyond = _fill_slices(block, core, halo, np.asarray(fallback), names)
     if beyond:
         msg = (
@@ -138,12 +137,7 @@ def fill_dask(
         xsl = slice(max(xbounds[ix] - reach, 0), min(xbounds[ix + 1] + reach, w))
         spany, spanx = _chunk_span(ybounds, ysl), _chunk_span(xbounds, xsl)
         ys, xs = _local_slices(ybounds, spany, ysl), _local_slices(xbounds, spanx, xsl)
-        pieces = [
-            [(_getitem, (x.name, *o, i, j), (Ellipsis, ys[a], xs[b])) for b, j in enumerate(spanx)]
-            for a, i in enumerate(spany)
-        ]
-        for _ in o:  # nest as concatenate3 expects: one level per other dim
-            pieces = [pieces]
+        nested = _nest((x.name,), [*(range(k, k + 1) for k in o), spany, spanx])
         core = (
             ybounds[iy] - ysl.start,
             ybounds[iy + 1] - ysl.start,
@@ -152,7 +146,7 @@ def fill_dask(
         )
         halo = (ysl.start > 0, ysl.stop < h, xsl.start > 0, xsl.stop < w)
         starts = [bounds[d][k] for d, k in enumerate(o)]
-        shape = tuple(len_ for len_ in (x.chunks[d][k] for d, k in enumerate(o)))
+        shape = tuple(x.chunks[d][k] for d, k in enumerate(o))
         names = {}
         if labels:
             for local in np.ndindex(shape):
@@ -161,8 +155,11 @@ def fill_dask(
         dsk[(name, *idx)] = (
             apply,
             _fill_block,
-            [pieces, (fb.name, *o) if fb.ndim else fb],
+            [nested, (fb.name, *o) if fb.ndim else fb],
             {
+                "ys": ys,
+                "xs": xs,
+                "depth": len(o),
                 "core": core,
                 "halo": halo,
                 "names": names,
@@ -173,7 +170,3 @@ def fill_dask(
         )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, fb] if fb.ndim else [x])
     return da.Array(graph, name, x.chunks, meta=np.empty((0,) * x.ndim, dtype=x.dtype))
-
-
-def _getitem(block: np.ndarray, index: tuple) -> np.ndarray:
-    return block[index]
