@@ -1,4 +1,4 @@
-"""Every benchmark in ci/ runs once on tiny sizes: a smoke test, not a timing."""
+"""Every benchmark in benchmarks/ runs once on tiny sizes: a smoke test, not a timing."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 
-CI = os.path.join(os.path.dirname(__file__), os.pardir, "ci")
+BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
 
 def test_all_benchmarks_smoke():
     done = subprocess.run(
-        [sys.executable, os.path.join(CI, "bench_all.py"), "--small"],
+        [sys.executable, os.path.join(BENCH, "bench_all.py"), "--small"],
         capture_output=True,
         text=True,
         timeout=900,

@@ -18,7 +18,7 @@ def test_demo_writes_stores_figures_and_table(tmp_path, capsys):
     assert "flipnslide       85" in out
     assert "0:16  1:9  2:12  3:12  4:9  5:9  6:9  7:9" in out
     assert "overlap          49" in out and "no_overlap       16" in out
-    tiles = xr.open_zarr(tmp_path / "flipnslide.zarr")["tiles"]
+    tiles = xr.open_zarr(tmp_path / "flipnslide.zarr")["image"]
     assert tiles.sizes == {"tile": 85, "band": 3, "y": 128, "x": 128}
     assert tiles.dtype == np.float32 and "fns_mean" in tiles.coords
     if pytest.importorskip("matplotlib"):
@@ -90,7 +90,7 @@ def test_tile_command_on_geotiff(tmp_path):
         )
         == 0
     )
-    assert xr.open_zarr(out)["tiles"].sizes["tile"] == len(
+    assert xr.open_zarr(out)["image"].sizes["tile"] == len(
         __import__("xflipnslide").plan_tiles((235, 201), 64)
     )
 
@@ -125,7 +125,7 @@ def test_stac_command_on_local_api(tmp_path, capsys):
         ]
         assert main(argv) == 0
         assert "1 dates composited" in capsys.readouterr().out
-        tiles = xr.open_zarr(out)["tiles"]
+        tiles = xr.open_zarr(out)["image"]
         assert tiles.sizes["band"] == 2 and not np.isnan(tiles.values).any()
         argv[argv.index("2020-05")] = "2019-01"
         assert main([*argv, "--overwrite"]) == 2
@@ -139,7 +139,7 @@ def test_stac_command_on_local_api(tmp_path, capsys):
         (["tile", "{src}", "--out", "{out}", "--tile-size", "30"], "multiple of 4"),
         (["tile", "{bad}", "--out", "{out}"], "cannot read"),
         (["tile", "{src}", "--out", "{out}", "--strategy", "random"], "invalid choice"),
-        (["tile", "{src}", "--out", "{out}", "--tile-size", "big"], "invalid int value"),
+        (["tile", "{src}", "--out", "{out}", "--tile-size", "big"], "must be a positive integer"),
     ],
 )
 def test_bad_input_one_line_no_output(tmp_path, scene, capsys, argv, message):
@@ -166,4 +166,4 @@ def test_tile_command_on_netcdf(tmp_path, scene):
     )
     out = tmp_path / "t.zarr"
     assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--nodata", "0"]) == 0
-    assert xr.open_zarr(out)["red"].dims == ("tile", "y", "x")
+    assert xr.open_zarr(out)["image"].dims == ("tile", "y", "x")  # one name everywhere

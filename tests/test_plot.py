@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 
 
 def test_plot_rgb_real_scene(scene, tmp_path):
-    ax = scene.where(scene != 0).fns.plot_rgb()
+    fig = scene.where(scene != 0).fns.plot_rgb()
+    ax = fig.axes[0]
     image = ax.get_images()[0].get_array()
     assert image.shape == (560, 600, 4)
     assert image[..., 3].min() == 0.0  # nodata is transparent
@@ -20,7 +21,56 @@ def test_plot_rgb_real_scene(scene, tmp_path):
     assert x0 == pytest.approx(float(scene.x[0]) - 15) and y1 == pytest.approx(
         float(scene.y[0]) + 15
     )
-    ax.figure.savefig(tmp_path / "rgb.png")
+    assert "EPSG:32621" in ax.get_xlabel() and "metre" in ax.get_xlabel()
+    assert all("e" not in t.get_text() for t in ax.get_xticklabels())  # plain numbers
+    fig.savefig(tmp_path / "rgb.png")
+    matplotlib.pyplot.close("all")
+
+
+def test_plot_rgb_picks_bands_by_name(scene):
+    import warnings
+
+    shuffled = scene.isel(band=[2, 0, 1])  # blue, red, green
+    fig = shuffled.fns.plot_rgb()
+    assert fig.axes[0].get_title() == "RGB: red, green, blue"
+    landsat = scene.assign_coords(band=["B4", "B3", "B2"]).isel(band=[1, 2, 0])
+    assert landsat.fns.plot_rgb().axes[0].get_title() == "RGB: B4, B3, B2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unnamed = scene.assign_coords(band=["b1", "b2", "b3"])
+        assert unnamed.fns.plot_rgb().axes[0].get_title() == "RGB: b1, b2, b3"
+    matplotlib.pyplot.close("all")
+
+
+def test_plots_return_figures_and_refuse_the_wrong_input(scene):
+    ds = scene.to_dataset(name="image")
+    assert not hasattr(ds.fns, "plot_rgb")  # name the variable instead
+    from matplotlib.figure import Figure
+
+    tiles = scene.fns.tile(128, edge="pad")
+    figs = [scene.fns.plot_rgb(), scene.fns.plot_tiles(128), tiles.fns.plot_samples(n=2)]
+    assert all(isinstance(f, Figure) for f in figs)
+    with pytest.raises(InvalidParameterError, match="these are tiles"):
+        tiles.fns.plot_tiles(128)
+    with pytest.raises(InvalidParameterError, match="pick the variable"):
+        xflipnslide_plot().plot_rgb(ds)
+    matplotlib.pyplot.close("all")
+
+
+def xflipnslide_plot():
+    from xflipnslide import plot
+
+    return plot
+
+
+def test_saved_figure_keeps_the_legend_inside(scene, tmp_path):
+    fig = scene.fns.plot_tiles(128, edge="pad")
+    fig.savefig(tmp_path / "t.png")  # no bbox_inches: the layout must hold it
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    box = fig.bbox
+    assert legend.x0 >= box.x0 and legend.x1 <= box.x1 + 1
+    assert legend.y0 >= box.y0 and legend.y1 <= box.y1 + 1
     matplotlib.pyplot.close("all")
 
 
@@ -51,11 +101,12 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, scene):
 def test_plot_tiles_draws_every_window(scene):
     import xflipnslide
 
-    ax = scene.where(scene != 0).fns.plot_tiles(128)
+    fig = scene.where(scene != 0).fns.plot_tiles(128)
+    ax = fig.axes[0]
     plan = xflipnslide.plan_tiles((560, 600), 128)
     rects = ax.patches
     assert len(rects) == len(plan) + 1  # every window and the crop outline
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[:8] == [f"{k} {name}" for k, name in enumerate(xflipnslide.TRANSFORMS)]
     # the crop outline: the centre 512 x 512 in map coordinates
     outline = rects[0]

@@ -169,7 +169,7 @@ def test_nodata_sources_and_dtypes(caplog):
     raw = np.array([[[0, 5, 7], [9, 0, 2], [4, 4, 1]]], dtype="uint16")
     da_ = xr.DataArray(raw, dims=("band", "y", "x"))
     with caplog.at_level(logging.INFO, logger="xflipnslide"):
-        out = da_.fns.preprocess(nodata=0, fill=None, standardize=False)
+        out = da_.fns.preprocess(nodata=0, fill=None, standardize=False)  # no fill: no warning
     assert out.dtype == np.float32
     assert np.isnan(out.values[0, 0, 0]) and np.isnan(out.values[0, 1, 1])
     assert "masked 2 pixels equal to 0" in caplog.text

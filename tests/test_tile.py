@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import dask
 import dask.array as da
 import numpy as np
@@ -234,11 +232,11 @@ def test_xbatcher_batches(scene):
     xr.testing.assert_identical(mine[1], batch)
 
 
-def test_batches_logs_leftover_and_rejects_scene(scene, caplog):
-    tiles = scene.fns.tile(64)
-    with caplog.at_level(logging.WARNING, logger="xflipnslide"):
+def test_batches_warns_of_leftover_and_rejects_scene(scene):
+    tiles = scene.fns.tile(64, edge="pad")
+    leftover = f"{len(tiles.tile) % 50} of {len(tiles.tile)} tiles are in no batch"
+    with pytest.warns(xflipnslide.DataDroppedWarning, match=leftover):
         tiles.fns.batches(batch_size=50)
-    assert f"{len(tiles.tile) % 50} of {len(tiles.tile)} tiles are in no batch" in caplog.text
     with pytest.raises(InvalidParameterError, match=r"Call .fns.tile"):
         scene.fns.batches(8)
     with pytest.raises(InvalidParameterError, match="batch_size must be a positive"):
@@ -247,10 +245,12 @@ def test_batches_logs_leftover_and_rejects_scene(scene, caplog):
         tiles.fns.batches(10_000)
 
 
-def test_crop_is_logged(caplog, scene):
-    with caplog.at_level(logging.INFO, logger="xflipnslide"):
+def test_crop_warns_with_the_share_left_out(scene):
+    with pytest.warns(
+        xflipnslide.DataDroppedWarning,
+        match=r"centre 512 x 512 of the 560 x 600 scene.*22.0% of the pixels",
+    ):
         scene.fns.tile(128)
-    assert "centre 512 x 512 of the 560 x 600 scene" in caplog.text
 
 
 @pytest.mark.parametrize(

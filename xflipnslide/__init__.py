@@ -12,18 +12,23 @@ from importlib.metadata import PackageNotFoundError, version
 from . import accessor as _accessor  # noqa: F401  (registers .fns)
 from .errors import (
     AllMissingError,
+    DataDroppedWarning,
+    DataFilledWarning,
+    EmptySubsetError,
     FillReachError,
     FillReachWarning,
     InvalidParameterError,
+    InvalidTilesError,
     MissingDependencyError,
     SceneTooSmallError,
     SpatialDimsError,
     XFlipNSlideError,
+    XFlipNSlideWarning,
 )
 from .io import load_stac, open_image, sample_scene_path
-from .ml import batches, split, torch_loader
+from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
-from .preprocess import preprocess
+from .preprocess import mask_clouds, preprocess
 from .tiling import tile, untile
 
 try:
@@ -38,22 +43,29 @@ __all__ = [
     "STRATEGIES",
     "TRANSFORMS",
     "AllMissingError",
+    "DataDroppedWarning",
+    "DataFilledWarning",
+    "EmptySubsetError",
     "FillReachError",
     "FillReachWarning",
     "InvalidParameterError",
+    "InvalidTilesError",
     "MissingDependencyError",
     "SceneTooSmallError",
     "SpatialDimsError",
     "TilePlan",
     "XFlipNSlideError",
+    "XFlipNSlideWarning",
     "apply_transform",
     "batches",
     "load_stac",
+    "mask_clouds",
     "open_image",
     "plan_tiles",
     "preprocess",
     "sample_scene_path",
     "split",
+    "tf_dataset",
     "tile",
     "torch_loader",
     "untile",

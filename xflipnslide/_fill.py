@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from itertools import accumulate, product
+from itertools import product
 
-import dask.array as da
 import numpy as np
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
-from dask.utils import apply
 
-from ._dask import _chunk_span, _local_slices, _nest, assemble
-from .errors import AllMissingError, FillReachError, FillReachWarning
+from . import _graph
+from ._blocks import assemble, chunk_bounds, chunk_span, local_slices
+from ._tiling import check_known_chunks, threads
+from .errors import AllMissingError, FillReachError, FillReachWarning, XFlipNSlideWarning
 from .kernels import fill_nearest
 
-__all__ = ["fill_dask", "fill_numpy"]
+__all__ = ["fill_array", "prepare_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +79,46 @@ def _slice_names(labels: list[str] | None, shape: tuple[int, ...]) -> dict:
     return dict(zip(np.ndindex(shape), labels))
 
 
-def fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
+def fill_array(
+    x, fallback=None, *, reach: int = 512, strict: bool = False, labels: list[str] | None = None
+):
+    """Nearest fill of every spatial slice of ``x``: exact on numpy; on dask
+    one task per chunk reading a halo of ``reach`` pixels (``fallback``: one
+    value per slice, a dask array, for pixels with nothing valid in reach)."""
+    if _graph.is_lazy(x):
+        return _fill_dask(x, fallback, reach=reach, strict=strict, labels=labels)
+    return _fill_numpy(np.asarray(x), labels=labels)
+
+
+def prepare_chunks(x, reach: int):
+    """``x``, rechunked (with a warning) where its spatial chunks are smaller
+    than ``reach``: every task would otherwise assemble and fill a block of
+    ``(chunk + 2 reach)²`` from many neighbours (the cost grows with
+    ``(reach / chunk)²``). numpy passes through."""
+    if not _graph.is_lazy(x):
+        return x
+    check_known_chunks(x)
+    smallest = min(min(c) for c in x.chunks[-2:])
+    if smallest >= min(reach, *x.shape[-2:]):
+        return x
+    side = 2 * reach
+    warnings.warn(
+        f"preprocess: spatial chunks of {smallest} px are much smaller than the fill's "
+        f"reach={reach}, which makes the gap fill read and fill (chunk + 2 reach)² per "
+        f"chunk; rechunking y/x to {side} px. Chunk the input larger (or pass a smaller "
+        "reach) to choose yourself.",
+        XFlipNSlideWarning,
+        stacklevel=5,
+    )
+    return x.rechunk({x.ndim - 2: side, x.ndim - 1: side})
+
+
+def _fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray:
     """Exact nearest fill of every spatial slice of a numpy array."""
     h, w = x.shape[-2:]
     names = _slice_names(labels, x.shape[:-2])
     fallback = np.full(x.shape[:-2], np.nan)
-    threads = min(os.cpu_count() or 1, 8)
-    out, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names, threads)
+    out, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names, threads())
     return out
 
 
@@ -109,14 +139,7 @@ def _fill_block(nested, fallback, *, ys, xs, depth, core, halo, names, strict, r
     return out
 
 
-def fill_dask(
-    x: da.Array,
-    fallback: da.Array,
-    *,
-    reach: int,
-    strict: bool = False,
-    labels: list[str] | None = None,
-) -> da.Array:
+def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
     """Lazy nearest fill of every spatial slice of a dask array.
 
     One task per chunk, depending directly on the input chunks within
@@ -125,19 +148,23 @@ def fill_dask(
     used only where a chunk and its halo have no valid pixel at all; NaN
     there means the slice has no valid pixel anywhere, an error.
     """
+    from dask.base import tokenize
+    from dask.utils import apply
+
+    check_known_chunks(x)
     h, w = x.shape[-2:]
     fb = fallback.rechunk(x.chunks[:-2]) if fallback.ndim else fallback
     name = "fns-fill-" + tokenize(x, fb, reach, strict, labels)
-    bounds = [list(accumulate(c, initial=0)) for c in x.chunks]
+    bounds = [chunk_bounds(c) for c in x.chunks]
     (ybounds, xbounds), other_shape = bounds[-2:], x.shape[:-2]
     dsk = {}
     for idx in product(*(range(len(c)) for c in x.chunks)):
         *o, iy, ix = idx
         ysl = slice(max(ybounds[iy] - reach, 0), min(ybounds[iy + 1] + reach, h))
         xsl = slice(max(xbounds[ix] - reach, 0), min(xbounds[ix + 1] + reach, w))
-        spany, spanx = _chunk_span(ybounds, ysl), _chunk_span(xbounds, xsl)
-        ys, xs = _local_slices(ybounds, spany, ysl), _local_slices(xbounds, spanx, xsl)
-        nested = _nest((x.name,), [*(range(k, k + 1) for k in o), spany, spanx])
+        spany, spanx = chunk_span(ybounds, ysl), chunk_span(xbounds, xsl)
+        ys, xs = local_slices(ybounds, spany, ysl), local_slices(xbounds, spanx, xsl)
+        nested = _graph.nest_keys((x.name,), [*(range(k, k + 1) for k in o), spany, spanx])
         core = (
             ybounds[iy] - ysl.start,
             ybounds[iy + 1] - ysl.start,
@@ -168,5 +195,4 @@ def fill_dask(
                 "where": tuple(idx),
             },
         )
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x, fb] if fb.ndim else [x])
-    return da.Array(graph, name, x.chunks, meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+    return _graph.array(name, dsk, x.chunks, x.dtype, [x, fb] if fb.ndim else [x])

@@ -38,16 +38,22 @@ class _FnsAccessor:
     split = _forward(ml.split)
     batches = _forward(ml.batches)
     torch_loader = _forward(ml.torch_loader)
-    plot_rgb = _forward(_plot.plot_rgb)
-    plot_tiles = _forward(_plot.plot_tiles)
-    plot_samples = _forward(_plot.plot_samples)
+    tf_dataset = _forward(ml.tf_dataset)
 
 
 @xr.register_dataarray_accessor("fns")
 class FnsDataArrayAccessor(_FnsAccessor):
     """Flip-n-Slide methods on a DataArray: ``da.fns.tile(...)`` and friends."""
 
+    plot_rgb = _forward(_plot.plot_rgb)
+    plot_tiles = _forward(_plot.plot_tiles)
+    plot_samples = _forward(_plot.plot_samples)
+
 
 @xr.register_dataset_accessor("fns")
 class FnsDatasetAccessor(_FnsAccessor):
-    """Flip-n-Slide methods on a Dataset: ``ds.fns.tile(...)`` and friends."""
+    """Flip-n-Slide methods on a Dataset: ``ds.fns.tile(...)`` and friends.
+
+    The figures (``plot_*``) draw one variable: call them on it,
+    ``ds["image"].fns.plot_rgb()``.
+    """

@@ -2,25 +2,35 @@
 
 ``xflipnslide demo`` tiles the built-in sample scene with every strategy and
 writes the tiles to Zarr; ``xflipnslide tile INPUT --out OUT.zarr`` tiles a
-scene file. Errors end with a one-line message and exit status 2.
+scene file. Every failure ends with a one-line message on stderr and exit
+status 2 (``-v`` adds the traceback). Heavy imports wait until a command runs,
+so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 
 from .errors import XFlipNSlideError
-from .io import PLANETARY_COMPUTER
-from .plan import STRATEGIES, TRANSFORMS
 
 log = logging.getLogger("xflipnslide")
+
+#: Mirrors ``plan.STRATEGIES`` / ``io.PLANETARY_COMPUTER`` without importing them
+#: (``tests/test_cli.py`` checks they agree).
+STRATEGIES = ("flipnslide", "overlap", "no_overlap")
+PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
+#: Where the tiles go in the stores the CLI writes.
+VARIABLE = "image"
 
 
 class CliError(Exception):
@@ -32,58 +42,114 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
 def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> None:
     p.add_argument("--out", required=True, help="output Zarr store")
+    p.add_argument("--tile-size", type=_positive, default=tile_size, help="tile size in pixels")
+    p.add_argument("--strategy", choices=STRATEGIES, default="flipnslide", help="tiling strategy")
     p.add_argument(
-        "--tile-size",
-        type=int,
-        default=tile_size,
-        help="tile size in pixels (default: %(default)s)",
+        "--edge", choices=("crop", "pad"), default="crop", help="crop to, or pad to, whole tiles"
     )
-    p.add_argument("--strategy", choices=STRATEGIES, default="flipnslide")
-    p.add_argument("--edge", choices=("crop", "pad"), default="crop")
     p.add_argument("--no-preprocess", action="store_true", help="tile the values as they are")
     p.add_argument(
-        "--nodata", type=float, help="value marking missing pixels (default: from the file)"
+        "--nodata", type=float, default=None, help="value marking missing pixels (None: the file's)"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--min-valid",
+        type=float,
+        default=None,
+        help="drop tiles with less than this share of observed (not filled) pixels",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it is a tile store written here"
+    )
+
+
+def _verbose(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="log what happens; tracebacks on errors",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xflipnslide")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="xflipnslide",
         description="Flip-n-Slide tiling of satellite scenes (xarray + dask).",
+        formatter_class=_Help,
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    _verbose(p, top=True)
+    p.add_argument("--version", action="version", version=f"xflipnslide {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = sub.add_parser("demo", help="preprocess and tile the built-in sample scene (offline)")
-    demo.add_argument(
-        "--out", default="xflipnslide-demo", help="output folder (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--tile-size", type=int, default=128, help="tile size in pixels (default: %(default)s)"
-    )
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+        _verbose(c)
+        return c
 
-    tile = sub.add_parser("tile", help="tile a GeoTIFF, Zarr or netCDF scene into a Zarr store")
+    demo = command("demo", "preprocess and tile the built-in sample scene (offline)")
+    demo.add_argument("--out", default="xflipnslide-demo", help="output folder")
+    demo.add_argument("--tile-size", type=_positive, default=128, help="tile size in pixels")
+
+    tile = command("tile", "tile a GeoTIFF, Zarr or netCDF scene into a Zarr store")
     tile.add_argument("input", help="GeoTIFF, Zarr store or netCDF file")
     _add_tiling_options(tile)
-    tile.add_argument("--variable", help="variable to tile, for Zarr/netCDF inputs with several")
     tile.add_argument(
-        "--chunks", type=int, default=2048, help="input chunk side in pixels (default: %(default)s)"
+        "--variable", default=None, help="variable to tile, for Zarr/netCDF inputs with several"
     )
+    tile.add_argument(
+        "--label", default=None, help="an integer label variable tiled with the image, unscaled"
+    )
+    tile.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
 
-    stac = sub.add_parser("stac", help="search a STAC catalog, load, preprocess, tile, write")
+    stac = command("stac", "search a STAC catalog, load, preprocess, tile, write")
     stac.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"))
     stac.add_argument("--datetime", required=True, help='e.g. "2023-01/2023-03"')
-    stac.add_argument("--collection", action="append", help="repeatable (default: landsat-c2-l2)")
-    stac.add_argument("--band", action="append", help="asset name, repeatable (default: all)")
-    stac.add_argument("--max-cloud", type=float, help="keep items with eo:cloud_cover below this")
-    stac.add_argument("--resolution", type=float, help="output pixel size in the output CRS units")
     stac.add_argument(
-        "--catalog", default=PLANETARY_COMPUTER, help="STAC API URL (default: Planetary Computer)"
+        "--collection", action="append", default=None, help="repeatable (None: landsat-c2-l2)"
     )
+    stac.add_argument(
+        "--band", action="append", default=None, help="asset name, repeatable (None: all)"
+    )
+    stac.add_argument(
+        "--max-cloud", type=float, default=None, help="keep items with eo:cloud_cover below this"
+    )
+    stac.add_argument(
+        "--resolution", type=float, default=None, help="output pixel size in the output CRS units"
+    )
+    stac.add_argument("--catalog", default=PLANETARY_COMPUTER, help="STAC API URL")
     stac.add_argument("--no-sign", action="store_true", help="do not sign asset URLs")
+    stac.add_argument(
+        "--mask-clouds", action="store_true", help="mask clouds and shadows with the QA asset"
+    )
+    stac.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the catalog to answer"
+    )
     _add_tiling_options(stac)
     return p
 
@@ -91,25 +157,48 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xflipnslide`` command."""
     args = _parser().parse_args(argv)
-    # zarr-python 3 warns on every consolidated write; xarray asks for one.
-    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     commands = {"demo": _demo, "tile": _tile, "stac": _stac}
     try:
-        return commands[args.command](args)
-    except (CliError, XFlipNSlideError, OSError, ValueError, RuntimeError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"xflipnslide {args.command}: error: {first_line}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            _quiet_third_party()
+            return commands[args.command](args)
     except KeyboardInterrupt:
         print(f"xflipnslide {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"xflipnslide {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
-def _open_scene(path: str, variable: str | None = None, chunks: int = 2048):
+def _quiet_third_party() -> None:
+    """Silence warnings about libraries' own choices that a user cannot act on."""
+    # zarr-python 3 warns on every consolidated write; xarray asks for one.
+    warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="xarray")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN slice")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of the most telling message in the exception's chain
+    (GDAL's "Read failed. See previous exception" points at its cause)."""
+    seen = exc
+    while seen is not None:
+        text = (str(seen).strip().splitlines() or [""])[0]
+        cause = seen.__cause__ or seen.__context__
+        if text and "see previous exception" not in text.lower():
+            known = isinstance(seen, (CliError, XFlipNSlideError, OSError, ValueError))
+            return text if known else f"{type(seen).__name__}: {text}"
+        seen = cause
+    return type(exc).__name__
+
+
+def _open_scene(path: str, variable: str | None = None, chunks: int = 2048, label=None):
     import xarray as xr
 
     from .io import open_image
@@ -125,10 +214,16 @@ def _open_scene(path: str, variable: str | None = None, chunks: int = 2048):
         else:
             return open_image(path, chunks={"band": -1, "y": chunks, "x": chunks})
     except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {path}: {exc}") from exc
+        raise CliError(f"cannot read {path}: {_one_line(exc)}") from exc
+    # Scalars (a CRS's spatial_ref) are coordinates, not data.
+    ds = ds.set_coords([n for n, v in ds.data_vars.items() if v.ndim == 0])
     names = [variable] if variable else list(ds.data_vars)
-    if variable and variable not in ds:
-        raise CliError(f"{path} has no variable {variable!r}; it has {list(ds.data_vars)}")
+    for name in (variable, label):
+        if name and name not in ds:
+            raise CliError(f"{path} has no variable {name!r}; it has {list(ds.data_vars)}")
+    if label:
+        names = [n for n in names if n != label] if not variable else names
+        return ds[[*names, label]]
     return ds[names[0]] if len(names) == 1 else ds
 
 
@@ -146,38 +241,85 @@ def _open_netcdf(path: str):
             raise first from None
 
 
+def _is_tile_store(path: str) -> bool:
+    """True for a Zarr store this tool could have written (geometry attrs at its root)."""
+    for meta in ("zarr.json", ".zattrs"):
+        try:
+            with open(os.path.join(path, meta)) as f:
+                attrs = json.load(f)
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", attrs) if meta == "zarr.json" else attrs
+        if isinstance(attrs, dict) and "fns_tile_size" in attrs:
+            return True
+    return False
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise CliError(f"{out} exists; pass --overwrite to replace it")
+    if not (os.path.isdir(out) and not os.path.islink(out) and _is_tile_store(out)):
+        raise CliError(
+            f"{out} exists and is not a tile store written by xflipnslide; --overwrite only "
+            "replaces those: choose another --out, or remove it yourself"
+        )
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _write(tiles, out: str, overwrite: bool) -> None:
-    """Write to a temporary store and move it in place, so a failed run
-    leaves nothing that looks complete."""
+    """Write to a temporary store and move it in place, so a failed or
+    interrupted run (Ctrl-C, SIGTERM) leaves nothing half-written."""
     from dask.diagnostics import ProgressBar
 
-    if os.path.exists(out) and not overwrite:
-        raise CliError(f"{out} exists; pass --overwrite to replace it")
+    from .io import TILE_STORE_ENCODING
+
+    _check_out(out, overwrite)
     tmp = f"{out.rstrip('/')}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds = tiles.to_dataset(name=tiles.name or "tiles") if hasattr(tiles, "to_dataset") else tiles
+    if os.path.lexists(tmp):
+        if not _is_tile_store(tmp) and os.listdir(tmp):
+            raise CliError(f"{tmp} exists and is not a partial tile store: remove it first")
+        shutil.rmtree(tmp)
+    ds = tiles.to_dataset(name=tiles.name or VARIABLE) if hasattr(tiles, "to_dataset") else tiles
+    encoding = {n: dict(TILE_STORE_ENCODING) for n in ds.data_vars if "tile" in ds[n].dims}
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ProgressBar(minimum=1.0, out=sys.stderr):
-            ds.to_zarr(tmp, mode="w", consolidated=None)
+            ds.to_zarr(tmp, mode="w", consolidated=None, encoding=encoding)
+        if os.path.lexists(out):
+            _check_out(out, overwrite)
+            shutil.rmtree(out)
+        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _prepare_and_tile(scene, args):
+def _prepare_and_tile(scene, args, label=None):
+    import xarray as xr
+
     from .preprocess import preprocess
     from .tiling import tile
 
     if not args.no_preprocess:
-        scene = preprocess(scene, nodata=args.nodata)
-    return tile(scene, args.tile_size, args.strategy, edge=args.edge)
+        variables = None
+        if isinstance(scene, xr.Dataset):
+            variables = [n for n in scene.data_vars if n != label]
+        scene = preprocess(scene, nodata=args.nodata, variables=variables)
+    if isinstance(scene, xr.DataArray):
+        scene = scene.to_dataset(name=VARIABLE)
+    return tile(scene, args.tile_size, args.strategy, edge=args.edge, min_valid=args.min_valid)
 
 
 def _tile(args) -> int:
-    scene = _open_scene(args.input, args.variable, args.chunks)
-    tiles = _prepare_and_tile(scene, args)
+    scene = _open_scene(args.input, args.variable, args.chunks, args.label)
+    tiles = _prepare_and_tile(scene, args, args.label)
     _write(tiles, args.out, args.overwrite)
     print(f"wrote {tiles.sizes['tile']} tiles of {args.tile_size} px to {args.out}")
     return 0
@@ -186,8 +328,7 @@ def _tile(args) -> int:
 def _stac(args) -> int:
     from .io import load_stac
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise CliError(f"{args.out} exists; pass --overwrite to replace it")
+    _check_out(args.out, args.overwrite)
     scene = load_stac(
         bbox=args.bbox,
         datetime=args.datetime,
@@ -197,6 +338,8 @@ def _stac(args) -> int:
         resolution=args.resolution,
         catalog=args.catalog,
         sign=not args.no_sign,
+        mask_clouds=args.mask_clouds,
+        timeout=args.timeout,
     )
     tiles = _prepare_and_tile(scene, args)
     _write(tiles, args.out, args.overwrite)
@@ -222,13 +365,13 @@ def _figures(scene, ready, tiles, out: str, tile_size: int) -> list[str]:
     paths = []
     masked = scene.where(scene != 0)
     figs = {
-        "scene.png": plot_rgb(masked, title="sample scene (nodata transparent)").figure,
-        "tiles.png": plot_tiles(masked, tile_size, "flipnslide").figure,
+        "scene.png": plot_rgb(masked, title="sample scene (nodata transparent)"),
+        "tiles.png": plot_tiles(masked, tile_size, "flipnslide"),
         "samples.png": plot_samples(tiles),
     }
     for name, fig in figs.items():
         path = os.path.join(out, name)
-        fig.savefig(path, dpi=90, bbox_inches="tight")
+        fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -236,6 +379,7 @@ def _figures(scene, ready, tiles, out: str, tile_size: int) -> list[str]:
 
 def _demo(args) -> int:
     from .io import open_image, sample_scene_path
+    from .plan import TRANSFORMS
     from .preprocess import preprocess
     from .tiling import tile
 
@@ -258,7 +402,7 @@ def _demo(args) -> int:
     for strategy in STRATEGIES:
         start = time.perf_counter()
         tiles = tile(ready, args.tile_size, strategy)
-        _write(tiles.rename("tiles"), os.path.join(args.out, f"{strategy}.zarr"), overwrite=True)
+        _write(tiles.rename(VARIABLE), os.path.join(args.out, f"{strategy}.zarr"), overwrite=True)
         seconds = time.perf_counter() - start
         codes = tiles.transform.values
         per_code = "  ".join(f"{c}:{int((codes == c).sum())}" for c in sorted(set(codes.tolist())))
@@ -267,6 +411,11 @@ def _demo(args) -> int:
         )
         flipnslide = tiles if strategy == "flipnslide" else flipnslide
     print("codes: " + ", ".join(f"{k} {name}" for k, name in enumerate(TRANSFORMS)))
+    valid = flipnslide.valid_fraction.values
+    print(
+        f"flipnslide tiles more than half gap-filled: {int((valid < 0.5).sum())}; "
+        f"min_valid=0.9 keeps {int((valid >= 0.9).sum())} of {valid.size}"
+    )
     figures = _figures(scene, ready, flipnslide, args.out, args.tile_size)
     print(
         f"tiles: {os.path.join(os.path.abspath(args.out), '{' + ','.join(STRATEGIES) + '}.zarr')}"

@@ -1,18 +1,35 @@
-"""Exceptions raised by xflipnslide.
+"""Exceptions and warnings raised by xflipnslide.
 
 Every exception derives from :class:`XFlipNSlideError` and from the matching
 built-in class (``ValueError``, ``ImportError``), so callers can catch either.
-Messages say what was wrong and what to do about it.
+Every warning derives from :class:`XFlipNSlideWarning` (a ``UserWarning``),
+so ``warnings.filterwarnings("ignore", category=XFlipNSlideWarning)`` silences
+the package and ``"error"`` turns its warnings into exceptions. Messages say
+what was wrong and what to do about it.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 __all__ = [
+    "AllMissingError",
+    "DataDroppedWarning",
+    "DataFilledWarning",
+    "EmptySubsetError",
+    "FillReachError",
+    "FillReachWarning",
     "InvalidParameterError",
+    "InvalidTilesError",
     "MissingDependencyError",
     "SceneTooSmallError",
     "SpatialDimsError",
     "XFlipNSlideError",
+    "XFlipNSlideWarning",
+    "check_positive_int",
+    "require",
+    "warn",
 ]
 
 
@@ -32,6 +49,15 @@ class SpatialDimsError(XFlipNSlideError, ValueError):
     """The spatial (row, column) dimensions are missing or ambiguous."""
 
 
+class InvalidTilesError(XFlipNSlideError, ValueError):
+    """Tiles whose geometry cannot be trusted: bad codes or origins, windows
+    repeated, or tiles of several scenes mixed together."""
+
+
+class EmptySubsetError(XFlipNSlideError, ValueError):
+    """A requested subset of a split gets no tile."""
+
+
 class MissingDependencyError(XFlipNSlideError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
 
@@ -44,8 +70,34 @@ class FillReachError(XFlipNSlideError, RuntimeError):
     """With ``strict=True``: a gap is wider than the fill's reach."""
 
 
-class FillReachWarning(UserWarning):
+class XFlipNSlideWarning(UserWarning):
+    """Base class of every warning xflipnslide gives."""
+
+
+class DataDroppedWarning(XFlipNSlideWarning):
+    """Pixels or tiles were left out: cropped edges, tiles dropped by a split
+    or a filter, a trailing partial batch."""
+
+
+class DataFilledWarning(XFlipNSlideWarning):
+    """Pixels were masked as missing and filled in (invented) by ``preprocess``."""
+
+
+class FillReachWarning(DataFilledWarning):
     """A gap is wider than the fill's reach: some pixels are not provably exact."""
+
+
+def warn(message: str, category: type[Warning] = XFlipNSlideWarning, stacklevel: int = 3) -> None:
+    """Warn with a package warning class (seen without configuring logging)."""
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int, or an :class:`InvalidParameterError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise InvalidParameterError(f"{name} must be {what}; got {value!r}")
+    return int(value)
 
 
 def require(module: str, extra: str, feature: str):

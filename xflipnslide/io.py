@@ -11,14 +11,56 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .errors import InvalidParameterError, require
+from . import schema
+from .errors import InvalidParameterError, XFlipNSlideError, require
 
-__all__ = ["PLANETARY_COMPUTER", "band_scaling", "load_stac", "open_image", "sample_scene_path"]
+__all__ = [
+    "GDAL_CACHEMAX_MB",
+    "PLANETARY_COMPUTER",
+    "TILE_STORE_ENCODING",
+    "band_scaling",
+    "load_stac",
+    "open_image",
+    "sample_scene_path",
+]
 
 #: The Planetary Computer STAC API, ``load_stac``'s default catalog.
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
+#: GDAL's block cache per process, in MB, unless ``GDAL_CACHEMAX`` is set.
+#: GDAL's own default (5 % of the machine's RAM *per process*) overflows
+#: dask workers with a memory limit: on a 24 GiB machine each worker would
+#: cache 1.2 GB of blocks outside dask's accounting, so a 1 GiB worker is
+#: paused or restarted forever. Set for this process and, through dask's
+#: ``distributed.nanny.pre-spawn-environ``, for workers started after import.
+GDAL_CACHEMAX_MB = 128
+
+#: Zarr encoding of the tile variables in the stores the CLI writes (see
+#: docs/performance.md for the codec measurements behind it).
+TILE_STORE_ENCODING: dict[str, Any] = {}
+
 log = logging.getLogger(__name__)
+
+
+class CatalogError(XFlipNSlideError, OSError):
+    """A STAC catalog could not be reached or did not answer in time."""
+
+
+def _set_gdal_cache() -> None:
+    value = os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHEMAX_MB))
+    try:
+        import dask
+
+        key = "distributed.nanny.pre-spawn-environ"
+        environ = dict(dask.config.get(key, default={}) or {})
+        if "GDAL_CACHEMAX" not in environ:
+            environ["GDAL_CACHEMAX"] = value
+            dask.config.set({key: environ})
+    except ImportError:  # pragma: no cover - dask is a dependency
+        pass
+
+
+_set_gdal_cache()
 
 
 def sample_scene_path() -> str:
@@ -57,11 +99,14 @@ def open_image(
     Returns
     -------
     DataArray
-        ``(band, y, x)``; ``band`` holds the file's band descriptions when it
-        has them (else 1, 2, ...); ``spatial_ref`` carries the CRS. The
-        identity ``scale_factor``/``add_offset`` attributes (1 and 0) that
-        rioxarray adds to every file are dropped, so integer data written to
-        Zarr or netCDF stay integer when read back.
+        ``(band, y, x)``; ``band`` always holds strings: the file's band
+        descriptions when every band has a distinct one, else ``"b1"``,
+        ``"b2"``, ...; ``spatial_ref`` carries the CRS. CF encoding attrs
+        that would change values on a round trip are renamed (a declared
+        nodata becomes the ``nodata`` attr, which ``rio.nodata`` and
+        :func:`preprocess` read; identity ``scale_factor``/``add_offset``
+        are dropped), so data written to Zarr or netCDF read back with the
+        same values and dtype.
 
     Examples
     --------
@@ -81,16 +126,16 @@ def open_image(
         raise InvalidParameterError(
             f"{os.fspath(path)!r} holds several subdatasets; open one of them by its GDAL name"
         )
-    # rioxarray always writes these; identity values only make Zarr/netCDF
-    # readers decode integer data to float on the way back.
-    if da.attrs.get("scale_factor") == 1.0 and da.attrs.get("add_offset") == 0.0:
-        del da.attrs["scale_factor"], da.attrs["add_offset"]
+    # rioxarray's CF attrs would make Zarr/netCDF readers mask and rescale.
+    da.attrs = schema.portable_attrs(da.attrs)
+    da.encoding.pop("_FillValue", None)
     names = da.attrs.pop("long_name", None)
     if isinstance(names, str):
         names = (names,)
-    if names and len(names) == da.sizes["band"] and all(names) and len(set(names)) == len(names):
-        da = da.assign_coords(band=np.array(names, dtype=object))
-    return da
+    count = da.sizes["band"]
+    if not (names and len(names) == count and all(names) and len(set(names)) == count):
+        names = [f"b{i + 1}" for i in range(count)]
+    return da.assign_coords(band=np.array([str(n) for n in names], dtype=object))
 
 
 def band_scaling(items: Iterable[Any], bands: Sequence[str]) -> dict[str, dict[str, float | None]]:
@@ -110,8 +155,8 @@ def band_scaling(items: Iterable[Any], bands: Sequence[str]) -> dict[str, dict[s
             if not raster:
                 continue
             info = {
-                "scale": float(raster[0].get("scale", 1.0)),
-                "offset": float(raster[0].get("offset", 0.0)),
+                "scale": _number(raster[0].get("scale"), 1.0, band, "scale"),
+                "offset": _number(raster[0].get("offset"), 0.0, band, "offset"),
                 "nodata": raster[0].get("nodata"),
             }
             if found is not None and info != found:
@@ -122,6 +167,18 @@ def band_scaling(items: Iterable[Any], bands: Sequence[str]) -> dict[str, dict[s
             found = info
         out[band] = found or {"scale": 1.0, "offset": 0.0, "nodata": None}
     return out
+
+
+def _number(value, default: float, band: str, key: str) -> float:
+    """A ``raster:bands`` number; ``null`` or missing means the default."""
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"raster:bands {key} of {band!r} is {value!r}, not a number: fix the item's metadata"
+        ) from exc
 
 
 def load_stac(
@@ -138,6 +195,8 @@ def load_stac(
     sign: bool = True,
     items: Iterable[Any] | None = None,
     max_items: int | None = 100,
+    mask_clouds: bool = False,
+    timeout: float = 30.0,
 ) -> xr.DataArray:
     """Search a STAC catalog and load the scenes lazily as ``(time, band, y, x)``.
 
@@ -174,6 +233,14 @@ def load_stac(
         An ItemCollection or list of Items to load instead of searching.
     max_items
         The most items a search returns.
+    mask_clouds
+        Also load the product's QA asset (``qa_pixel`` for ``landsat-c2-l2``,
+        ``SCL`` for ``sentinel-2-l2a``) and set the pixels it flags (fill,
+        clouds, shadows, cirrus, snow: :func:`xflipnslide.mask_clouds`'s
+        defaults) to NaN before returning; the QA band is not returned.
+    timeout
+        Seconds to wait for the catalog to answer each request; a catalog
+        that does not answer raises an error instead of hanging.
 
     Returns
     -------
@@ -190,6 +257,8 @@ def load_stac(
     InvalidParameterError
         When the search finds nothing (the message repeats the search), or
         neither a search nor ``items`` is given.
+    CatalogError
+        When the catalog cannot be reached or does not answer in ``timeout``.
     MissingDependencyError
         Without the ``io`` extra.
 
@@ -201,12 +270,14 @@ def load_stac(
     >>> tiles = scene.fns.preprocess().fns.tile(256)  # doctest: +SKIP
     """
     odc_stac = require("odc.stac", "io", "load_stac")
+    import rioxarray  # noqa: F401  (registers .rio, used below)
+
     if items is None:
         if bbox is None and datetime is None and not query:
             raise InvalidParameterError(
                 "load_stac needs a search (bbox=, datetime= or query=) or items="
             )
-        items = _search(catalog, bbox, datetime, collections, query, sign, max_items)
+        items = _search(catalog, bbox, datetime, collections, query, sign, max_items, timeout)
     else:
         items = list(items)
         if sign:
@@ -215,6 +286,9 @@ def load_stac(
     if not items:
         raise InvalidParameterError("load_stac got an empty list of items; nothing to load")
     log.info("load_stac: loading %d items", len(items))
+    qa = _qa_asset(items) if mask_clouds else None
+    if bands is not None and qa is not None:
+        bands = [*bands, qa[0]] if qa[0] not in bands else list(bands)
     ds = odc_stac.load(
         items,
         bands=list(bands) if bands is not None else None,
@@ -224,11 +298,23 @@ def load_stac(
         chunks=dict(chunks) if chunks is not None else {"x": 2048, "y": 2048},
         groupby="solar_day",
     )
+    flags = None
+    if qa is not None:
+        if qa[0] not in ds.data_vars:
+            raise InvalidParameterError(
+                f"mask_clouds=True needs the {qa[0]!r} asset, which the items lack"
+            )
+        flags = ds[qa[0]]
+        ds = ds.drop_vars(qa[0])
     names = list(ds.data_vars)
     scaling = band_scaling(items, names)
     for name in names:
         ds[name] = _apply_scaling(ds[name], **scaling[name])
     out = ds.to_dataarray("band").transpose("time", "band", *ds.odc.spatial_dims)
+    if flags is not None:
+        from .preprocess import mask_clouds as _mask
+
+        out = _mask(out, flags, product=qa[1])
     out.attrs = {"stac_collections": ",".join(sorted({str(i.collection_id) for i in items}))}
     return out.rio.write_crs(ds.odc.crs) if ds.odc.crs is not None else out
 
@@ -243,20 +329,47 @@ def _apply_scaling(var: xr.DataArray, scale: float, offset: float, nodata) -> xr
     return out
 
 
-def _search(catalog, bbox, datetime, collections, query, sign, max_items) -> list:
+#: The QA asset and product of each collection ``mask_clouds=True`` knows.
+QA_ASSETS = {
+    "landsat-c2-l2": ("qa_pixel", "landsat-c2"),
+    "sentinel-2-l2a": ("SCL", "sentinel-2-l2a"),
+}
+
+
+def _qa_asset(items: list) -> tuple[str, str]:
+    collections = {str(getattr(i, "collection_id", None)) for i in items}
+    known = [QA_ASSETS[c] for c in collections if c in QA_ASSETS]
+    if len(known) != 1 or len(collections) != 1:
+        raise InvalidParameterError(
+            f"mask_clouds=True knows the QA assets of {sorted(QA_ASSETS)}; the items are from "
+            f"{sorted(collections)}: load one of those, or mask with xflipnslide.mask_clouds"
+        )
+    return known[0]
+
+
+def _search(catalog, bbox, datetime, collections, query, sign, max_items, timeout) -> list:
     client_mod = require("pystac_client", "io", "load_stac")
     modifier = None
     if sign:
         modifier = require("planetary_computer", "io", "load_stac(sign=True)").sign_inplace
-    client = client_mod.Client.open(catalog, modifier=modifier)
-    search = client.search(
-        bbox=list(bbox) if bbox is not None else None,
-        datetime=datetime,
-        collections=list(collections),
-        query=dict(query) if query else None,
-        max_items=max_items,
-    )
-    items = list(search.items())
+    try:
+        client = client_mod.Client.open(catalog, modifier=modifier, timeout=timeout)
+        search = client.search(
+            bbox=list(bbox) if bbox is not None else None,
+            datetime=datetime,
+            collections=list(collections),
+            query=dict(query) if query else None,
+            max_items=max_items,
+        )
+        items = list(search.items())
+    except XFlipNSlideError:
+        raise
+    except Exception as exc:  # requests' timeouts and connection errors, pystac-client's APIError
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CatalogError(
+            f"the STAC catalog {catalog} could not be searched ({type(exc).__name__}: {text}); "
+            f"check the URL and your network, or raise timeout= (now {timeout} s)"
+        ) from exc
     if not items:
         raise InvalidParameterError(
             f"the STAC search found no items (catalog={catalog}, collections={list(collections)}, "

@@ -15,10 +15,31 @@ cache lines, and reverse rows of the output rather than columns of the input
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from numba import njit
 
 __all__ = ["as_bits", "gather_tiles"]
+
+log = logging.getLogger(__name__)
+
+
+def kernel(**options):
+    """``numba.njit(nogil=True, cache=True, **options)``, uncached where numba
+    finds no writable cache location (a read-only site-packages and home, as on
+    many shared hubs and containers): compiling each session beats failing to
+    import. ``NUMBA_CACHE_DIR`` points the cache somewhere writable."""
+
+    def decorate(func):
+        try:
+            return njit(nogil=True, cache=True, **options)(func)
+        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+            log.debug("numba cache unavailable for %s (%s): compiling uncached", func.__name__, exc)
+            return njit(nogil=True, cache=False, **options)(func)
+
+    return decorate
+
 
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -28,21 +49,21 @@ def as_bits(a: np.ndarray) -> np.ndarray:
     return a.view(_BITS[a.dtype.itemsize])
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def _copy_row(srow, x0, orow):
     """``orow[j] = srow[x0 + j]``."""
     for j in range(orow.shape[0]):
         orow[j] = srow[x0 + np.uint64(j)]
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def _copy_row_reversed(srow, xe, orow):
     """``orow[j] = srow[xe - j]``."""
     for j in range(orow.shape[0]):
         orow[j] = srow[xe - np.uint64(j)]
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def _copy_rows(s, o, y0, x0, flip_y, flip_x):
     """``o[r, j] = s[y0 + (t-r if flip_y else r), x0 + (t-j if flip_x else j)]``."""
     T = o.shape[0]
@@ -55,7 +76,7 @@ def _copy_rows(s, o, y0, x0, flip_y, flip_x):
             _copy_row(s[u], x0, o[r])
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def _copy_transposed(v, o):
     """``o[r, j] = v[j, r]``, in 8 x 8 blocks when the size allows."""
     T = o.shape[0]
@@ -71,7 +92,7 @@ def _copy_transposed(v, o):
                 o[r, j] = v[j, r]
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def gather_tiles(src, rows, cols, codes, out):
     """Gather windows of ``src`` and apply their D4 transform, in one pass.
 
@@ -122,7 +143,7 @@ def gather_tiles(src, rows, cols, codes, out):
                     _copy_transposed(w, o)
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def _nearest_in_columns(valid, near_row):
     """Per column, the row of the nearest valid pixel in that column (-1: none).
 
@@ -146,7 +167,7 @@ def _nearest_in_columns(valid, near_row):
                 near_row[i, j] = n
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def nearest_valid(valid, near_row, near_col):
     """Exact Euclidean nearest valid pixel of every pixel (a feature transform).
 
@@ -224,7 +245,7 @@ def nearest_valid(valid, near_row, near_col):
             near_row[i, x] = rowbuf[near_col[i, x]]
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def fill_nearest(data, valid, core, halo, fallback, out):
     """Fill the invalid pixels of ``data``'s core from their nearest valid pixel.
 
@@ -283,12 +304,14 @@ def fill_nearest(data, valid, core, halo, fallback, out):
     return beyond
 
 
-@njit(nogil=True, cache=True)
-def mean_std(a):
-    """Mean and population standard deviation of the non-NaN values of ``a``.
+@kernel()
+def moments(a):
+    """``(n, mean, m2)`` of the non-NaN values of ``a``: their count, mean and
+    sum of squared deviations from the mean, in float64.
 
-    Two passes in float64 (sum, then squared deviations), no temporaries;
-    NaN when ``a`` has no valid value.
+    Two passes (sum, then squared deviations), no temporaries; ``(0, 0, 0)``
+    when ``a`` has no valid value. Moments of parts merge exactly
+    (``xflipnslide._stats``), so chunked and whole inputs agree.
     """
     flat = a.ravel()
     total = 0.0
@@ -298,17 +321,17 @@ def mean_std(a):
             total += v
             n += 1
     if n == 0:
-        return np.nan, np.nan
+        return np.array([0.0, 0.0, 0.0])
     mean = total / n
     dev = 0.0
     for v in flat:
         if not np.isnan(v):
             d = v - mean
             dev += d * d
-    return mean, np.sqrt(dev / n)
+    return np.array([float(n), mean, dev])
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def standardize_into(a, mean, scale, out):
     """``out[...] = (a - mean) / scale`` in one pass, cast to ``out``'s dtype."""
     src = a.ravel()
@@ -320,7 +343,7 @@ def standardize_into(a, mean, scale, out):
 _INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@kernel(boundscheck=False)
 def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
     """Undo each tile's transform and add it, weighted, onto a scene block.
 
@@ -372,7 +395,7 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
                     arow[xs + np.uint64(j)] += frow[j0 + j] * brow[j0 + j]
 
 
-@njit(nogil=True, cache=True)
+@kernel()
 def normalize_weights(acc, wsum):
     """``acc[c] /= wsum`` in place, NaN where ``wsum`` is 0 (no tile)."""
     C = acc.shape[0]

@@ -1,27 +1,36 @@
-"""Machine learning helpers: leak-free splits, xbatcher batches, PyTorch loaders.
+"""Machine learning helpers: leak-free splits, xbatcher batches, and the
+PyTorch and TensorFlow feeds.
 
-torch is imported only inside :func:`torch_loader`.
+torch and tensorflow are imported only inside :func:`torch_loader` and
+:func:`tf_dataset`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ._array import _read_range
-from .errors import InvalidParameterError, require
-from .tiling import TILE_DIM, _tile_side
+from . import schema
+from ._sampler import TileOrder, chunk_sizes
+from .errors import (
+    DataDroppedWarning,
+    EmptySubsetError,
+    InvalidParameterError,
+    check_positive_int,
+    require,
+    warn,
+)
+from .plan import read_ranges
+from .schema import IMAGE, TILE_DIM, T_Xarray
 
-__all__ = ["batches", "split", "torch_loader"]
+__all__ = ["batches", "split", "tf_dataset", "torch_loader"]
 
 log = logging.getLogger(__name__)
-
-T_Xarray = TypeVar("T_Xarray", xr.DataArray, xr.Dataset)
 
 
 def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True):
@@ -30,6 +39,9 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
     Equivalent to ``xbatcher.BatchGenerator(tiles, input_dims={every dim but
     "tile": its full size}, batch_dims={"tile": batch_size})``: each batch
     is ``(tile: batch_size, *other, y, x)`` with the tile coordinates along.
+    Use it to stay in xarray (labelled batches, xbatcher's own loaders);
+    :func:`torch_loader` and :func:`tf_dataset` shuffle tiles, keep the last
+    partial batch and read lazy tiles chunk by chunk.
 
     Parameters
     ----------
@@ -37,7 +49,8 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
         The output of :func:`tile` (or tiles reloaded from Zarr).
     batch_size
         Tiles per batch. xbatcher yields only full batches: the last
-        ``n_tiles % batch_size`` tiles are in no batch (logged at WARNING).
+        ``n_tiles % batch_size`` tiles are in no batch (a
+        :class:`~xflipnslide.DataDroppedWarning` says how many).
     preload_batch
         Passed to xbatcher: load each batch into memory at once.
 
@@ -45,9 +58,9 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
     --------
     >>> import numpy as np, xarray as xr, xflipnslide
     >>> scene = xr.DataArray(np.zeros((3, 1024, 1024), "float32"), dims=("band", "y", "x"))
-    >>> gen = scene.fns.tile(tile_size=256).fns.batches(batch_size=16)
+    >>> gen = scene.fns.tile(tile_size=256).fns.batches(batch_size=17)
     >>> len(gen), gen[0].sizes
-    (5, Frozen({'tile': 16, 'band': 3, 'y': 256, 'x': 256}))
+    (5, Frozen({'tile': 17, 'band': 3, 'y': 256, 'x': 256}))
     """
     import xbatcher
 
@@ -56,23 +69,18 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
             f"batches takes tiles (a {TILE_DIM!r} dimension); got dims {tuple(tiles.dims)}. "
             "Call .fns.tile(...) first."
         )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size <= 0
-    ):
-        raise InvalidParameterError(f"batch_size must be a positive integer; got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     n = tiles.sizes[TILE_DIM]
     if batch_size > n:
         raise InvalidParameterError(
             f"batch_size={batch_size} is more than the {n} tiles there are; use batch_size <= {n}"
         )
     if n % batch_size:
-        log.warning(
-            "%d of %d tiles are in no batch: xbatcher yields only full batches of %d",
-            n % batch_size,
-            n,
-            batch_size,
+        warn(
+            f"{n % batch_size} of {n} tiles are in no batch: xbatcher yields only full batches "
+            f"of {batch_size}. Use a batch_size that divides {n}, or torch_loader/tf_dataset, "
+            "which keep the last partial batch",
+            DataDroppedWarning,
         )
     input_dims = {d: s for d, s in tiles.sizes.items() if d != TILE_DIM}
     return xbatcher.BatchGenerator(
@@ -83,12 +91,21 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
     )
 
 
-def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
+# --- split ----------------------------------------------------------------
+
+
+def _check_fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
+    if fractions is None:
+        return {"train": 0.8, "val": 0.1, "test": 0.1}
     if not isinstance(fractions, Mapping) or not fractions:
         raise InvalidParameterError(
-            f"fractions must map subset names to fractions; got {fractions!r}"
+            "fractions must map subset names to fractions, e.g. {'train': 0.8, 'val': 0.2}; "
+            f"got {fractions!r}"
         )
-    out = {str(k): float(v) for k, v in fractions.items()}
+    try:
+        out = {str(k): float(v) for k, v in fractions.items()}
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"fractions must be numbers; got {fractions!r}") from exc
     if (
         any(not math.isfinite(v) or v <= 0 for v in out.values())
         or abs(sum(out.values()) - 1) > 1e-6
@@ -154,18 +171,19 @@ def split(
     ----------
     tiles
         Output of :func:`xflipnslide.tile` (it needs ``row``/``col`` and the
-        ``fns_scene_shape`` attr).
+        ``fns_scene_shape`` attr, on the tiles or their variables).
     fractions
         Subset name to fraction of the *blocks*; default
         ``{"train": 0.8, "val": 0.1, "test": 0.1}``. Fractions of kept tiles
         land near these, not exactly: blocks hold different numbers of tiles.
     block_size
-        Block side in pixels. Larger blocks drop fewer tiles (only tiles on
-        block borders can be dropped) but deal the scene in coarser pieces.
-        By default: the largest multiple of the tile size that still leaves
-        about ``3 / min(fractions)`` blocks (at least two tiles wide).
+        Block side in pixels, at least the tile size. Larger blocks drop
+        fewer tiles (only tiles on block borders can be dropped) but deal
+        the scene in coarser pieces. By default: the largest multiple of the
+        tile size that still leaves about ``3 / min(fractions)`` blocks (at
+        least two tiles wide).
     seed
-        Seed of the block shuffle; the same seed gives the same split.
+        Seed of the block shuffle (an int); the same seed gives the same split.
 
     Returns
     -------
@@ -173,43 +191,51 @@ def split(
         Subset name to tiles (``isel`` of the input, lazy if it was). Each
         carries attrs ``fns_split`` (its name), ``fns_split_block_size``,
         ``fns_split_seed`` and ``fns_split_dropped`` (tiles dropped in the
-        whole split, also logged).
+        whole split).
+
+    Raises
+    ------
+    EmptySubsetError
+        When a subset gets no tile; the message says what to change.
+
+    Warns
+    -----
+    DataDroppedWarning
+        With the number of tiles dropped because they straddle subsets.
 
     Examples
     --------
-    >>> import numpy as np, xarray as xr, xflipnslide
+    >>> import numpy as np, xarray as xr, xflipnslide, warnings
     >>> scene = xr.DataArray(np.zeros((1, 2048, 2048), "float32"), dims=("band", "y", "x"))
     >>> tiles = scene.fns.tile(128)
-    >>> parts = tiles.fns.split(seed=1)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", xflipnslide.DataDroppedWarning)
+    ...     parts = tiles.fns.split(seed=1)
     >>> kept = {name: part.sizes["tile"] for name, part in parts.items()}
     >>> sum(kept.values()) + parts["train"].attrs["fns_split_dropped"] == tiles.sizes["tile"]
     True
     """
-    fractions = _check_fractions(fractions or {"train": 0.8, "val": 0.1, "test": 0.1})
-    if TILE_DIM not in tiles.dims or not {"row", "col"} <= set(tiles.coords):
+    fractions = _check_fractions(fractions)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InvalidParameterError(
-            "split takes the output of tile() (a 'tile' dim with row/col coords)"
+            f"seed must be an int (the same seed gives the same split); got {seed!r}"
         )
-    shape = tiles.attrs.get("fns_scene_shape")
-    if shape is None:
+    g = schema.read_geometry(tiles, what="split")
+    if g.scene_shape is None:
         raise InvalidParameterError(
-            "split needs the tiles' fns_scene_shape attr, which tile() writes"
+            "split needs the scene shape the tiles record (attr fns_scene_shape, which tile() "
+            "writes on the tiles and on each tiled variable); tile the scene again"
         )
-    h, w = (int(n) for n in shape)
-    T = _tile_side(tiles)
+    (h, w), T = g.scene_shape, g.tile_size
     if block_size is None:
         block_size = _default_block_size((h, w), T, min(fractions.values()))
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, (int, np.integer))
-        or block_size <= 0
-    ):
+    block_size = check_positive_int(block_size, "block_size")
+    if block_size < T:
         raise InvalidParameterError(
-            f"block_size must be a positive number of pixels; got {block_size!r}"
+            f"block_size={block_size} is smaller than the {T} px tiles, so every tile would "
+            f"straddle blocks and be dropped: use block_size >= {T} (e.g. {4 * T})"
         )
-    rows = np.asarray(tiles["row"].values, np.int64)
-    cols = np.asarray(tiles["col"].values, np.int64)
-    oy, ox = max(int(rows.min()), 0), max(int(cols.min()), 0)
+    oy, ox = (max(int(v.min()), 0) if len(v) else 0 for v in (g.rows, g.cols))
     nby, nbx = -(-(h - oy) // block_size), -(-(w - ox) // block_size)
     n_blocks = nby * nbx
     if n_blocks < len(fractions):
@@ -218,129 +244,359 @@ def split(
             f"the {len(fractions)} subsets: use a smaller block_size"
         )
     # Which blocks each tile's source pixels touch (reflected padding included).
-    spans = []
-    for r, c in zip(rows.tolist(), cols.tolist()):
-        (a, b), (d, e) = _read_range(r, r + T, h), _read_range(c, c + T, w)
-        spans.append(
-            (
-                slice((a - oy) // block_size, (b - 1 - oy) // block_size + 1),
-                slice((d - ox) // block_size, (e - 1 - ox) // block_size + 1),
-            )
-        )
-    inside = np.mean([sy.stop - sy.start == 1 and sx.stop - sx.start == 1 for sy, sx in spans])
-    owner = _deal_blocks(fractions, nby, nbx, inside, seed)
+    ys, xs = read_ranges(g.rows, T, h), read_ranges(g.cols, T, w)
+    by0, by1 = (ys[:, 0] - oy) // block_size, (ys[:, 1] - 1 - oy) // block_size + 1
+    bx0, bx1 = (xs[:, 0] - ox) // block_size, (xs[:, 1] - 1 - ox) // block_size + 1
+    inside = float(np.mean((by1 - by0 == 1) & (bx1 - bx0 == 1))) if len(g) else 1.0
+    owner = _deal_blocks(fractions, nby, nbx, inside, int(seed))
     names = list(fractions)
-    subset = np.full(rows.size, -1, dtype=np.int64)
-    for k, (sy, sx) in enumerate(spans):
-        seen = np.unique(owner[sy, sx])
+    subset = np.full(len(g), -1, dtype=np.int64)
+    for k in range(len(g)):
+        seen = np.unique(owner[by0[k] : by1[k], bx0[k] : bx1[k]])
         if seen.size == 1:
             subset[k] = seen[0]
     dropped = int((subset < 0).sum())
-    log.info(
-        "split: %d blocks of %d px; %s; %d of %d tiles dropped (span blocks of two subsets)",
-        n_blocks,
-        block_size,
-        ", ".join(f"{n} {int((subset == i).sum())}" for i, n in enumerate(names)),
-        dropped,
-        rows.size,
-    )
+    counts = {n: int((subset == i).sum()) for i, n in enumerate(names)}
+    empty = [n for n, c in counts.items() if not c]
+    if empty:
+        raise EmptySubsetError(
+            f"split: subset(s) {empty} got no tile ({counts}, {dropped} of {len(g)} dropped "
+            f"with {n_blocks} blocks of {block_size} px): use a larger scene, a smaller "
+            "tile_size, a larger fraction for them, or another block_size or seed"
+        )
+    if dropped:
+        warn(
+            f"split: {dropped} of {len(g)} tiles straddle blocks of two subsets and are in no "
+            f"subset ({', '.join(f'{n} {c}' for n, c in counts.items())}; {n_blocks} blocks of "
+            f"{block_size} px). A larger block_size drops fewer",
+            DataDroppedWarning,
+        )
     out = {}
     for i, name in enumerate(names):
-        if not (subset == i).any():
-            log.warning(
-                "split: subset %r got no tile (its blocks hold none whole); use a smaller "
-                "block_size or another seed",
-                name,
-            )
         part = tiles.isel({TILE_DIM: np.flatnonzero(subset == i)})
         part.attrs = {
             **tiles.attrs,
-            "fns_split": name,
-            "fns_split_block_size": int(block_size),
-            "fns_split_seed": int(seed),
-            "fns_split_dropped": dropped,
+            schema.SPLIT: name,
+            schema.SPLIT_BLOCK_SIZE: int(block_size),
+            schema.SPLIT_SEED: int(seed),
+            schema.SPLIT_DROPPED: dropped,
         }
         out[name] = part
     return out
 
 
-def _float_tensor(batch: xr.DataArray):
-    import torch
-
-    return torch.as_tensor(np.asarray(batch.values, dtype=np.float32))
+# --- feeds ----------------------------------------------------------------
 
 
-def _long_tensor(batch: xr.DataArray):
-    import torch
+class TileFeed:
+    """Numpy batches of images (and labels) in a :class:`TileOrder`, reading
+    each tile chunk at most once per epoch. Framework-free and picklable: the
+    PyTorch and TensorFlow feeds wrap it.
 
-    return torch.as_tensor(np.asarray(batch.values, dtype=np.int64))
+    Yields ``dict(image=float32 (B, C, T, T), label=int64 (B, T, T) or
+    (B, ...), tile=int64 indices, row, col, transform)``.
+    """
+
+    def __init__(self, image: xr.DataArray, label: xr.DataArray | None, order: TileOrder):
+        self.image, self.label, self.order = image, label, order
+        self._meta = {
+            "tile": np.arange(image.sizes[TILE_DIM], dtype=np.int64),
+            **{
+                name: np.asarray(image[name].values).astype(np.int64)
+                for name in (schema.ROW, schema.COL, schema.TRANSFORM)
+                if name in image.coords
+            },
+        }
+        self.bounds = np.concatenate([[0], np.cumsum(order.chunks)]).astype(np.int64)
+
+    def _load(self, chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
+        sl = {TILE_DIM: slice(int(self.bounds[chunk]), int(self.bounds[chunk + 1]))}
+        x = np.asarray(self.image.isel(sl).values)
+        y = np.asarray(self.label.isel(sl).values) if self.label is not None else None
+        return x, y
+
+    def epoch(self, epoch: int, worker: int = 0, workers: int = 1) -> Iterator[dict]:
+        cache: dict[int, tuple] = {}
+        for needs, idx in self.order.batches(epoch, worker, workers):
+            if needs:
+                for c in [c for c in cache if c not in needs]:
+                    del cache[c]
+                for c in needs:
+                    if c not in cache:
+                        cache[c] = self._load(c)
+            yield self._batch(idx, cache)
+
+    def _batch(self, idx: np.ndarray, cache: dict) -> dict:
+        owner = np.searchsorted(self.bounds, idx, side="right") - 1
+        sample_x = next(iter(cache.values()))[0]
+        x = np.empty((len(idx), *sample_x.shape[1:]), np.float32)
+        y = None
+        if self.label is not None:
+            sample_y = next(iter(cache.values()))[1]
+            y = np.empty((len(idx), *sample_y.shape[1:]), sample_y.dtype)
+        for c in np.unique(owner).tolist():
+            pick = owner == c
+            local = idx[pick] - self.bounds[c]
+            x[pick] = cache[c][0][local]
+            if y is not None:
+                y[pick] = cache[c][1][local]
+        out = {"image": x, **{k: v[idx] for k, v in self._meta.items()}}
+        if y is not None:
+            out["label"] = _as_labels(y)
+        return out
+
+
+def _as_labels(y: np.ndarray) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating):
+        if np.isnan(y).any():
+            raise InvalidParameterError(
+                "the label tiles contain NaN, which no integer class can hold: fill or mask "
+                "them first (e.g. label.fillna(255) with ignore_index=255 in the loss)"
+            )
+        if (y != np.round(y)).any():
+            raise InvalidParameterError(
+                "the label tiles hold non-integer values: labels must be class numbers"
+            )
+    return y.astype(np.int64, copy=False)
+
+
+def _feed(tiles, batch_size, image, label, shuffle, seed, drop_last, buffer, what) -> TileFeed:
+    batch_size = check_positive_int(batch_size, "batch_size")
+    buffer = check_positive_int(buffer, "shuffle_buffer")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise InvalidParameterError(f"seed must be an int or None; got {seed!r}")
+    if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
+        raise InvalidParameterError(
+            f"{what} takes tiles (a {TILE_DIM!r} dimension): call .fns.tile(...) first"
+        )
+    if isinstance(tiles, xr.Dataset):
+        for name in (image, label):
+            if name is not None and name not in tiles.data_vars:
+                raise InvalidParameterError(
+                    f"no variable {name!r} in the tiles; they hold {list(tiles.data_vars)}: "
+                    f"pass image=/label= to name them"
+                )
+        x = tiles[image]
+        y = tiles[label] if label is not None else None
+    else:
+        if label is not None:
+            raise InvalidParameterError(
+                "label= needs a Dataset of image and label tiles, e.g. "
+                "xr.Dataset({'image': image, 'label': label}).fns.tile(...)"
+            )
+        x, y = tiles, None
+    x = x.transpose(TILE_DIM, ...)
+    y = y.transpose(TILE_DIM, ...) if y is not None else None
+    n = x.sizes[TILE_DIM]
+    if not n:
+        raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
+    sizes = x.chunksizes.get(TILE_DIM) if x.chunks is not None else None
+    if y is not None and y.chunks is not None and sizes is None:
+        sizes = y.chunksizes.get(TILE_DIM)
+    order = TileOrder(
+        chunk_sizes(sizes, n), batch_size, bool(shuffle), seed, bool(drop_last), buffer
+    )
+    return TileFeed(x, y, order)
+
+
+def _dask_in_workers(worker_id: int) -> None:
+    """DataLoader worker start: run dask synchronously in the worker.
+
+    A worker forked from a process that has run dask inherits dask's thread
+    pool without its threads (and possibly its lock held): any dask
+    computation there would wait forever. Workers are the parallelism, so
+    each computes its own tiles in its own thread.
+    """
+    import dask
+
+    dask.config.set(scheduler="synchronous")
 
 
 def torch_loader(
     tiles: xr.DataArray | xr.Dataset,
     batch_size: int = 32,
     *,
-    image: Hashable = "image",
+    image: Hashable = IMAGE,
     label: Hashable | None = None,
     shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
     num_workers: int = 0,
+    metadata: bool = False,
+    shuffle_buffer: int = 1024,
+    **loader_kwargs: Any,
 ) -> Any:
-    """A :class:`torch.utils.data.DataLoader` of tile batches, through xbatcher.
-
-    Builds ``xbatcher.BatchGenerator`` s over the tiles (see :func:`batches`)
-    and ``xbatcher.loaders.torch.MapDataset`` over them; each item is
-    already a batch, so the loader has ``batch_size=None``.
+    """A :class:`torch.utils.data.DataLoader` of tile batches.
 
     Parameters
     ----------
     tiles
         Tiles as a DataArray (images only), or a Dataset holding the image
-        variable and, optionally, a label variable tiled with it.
+        variable and, optionally, a label variable tiled with it; in memory,
+        lazy, or reopened from Zarr.
     batch_size
-        Tiles per batch (a trailing partial batch is left out by xbatcher,
-        and logged).
+        Tiles per batch.
     image, label
         Dataset variable names of the images (default ``"image"``) and the
         labels (none by default).
     shuffle
-        Shuffle the order of the batches each epoch (the tiles within a batch
-        stay together).
+        A new order of *tiles* every epoch, reproducible from ``seed``
+        (the same seed gives the same sequence of epochs). On lazy tiles the
+        order is chunk-aware: windows of whole tile chunks (at least
+        ``shuffle_buffer`` tiles, stratified across the tile range) are
+        visited in random order and their tiles shuffled, so each chunk is
+        computed or read once per epoch. In-memory tiles are fully shuffled.
+    seed
+        Seed of the shuffle (``None``: 0).
+    drop_last
+        Leave out the last partial batch (kept by default, as PyTorch does;
+        with workers, each worker's last batch may be partial).
     num_workers
-        DataLoader worker processes.
+        DataLoader worker processes; each reads its own share of the tile
+        chunks (dask runs synchronously inside them, so a process that has
+        already run dask does not hang).
+    metadata
+        Also yield a dict of int64 tensors ``tile``, ``row``, ``col``,
+        ``transform`` for each batch (to stitch predictions later).
+    shuffle_buffer
+        Least number of tiles shuffled among (more mixes better and holds
+        more chunks in memory).
+    **loader_kwargs
+        Passed to :class:`torch.utils.data.DataLoader` (``pin_memory``,
+        ``persistent_workers``, ``prefetch_factor``...).
 
     Returns
     -------
     torch.utils.data.DataLoader
-        Yields float32 ``(B, C, T, T)`` image tensors, or
-        ``(images, labels)`` pairs with int64 ``(B, T, T)`` labels.
+        Yields float32 ``(B, C, T, T)`` image tensors, or ``(images,
+        labels)`` pairs with int64 labels, plus the metadata dict last when
+        ``metadata=True``. ``len(loader)`` is the number of batches.
 
     Raises
     ------
     MissingDependencyError
         Without torch: ``pip install "xflipnslide[torch]"``.
+    InvalidParameterError
+        For unknown variables, NaN or non-integer labels (when read).
+
+    Examples
+    --------
+    >>> loader = tiles.fns.torch_loader(32, label="label", shuffle=True, seed=0)  # doctest: +SKIP
+    >>> for images, labels in loader:  # doctest: +SKIP
+    ...     loss = loss_fn(model(images), labels)
     """
     torch = require("torch", "torch", "torch_loader")
-    require("xbatcher.loaders.torch", "torch", "torch_loader")
-    from xbatcher.loaders.torch import MapDataset
+    feed = _feed(
+        tiles, batch_size, image, label, shuffle, seed, drop_last, shuffle_buffer, "torch_loader"
+    )
+    workers = check_positive_int(num_workers, "num_workers", minimum=0)
+    dataset = _torch_dataset(torch)(feed, metadata)
+    loader_cls = _epoch_loader(torch)
+    if workers:
+        loader_kwargs.setdefault("worker_init_fn", _dask_in_workers)
+    return loader_cls(dataset, batch_size=None, num_workers=workers, **loader_kwargs)
 
-    if isinstance(tiles, xr.Dataset):
-        for name in (image, label):
-            if name is not None and name not in tiles.data_vars:
-                raise InvalidParameterError(
-                    f"no variable {name!r} in the tiles; they hold {list(tiles.data_vars)}"
-                )
-        x = tiles[image]
-        y = tiles[label] if label is not None else None
+
+def _torch_dataset(torch):
+    class TileIterable(torch.utils.data.IterableDataset):
+        """One epoch of :class:`TileFeed` batches, split over workers."""
+
+        def __init__(self, feed: TileFeed, metadata: bool):
+            self.feed, self.metadata, self.epoch = feed, metadata, 0
+
+        def __len__(self) -> int:
+            return len(self.feed.order)
+
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            for batch in self.feed.epoch(self.epoch, worker, workers):
+                out = [torch.from_numpy(batch["image"])]
+                if "label" in batch:
+                    out.append(torch.from_numpy(batch["label"]))
+                if self.metadata:
+                    out.append({k: torch.from_numpy(batch[k]) for k in _META if k in batch})
+                yield out[0] if len(out) == 1 else tuple(out)
+
+    return TileIterable
+
+
+_META = ("tile", schema.ROW, schema.COL, schema.TRANSFORM)
+
+
+def _epoch_loader(torch):
+    class EpochLoader(torch.utils.data.DataLoader):
+        """A DataLoader that tells its dataset which epoch each pass is."""
+
+        _epoch = 0
+
+        def __iter__(self):
+            self.dataset.epoch = self._epoch
+            self._epoch += 1
+            return super().__iter__()
+
+    return EpochLoader
+
+
+def tf_dataset(
+    tiles: xr.DataArray | xr.Dataset,
+    batch_size: int = 32,
+    *,
+    image: Hashable = IMAGE,
+    label: Hashable | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+    channels_last: bool = True,
+    shuffle_buffer: int = 1024,
+) -> Any:
+    """A :class:`tf.data.Dataset` of tile batches, for Keras's ``model.fit``.
+
+    Built on the same chunk-aware order as :func:`torch_loader`: every tile
+    once per epoch, a new shuffle of tiles every epoch (reproducible from
+    ``seed``), the last partial batch kept unless ``drop_last``. Each pass
+    over the dataset (each Keras epoch) is the next epoch.
+
+    Parameters
+    ----------
+    tiles, batch_size, image, label, shuffle, seed, drop_last, shuffle_buffer
+        As for :func:`torch_loader`.
+    channels_last
+        Images as ``(B, T, T, C)`` (Keras's default) instead of ``(B, C, T, T)``.
+
+    Returns
+    -------
+    tf.data.Dataset
+        float32 images, or ``(images, labels)`` with int64 labels.
+
+    Raises
+    ------
+    MissingDependencyError
+        Without TensorFlow: ``pip install "xflipnslide[tensorflow]"``.
+    """
+    tf = require("tensorflow", "tensorflow", "tf_dataset")
+    feed = _feed(
+        tiles, batch_size, image, label, shuffle, seed, drop_last, shuffle_buffer, "tf_dataset"
+    )
+    rest_x = tuple(feed.image.shape[1:])
+    if channels_last:
+        rest_x = (*rest_x[1:], rest_x[0]) if len(rest_x) == 3 else rest_x
+    spec_x = tf.TensorSpec((None, *rest_x), tf.float32)
+    epochs = iter(range(1 << 62))
+
+    def generate():
+        for batch in feed.epoch(next(epochs)):
+            x = batch["image"]
+            if channels_last and x.ndim == 4:
+                x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            if "label" in batch:
+                yield x, batch["label"]
+            else:
+                yield x
+
+    if feed.label is not None:
+        spec_y = tf.TensorSpec((None, *feed.label.shape[1:]), tf.int64)
+        signature = (spec_x, spec_y)
     else:
-        if label is not None:
-            raise InvalidParameterError("label= needs a Dataset of image and label tiles")
-        x, y = tiles, None
-    dataset = MapDataset(
-        batches(x, batch_size),
-        batches(y, batch_size) if y is not None else None,
-        transform=_float_tensor,
-        target_transform=_long_tensor,
-    )
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=shuffle, num_workers=num_workers
-    )
+        signature = spec_x
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)

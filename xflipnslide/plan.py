@@ -13,7 +13,7 @@ the inner grid.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -92,6 +92,7 @@ class TilePlan:
     cols: np.ndarray
     codes: np.ndarray
     grids: np.ndarray
+    stride: int = 0
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -103,6 +104,26 @@ class TilePlan:
         return (
             (max(-oy, 0), max(oy + hc - h, 0)),
             (max(-ox, 0), max(ox + wc - w, 0)),
+        )
+
+    def select(self, keep: np.ndarray) -> TilePlan:
+        """The plan of the windows where ``keep`` (a boolean mask) is True,
+        in the same order with the same codes."""
+        keep = np.asarray(keep, dtype=bool)
+        return replace(
+            self,
+            rows=self.rows[keep],
+            cols=self.cols[keep],
+            codes=self.codes[keep],
+            grids=self.grids[keep],
+        )
+
+    def source_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Input pixels each window reads, reflect padding included:
+        ``(n, 2)`` arrays of ``[start, stop)`` rows and columns."""
+        return (
+            read_ranges(self.rows, self.tile_size, self.shape[0]),
+            read_ranges(self.cols, self.tile_size, self.shape[1]),
         )
 
     def counts(self) -> dict[str, int]:
@@ -124,6 +145,29 @@ class TilePlan:
         breaks = np.flatnonzero((rows[1:] != rows[:-1]) | (grids[1:] != grids[:-1])) + 1
         edges = [0, *breaks.tolist(), stop - start]
         return [(start + a, start + b) for a, b in itertools.pairwise(edges)]
+
+
+def read_range(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """Input pixels ``[a, b)`` to read so that reflect-padding them gives ``[lo, hi)``.
+
+    Reflection about the scene's edge reaches as far inside as the padding
+    is wide, which may be further than the window itself.
+    """
+    a, b = max(lo, 0), min(hi, size)
+    if lo < 0:
+        b = max(b, min(size, -lo + 1))
+    if hi > size:
+        a = min(a, max(0, size - 1 - (hi - size)))
+    return a, b
+
+
+def read_ranges(origins: np.ndarray, tile_size: int, size: int) -> np.ndarray:
+    """:func:`read_range` of every window ``[o, o + tile_size)``: ``(n, 2)`` int64."""
+    out = np.array(
+        [read_range(int(o), int(o) + tile_size, size) for o in np.asarray(origins).tolist()],
+        dtype=np.int64,
+    )
+    return out.reshape(-1, 2)
 
 
 def _check_tile_size(tile_size: int, strategy: str) -> int:
@@ -167,6 +211,7 @@ def plan_tiles(
     strategy: Strategy = "flipnslide",
     *,
     edge: Edge = "crop",
+    stride: int | None = None,
 ) -> TilePlan:
     """Plan the tile windows of a scene without reading any pixel.
 
@@ -185,6 +230,11 @@ def plan_tiles(
         ``"crop"`` centre-crops to the largest multiple of ``T``;
         ``"pad"`` reflect-pads symmetrically to the next multiple of ``T`` so
         no pixel is lost (origins may then be negative).
+    stride
+        ``"overlap"`` only: the step between windows, a divisor of
+        ``tile_size`` (default ``tile_size // 2``, 50 % overlap;
+        ``tile_size // 4`` gives 75 %). The tiled area is the same as for
+        the default, so windows at ``i * stride`` cover it exactly.
 
     Returns
     -------
@@ -216,6 +266,7 @@ def plan_tiles(
             f"edge must be one of {', '.join(map(repr, EDGES))}; got {edge!r}"
         )
     tile_size = _check_tile_size(tile_size, strategy)
+    step = _check_stride(stride, tile_size, strategy)
     if len(shape) != 2:
         raise InvalidParameterError(f"shape must be (rows, columns); got {shape!r}")
     h, w = (int(n) for n in shape)
@@ -238,7 +289,7 @@ def plan_tiles(
     if strategy == "no_overlap":
         parts.append((_grid(hc, T, T), _grid(wc, T, T), np.zeros((2, 2), np.int8), "regular"))
     elif strategy == "overlap":
-        parts.append((_grid(hc, T, s), _grid(wc, T, s), np.zeros((2, 2), np.int8), "regular"))
+        parts.append((_grid(hc, T, step), _grid(wc, T, step), np.zeros((2, 2), np.int8), "regular"))
     else:
         parts.append((_grid(hc, T, s), _grid(wc, T, s), _OUTER_CODES, "outer"))
         parts.append((_grid(hc, T, s, q), _grid(wc, T, s, q), _INNER_CODES, "inner"))
@@ -261,7 +312,30 @@ def plan_tiles(
         cols=np.concatenate(cols),
         codes=np.concatenate(codes).astype(np.int8),
         grids=np.concatenate(grids),
+        stride=step,
     )
+
+
+def _check_stride(stride, tile_size: int, strategy: str) -> int:
+    default = tile_size if strategy == "no_overlap" else tile_size // 2
+    if stride is None:
+        return default
+    if strategy != "overlap":
+        raise InvalidParameterError(
+            f"stride= is for strategy='overlap' only (strategy={strategy!r} has a fixed "
+            f"stride of {default}); drop it or use strategy='overlap'"
+        )
+    if (
+        isinstance(stride, bool)
+        or not isinstance(stride, (int, np.integer))
+        or stride <= 0
+        or tile_size % stride
+    ):
+        raise InvalidParameterError(
+            f"stride must be a positive divisor of tile_size={tile_size} (e.g. "
+            f"{tile_size // 2} for 50 % overlap, {tile_size // 4} for 75 %); got {stride!r}"
+        )
+    return int(stride)
 
 
 def apply_transform(a: np.ndarray, code: int) -> np.ndarray:

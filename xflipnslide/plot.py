@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -11,6 +12,67 @@ import xarray as xr
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, require
 from .plan import TRANSFORMS, Edge, Strategy, plan_tiles
+from .schema import TILE_DIM, TRANSFORM
+
+log = logging.getLogger(__name__)
+
+#: Band names tried for red, green and blue, in order: common names, then
+#: Landsat 8/9 and Sentinel-2 band numbers (as files and STAC assets name them).
+RGB_NAMES = (
+    ("red", "r", "B4", "B04", "SR_B4", "b4"),
+    ("green", "g", "B3", "B03", "SR_B3", "b3"),
+    ("blue", "b", "B2", "B02", "SR_B2", "b2"),
+)
+
+
+def pick_rgb(labels: Sequence[Any]) -> tuple[list[Any], str]:
+    """Red, green and blue among band ``labels`` by name, else the first
+    three; and a note saying which were used."""
+    lowered = {str(v).lower(): v for v in labels}
+    found = []
+    for names in RGB_NAMES:
+        hit = next((lowered[n.lower()] for n in names if n.lower() in lowered), None)
+        found.append(hit)
+    if all(v is not None for v in found):
+        return found, f"bands {', '.join(map(str, found))} as red, green, blue"
+    if len(labels) < 3:
+        raise InvalidParameterError(
+            f"plot_rgb needs 3 bands for red, green, blue; the data has {list(labels)}"
+        )
+    first = list(labels[:3])
+    return first, (
+        f"no bands named red/green/blue (or B4/B3/B2): showing the first three, "
+        f"{', '.join(map(str, first))}, as red, green, blue; pass bands=[...] to choose"
+    )
+
+
+def _figure(ax):
+    """A new constrained-layout figure and axes (so legends and labels stay
+    inside a saved figure), or ``ax``'s."""
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5), layout="constrained")
+    return ax.figure, ax
+
+
+def _axis_labels(ax, obj, ydim, xdim) -> None:
+    """Axis labels with units and CRS where known; readable tick labels."""
+    crs = None
+    try:
+        import rioxarray  # noqa: F401
+
+        crs = obj.rio.crs
+    except Exception:  # no rioxarray, or no CRS
+        crs = None
+    units = ""
+    if crs is not None:
+        units = " (degrees" if crs.is_geographic else f" ({crs.linear_units or 'units'}"
+        units += f", {crs.to_string()})"
+    ax.set_xlabel(f"{xdim}{units}")
+    ax.set_ylabel(f"{ydim}{units}")
+    ax.ticklabel_format(style="plain", useOffset=False)
+    ax.tick_params(axis="x", labelrotation=30)
+
 
 __all__ = ["TRANSFORM_COLORS", "plot_rgb", "plot_samples", "plot_tiles", "rgb_stretch"]
 
@@ -63,10 +125,13 @@ def plot_rgb(
     Parameters
     ----------
     obj
-        A ``(band, y, x)`` DataArray (other dims must be selected first).
+        A ``(band, y, x)`` DataArray (other dims must be selected first);
+        for a Dataset, plot its variable: ``ds["image"].fns.plot_rgb()``.
     bands
-        The three ``band`` labels for red, green and blue; by default
-        ``("red", "green", "blue")`` if present, else the first three.
+        The three ``band`` labels for red, green and blue; by default the
+        bands named red/green/blue (or Landsat/Sentinel-2's B4/B3/B2,
+        B04/B03/B02, SR_B4...), else the first three (logged, and said in
+        the title).
     dims
         ``(row_dim, column_dim)``, found by name by default.
     band_dim
@@ -80,10 +145,16 @@ def plot_rgb(
 
     Returns
     -------
-    matplotlib.axes.Axes
-        The axes drawn on; missing (NaN) pixels show in the axes' background.
+    matplotlib.figure.Figure
+        The figure drawn on (``fig.axes[0]`` the image); missing (NaN)
+        pixels show in the axes' background.
     """
-    plt = _pyplot()
+    _pyplot()
+    if not isinstance(obj, xr.DataArray):
+        raise InvalidParameterError(
+            "plot_rgb draws one DataArray; for a Dataset pick the variable: "
+            "ds['image'].fns.plot_rgb()"
+        )
     ydim, xdim = find_spatial_dims(obj, dims)
     if band_dim not in obj.dims:
         raise InvalidParameterError(f"plot_rgb needs a {band_dim!r} dimension; got dims {obj.dims}")
@@ -95,8 +166,10 @@ def plot_rgb(
     labels = (
         list(obj[band_dim].values) if band_dim in obj.coords else list(range(obj.sizes[band_dim]))
     )
+    note = None
     if bands is None:
-        bands = ["red", "green", "blue"] if {"red", "green", "blue"} <= set(labels) else labels[:3]
+        bands, note = pick_rgb(labels)
+        log.info("plot_rgb: %s", note)
     if len(bands) != 3:
         raise InvalidParameterError(f"plot_rgb needs 3 bands for red, green, blue; got {bands!r}")
     sel = (
@@ -107,14 +180,12 @@ def plot_rgb(
     values = np.asarray(sel.transpose(band_dim, ydim, xdim).values, dtype=np.float64)
     img = rgb_stretch(values, percentiles)
     alpha = (~np.isnan(values).any(axis=0)).astype(float)[..., None]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure(ax)
     extent = _extent(obj, ydim, xdim)
     ax.imshow(np.concatenate([img, alpha], axis=-1), extent=extent, interpolation="nearest")
-    ax.set_title(title or f"RGB: {', '.join(map(str, bands))}")
-    ax.set_xlabel(str(xdim))
-    ax.set_ylabel(str(ydim))
-    return ax
+    ax.set_title(title or f"RGB: {', '.join(map(str, bands))}", fontsize="medium")
+    _axis_labels(ax, obj, ydim, xdim)
+    return fig
 
 
 def _extent(obj, ydim, xdim) -> list[float] | None:
@@ -168,20 +239,26 @@ def plot_tiles(
 
     Returns
     -------
-    matplotlib.axes.Axes
+    matplotlib.figure.Figure
     """
     _pyplot()  # the viz extra, with a clear error
     from matplotlib.patches import Patch, Rectangle
 
+    if TILE_DIM in obj.dims:
+        raise InvalidParameterError(
+            "plot_tiles draws the windows over a scene, and these are tiles: pass the scene "
+            "they were cut from (or use plot_samples to draw tiles)"
+        )
     ydim, xdim = find_spatial_dims(obj, dims)
     plan = plan_tiles((obj.sizes[ydim], obj.sizes[xdim]), tile_size, strategy, edge=edge)
-    ax = plot_rgb(
+    fig = plot_rgb(
         obj,
         bands,
         dims=(ydim, xdim),
         ax=ax,
         title=f"{strategy}: {len(plan)} tiles of {tile_size} px",
     )
+    ax = fig.axes[0]
     to_y, to_x = _pixel_to_coords(obj, ydim, xdim)
     (oy, ox), (hc, wc) = plan.offset, plan.extent
     ax.add_patch(
@@ -218,18 +295,14 @@ def plot_tiles(
         max(ylim[1], hi) if ylim[0] < ylim[1] else min(ylim[1], lo),
     )
     used = sorted(set(plan.codes.tolist()))
-    ax.legend(
-        handles=[
-            Patch(fill=False, ec=TRANSFORM_COLORS[k], label=f"{k} {TRANSFORMS[k]}") for k in used
-        ]
-        + [Patch(fill=False, ec="black", ls="--", label=f"tiled area ({edge})")],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1),
-        fontsize="small",
-        frameon=False,
-    )
-    ax.tick_params(axis="x", labelrotation=30)
-    return ax
+    handles = [
+        Patch(fill=False, ec=TRANSFORM_COLORS[k], label=f"{k} {TRANSFORMS[k]}") for k in used
+    ] + [Patch(fill=False, ec="black", ls="--", label=f"tiled area ({edge})")]
+    if fig.get_layout_engine() is not None:  # our figure: the legend beside the map
+        fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+    else:  # the caller's axes: keep the legend inside them
+        ax.legend(handles=handles, loc="upper right", fontsize="x-small", framealpha=0.8)
+    return fig
 
 
 def plot_samples(
@@ -261,9 +334,15 @@ def plot_samples(
     matplotlib.figure.Figure
     """
     plt = _pyplot()
-    if "tile" not in tiles.dims or "transform" not in tiles.coords:
+    if not isinstance(tiles, xr.DataArray):
         raise InvalidParameterError(
-            "plot_samples takes the output of tile() (a 'tile' dim with its coords)"
+            "plot_samples draws one DataArray of tiles; for a Dataset pick the variable: "
+            "tiles['image'].fns.plot_samples()"
+        )
+    if TILE_DIM not in tiles.dims or TRANSFORM not in tiles.coords:
+        raise InvalidParameterError(
+            "plot_samples takes the output of tile() (a 'tile' dim with its coords); "
+            "for a scene use plot_rgb or plot_tiles"
         )
     codes = tiles.transform.values
     first = [int(np.flatnonzero(codes == k)[0]) for k in sorted(set(codes.tolist()))]
@@ -276,9 +355,7 @@ def plot_samples(
             else list(range(sel.sizes[band_dim]))
         )
         if bands is None:
-            bands = (
-                ["red", "green", "blue"] if {"red", "green", "blue"} <= set(labels) else labels[:3]
-            )
+            bands = pick_rgb(labels)[0] if len(labels) >= 3 else labels[:1]
         sel = (
             sel.sel({band_dim: list(bands)})
             if band_dim in sel.coords
@@ -286,7 +363,9 @@ def plot_samples(
         )
     values = np.asarray(sel.values, dtype=np.float64)
     rows = -(-len(picks) // ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(2.4 * ncols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, ncols, figsize=(2.4 * ncols, 2.6 * rows), squeeze=False, layout="constrained"
+    )
     if values.ndim == 4:  # (tile, band, y, x): one stretch over all drawn tiles
         t, c, h, w = values.shape
         stretched = rgb_stretch(values.transpose(1, 0, 2, 3).reshape(c, t * h, w), percentiles)
@@ -307,5 +386,4 @@ def plot_samples(
         ax.set_yticks([])
     for ax in axes.ravel()[len(picks) :]:
         ax.axis("off")
-    fig.tight_layout()
     return fig

@@ -4,30 +4,159 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import product
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from dask.base import is_dask_collection
 
-from ._dask import independent_copy
-from ._fill import fill_dask, fill_numpy
+from ._fill import fill_array, prepare_chunks
+from ._stats import band_stats_array, standardize_array
 from .dims import find_spatial_dims
-from .errors import InvalidParameterError
-from .kernels import mean_std, standardize_into
+from .errors import DataFilledWarning, InvalidParameterError, check_positive_int, warn
+from .schema import OBSERVED, STATS_COORDS, T_Xarray
 
-__all__ = ["STATS_COORDS", "preprocess"]
+__all__ = [
+    "LANDSAT_C2_QA_BITS",
+    "QA_DEFAULTS",
+    "SENTINEL2_SCL_CLASSES",
+    "STATS_COORDS",
+    "mask_clouds",
+    "preprocess",
+]
 
 log = logging.getLogger(__name__)
 
-T_Xarray = TypeVar("T_Xarray", xr.DataArray, xr.Dataset)
+_REDUCERS = ("median", "mean", "nearest", None)
 
-#: Coordinates that carry the standardisation statistics with the data.
-STATS_COORDS = ("fns_mean", "fns_std")
+#: Landsat Collection 2 ``QA_PIXEL`` bits (SPEC §6), bit -> name.
+LANDSAT_C2_QA_BITS = {
+    0: "fill",
+    1: "dilated_cloud",
+    2: "cirrus",
+    3: "cloud",
+    4: "cloud_shadow",
+    5: "snow",
+    6: "clear",
+    7: "water",
+}
+#: Sentinel-2 L2A scene classification (``SCL``) classes, value -> name.
+SENTINEL2_SCL_CLASSES = {
+    0: "no_data",
+    1: "saturated_defective",
+    2: "dark_area",
+    3: "cloud_shadow",
+    4: "vegetation",
+    5: "not_vegetated",
+    6: "water",
+    7: "unclassified",
+    8: "cloud_medium_probability",
+    9: "cloud_high_probability",
+    10: "thin_cirrus",
+    11: "snow",
+}
+#: What :func:`mask_clouds` masks by default: Landsat bits 0-5, SCL classes
+#: 0, 1, 3, 8, 9, 10 (add 11 to mask snow on Sentinel-2).
+QA_DEFAULTS = {"landsat-c2": (0, 1, 2, 3, 4, 5), "sentinel-2-l2a": (0, 1, 3, 8, 9, 10)}
+_QA_TABLES = {"landsat-c2": LANDSAT_C2_QA_BITS, "sentinel-2-l2a": SENTINEL2_SCL_CLASSES}
 
-_REDUCERS = ("median", "mean", None)
+
+def mask_clouds(
+    scene: T_Xarray,
+    qa: xr.DataArray,
+    *,
+    product: Literal["landsat-c2", "sentinel-2-l2a"] = "landsat-c2",
+    mask: Sequence[int | str] | None = None,
+) -> T_Xarray:
+    """Set the pixels a product's QA layer flags (clouds, shadows, ...) to NaN.
+
+    Parameters
+    ----------
+    scene
+        The image, ``(..., y, x)``; integer data become float32 (float64
+        stays float64).
+    qa
+        The QA layer on the same grid (and times): Landsat Collection 2
+        ``QA_PIXEL`` (uint16 bit flags; Planetary Computer asset
+        ``qa_pixel``) or Sentinel-2 L2A ``SCL`` (uint8 classes; asset
+        ``SCL``). A length-1 ``band`` dim is dropped.
+    product
+        ``"landsat-c2"`` or ``"sentinel-2-l2a"``.
+    mask
+        What to mask: Landsat bit numbers or names
+        (:data:`LANDSAT_C2_QA_BITS`; default bits 0-5: fill, dilated cloud,
+        cirrus, cloud, cloud shadow, snow), or SCL class values or names
+        (:data:`SENTINEL2_SCL_CLASSES`; default 0, 1, 3, 8, 9, 10: no data,
+        saturated/defective, cloud shadow, cloud medium and high
+        probability, thin cirrus; add 11 for snow).
+
+    Returns
+    -------
+    DataArray or Dataset
+        ``scene`` with flagged pixels NaN (lazy for dask input), ready for
+        :func:`preprocess`, whose ``fns_observed`` mask and the tiles'
+        ``valid_fraction`` then count them as missing.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xflipnslide
+    >>> scene = xr.DataArray(np.ones((1, 2, 2), "float32"), dims=("band", "y", "x"))
+    >>> qa = xr.DataArray(np.array([[1 << 6, 1 << 3], [1 << 4, 1 << 7]], "uint16"), dims=("y", "x"))
+    >>> xflipnslide.mask_clouds(scene, qa, product="landsat-c2").values[0]
+    array([[ 1., nan],
+           [nan,  1.]], dtype=float32)
+    """
+    if product not in _QA_TABLES:
+        raise InvalidParameterError(
+            f"product must be one of {', '.join(map(repr, _QA_TABLES))}; got {product!r}"
+        )
+    if not isinstance(qa, xr.DataArray):
+        raise InvalidParameterError(f"qa must be a DataArray on the scene's grid; got {type(qa)}")
+    if "band" in qa.dims and qa.sizes["band"] == 1:
+        qa = qa.isel(band=0, drop=True)
+    if not np.issubdtype(qa.dtype, np.integer):
+        if np.issubdtype(qa.dtype, np.floating):
+            qa = qa.fillna(0 if product == "sentinel-2-l2a" else 1)  # no data / fill
+        qa = qa.astype(np.int64)
+    table = _QA_TABLES[product]
+    codes = _qa_codes(mask if mask is not None else QA_DEFAULTS[product], table, product)
+    if product == "landsat-c2":
+        bits = sum(1 << b for b in codes)
+        flagged = (qa & bits) != 0
+    else:
+        flagged = qa.isin(codes)
+    missing = [d for d in qa.dims if d not in scene.dims]
+    if missing:
+        raise InvalidParameterError(
+            f"qa has dims {missing} the scene lacks; select them first (e.g. qa.isel(...))"
+        )
+
+    def one(var: xr.DataArray) -> xr.DataArray:
+        dtype = np.float64 if var.dtype == np.float64 else np.float32
+        return var.astype(dtype, copy=False).where(~flagged)
+
+    if isinstance(scene, xr.Dataset):
+        return scene.map(lambda v: one(v) if set(flagged.dims) <= set(v.dims) else v)
+    return one(scene).transpose(*scene.dims)
+
+
+def _qa_codes(mask, table: dict[int, str], product: str) -> list[int]:
+    names = {v: k for k, v in table.items()}
+    out = []
+    for item in mask:
+        if isinstance(item, str) and item in names:
+            out.append(names[item])
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item in table:
+            out.append(int(item))
+        else:
+            raise InvalidParameterError(
+                f"mask= for {product!r} takes {sorted(table)} or {sorted(names)}; got {item!r}"
+            )
+    return out
+
+
 _FILLS = ("nearest", None)
 
 
@@ -43,6 +172,8 @@ def preprocess(
     dims: Sequence[Hashable] | None = None,
     reach: int = 512,
     strict: bool = False,
+    variables: Sequence[Hashable] | None = None,
+    reference: Any = None,
 ) -> T_Xarray:
     """Make a scene ML-ready: mask nodata, composite time, fill gaps, standardise.
 
@@ -52,18 +183,21 @@ def preprocess(
         A DataArray (say ``(time, band, y, x)``), or a Dataset whose
         variables with both spatial dims are each preprocessed on their own
         (one variable per band, as some readers give them; their statistics
-        are the coordinates ``{name}_fns_mean`` / ``{name}_fns_std``);
-        other variables are kept.
+        are the coordinates ``{name}_fns_mean`` / ``{name}_fns_std``).
+        In a Dataset, integer and boolean variables (label masks, class
+        maps) are left alone unless named in ``variables``.
     nodata
-        Value marking missing pixels. By default taken from rioxarray
-        (``rio.nodata``, ``rio.encoded_nodata``), then the ``_FillValue`` or
-        ``nodata`` attrs; NaN is always missing. Files that mark nodata
-        without declaring it (Landsat's zeros) need it here: ``nodata=0``.
+        Value marking missing pixels (a number). By default taken from
+        rioxarray (``rio.nodata``, ``rio.encoded_nodata``), then the
+        ``_FillValue`` or ``nodata`` attrs. NaN and infinite values are
+        always missing. Files that mark nodata without declaring it
+        (Landsat's zeros) need it here: ``nodata=0``.
     time_dim
         The time dimension, if any.
     reduce
         ``"median"`` (default) or ``"mean"`` over ``time_dim``, skipping NaN;
-        ``None`` keeps the time dim. Skipped when there is no ``time_dim``.
+        ``"nearest"``: per pixel, the valid observation closest in time to
+        ``reference`` (ties: the earlier); ``None`` keeps the time dim. Skipped when there is no ``time_dim``.
         With dask, ``time_dim`` is first rechunked to one chunk (logged).
     fill
         ``"nearest"``: each missing pixel takes the value of the valid pixel
@@ -88,8 +222,17 @@ def preprocess(
         chunk and its halo (or the band mean if there is none) and warn with
         :class:`~xflipnslide.errors.FillReachWarning`. numpy input is always
         filled exactly.
+        Dask chunks much smaller than ``reach`` make every task read many
+        neighbours: such input is rechunked to at least ``2 * reach``
+        pixels per side, with a warning.
     strict
         Raise :class:`~xflipnslide.errors.FillReachError` instead of warning.
+    reference
+        For ``reduce="nearest"``: the reference date (anything
+        :func:`numpy.datetime64` reads, e.g. ``"2023-06-15"``).
+    variables
+        Dataset only: the variables to preprocess (default: every variable
+        with both spatial dims and a floating dtype).
 
     Returns
     -------
@@ -98,7 +241,16 @@ def preprocess(
         standardised; same spatial grid, coordinates, CRS and attrs. With
         ``standardize``, coordinates ``fns_mean`` and ``fns_std`` (float64,
         over the band dims) hold the statistics used; they survive ``tile``
-        and ``to_zarr``. Dask input stays lazy: nothing is computed here.
+        and ``to_zarr``. The boolean coordinate ``fns_observed`` on the
+        spatial dims is True where a pixel was observed in every band (not
+        filled); ``tile`` turns it into each tile's ``valid_fraction``.
+        Dask input stays lazy: nothing is computed here.
+
+    Warns
+    -----
+    DataFilledWarning
+        When missing pixels are filled (invented): with the share per band
+        on numpy, and at compute time on dask.
 
     Raises
     ------
@@ -117,11 +269,18 @@ def preprocess(
     >>> test_ready = scene.fns.preprocess(nodata=0, stats=ready)   # the same statistics
     """
     if reduce not in _REDUCERS:
-        raise InvalidParameterError(f"reduce must be 'median', 'mean' or None; got {reduce!r}")
+        raise InvalidParameterError(
+            f"reduce must be 'median', 'mean', 'nearest' or None; got {reduce!r}"
+        )
+    if (reduce == "nearest") != (reference is not None):
+        raise InvalidParameterError(
+            "reduce='nearest' needs reference= (a date, e.g. '2023-06-15'), and reference= is "
+            "only used with reduce='nearest'"
+        )
     if fill not in _FILLS:
         raise InvalidParameterError(f"fill must be 'nearest' or None; got {fill!r}")
-    if isinstance(reach, bool) or not isinstance(reach, (int, np.integer)) or reach < 1:
-        raise InvalidParameterError(f"reach must be a positive number of pixels; got {reach!r}")
+    reach = check_positive_int(reach, "reach")
+    _check_nodata(nodata)
     if stats is not None and not standardize:
         raise InvalidParameterError("stats= is only used with standardize=True")
     options = dict(
@@ -132,25 +291,67 @@ def preprocess(
         standardize=standardize,
         reach=int(reach),
         strict=strict,
+        reference=reference,
     )
     if isinstance(obj, xr.Dataset):
         ydim, xdim = find_spatial_dims(obj, dims)
         out = obj.copy()
-        for name, var in obj.data_vars.items():
-            if ydim in var.dims and xdim in var.dims:
-                var_stats = _dataset_stats(stats, name)
-                done = _preprocess_array(var, (ydim, xdim), stats=var_stats, **options)
-                # Each variable has its own statistics: name them after it.
-                renames = {c: f"{name}_{c}" for c in STATS_COORDS if c in done.coords}
-                out[name] = done.drop_vars(list(renames))
-                for old, new in renames.items():
-                    out.coords[new] = done.coords[old].variable
+        for name in _variables_to_process(obj, (ydim, xdim), variables):
+            var = obj[name]
+            var_stats = _dataset_stats(stats, name)
+            done = _preprocess_array(var, (ydim, xdim), stats=var_stats, **options)
+            # Each variable has its own statistics: name them after it.
+            renames = {c: f"{name}_{c}" for c in STATS_COORDS if c in done.coords}
+            out[name] = done.drop_vars([*renames, OBSERVED])
+            for old, new in renames.items():
+                out.coords[new] = done.coords[old].variable
+            seen = done.coords[OBSERVED].variable
+            if OBSERVED in out.coords:
+                seen = out.coords[OBSERVED].variable & seen
+            out.coords[OBSERVED] = seen
         return out
     if not isinstance(obj, xr.DataArray):
         raise InvalidParameterError(
             f"preprocess takes a DataArray or Dataset; got {type(obj).__name__}"
         )
+    if variables is not None:
+        raise InvalidParameterError("variables= is for Datasets; a DataArray is one variable")
     return _preprocess_array(obj, find_spatial_dims(obj, dims), stats=stats, **options)
+
+
+def _check_nodata(nodata) -> None:
+    if nodata is None:
+        return
+    if isinstance(nodata, (bool, np.bool_)) or not isinstance(nodata, numbers.Real):
+        raise InvalidParameterError(
+            f"nodata must be one number (the value marking missing pixels, e.g. nodata=0); "
+            f"got {nodata!r}. To mask several values, mask them first: "
+            "scene.where(~scene.isin([...]))"
+        )
+
+
+def _variables_to_process(ds: xr.Dataset, spatial, variables) -> list[Hashable]:
+    spatial_vars = [n for n, v in ds.data_vars.items() if all(d in v.dims for d in spatial)]
+    if variables is not None:
+        if isinstance(variables, (str, bytes)) or not isinstance(variables, Sequence):
+            variables = [variables]
+        missing = [v for v in variables if v not in spatial_vars]
+        if missing:
+            raise InvalidParameterError(
+                f"variables={list(variables)} names {missing}, which are not variables with both "
+                f"spatial dims {tuple(spatial)}; those are {spatial_vars}"
+            )
+        return list(variables)
+    chosen = [n for n in spatial_vars if np.issubdtype(ds[n].dtype, np.floating)]
+    left = [n for n in spatial_vars if n not in chosen]
+    if left:
+        log.info("preprocess: leaving %s alone (integer or boolean: labels?)", left)
+    if not chosen:
+        raise InvalidParameterError(
+            f"the Dataset has no floating-point variable to preprocess ({left} are integer or "
+            "boolean and left alone as labels): name the image variables with variables=[...]"
+        )
+    return chosen
 
 
 def _dataset_stats(stats, name: Hashable):
@@ -167,33 +368,69 @@ def _dataset_stats(stats, name: Hashable):
 
 
 def _preprocess_array(
-    da, spatial, *, nodata, time_dim, reduce, fill, standardize, stats, reach, strict
+    da, spatial, *, nodata, time_dim, reduce, fill, standardize, stats, reach, strict, reference
 ):
     if not (np.issubdtype(da.dtype, np.number) or da.dtype == bool) or np.issubdtype(
         da.dtype, np.complexfloating
     ):
         raise InvalidParameterError(f"preprocess needs real numeric data; got dtype {da.dtype}")
-    mean_std = _user_stats(stats, da, spatial, time_dim) if stats is not None else None
+    user_stats = _user_stats(stats, da, spatial, time_dim) if stats is not None else None
     attrs = {
-        k: v for k, v in da.attrs.items() if k not in ("_FillValue", "nodata", "missing_value")
+        k: v
+        for k, v in da.attrs.items()
+        if k not in ("_FillValue", "nodata", "missing_value", "fill_value")
     }
+    if fill == "nearest" and da.chunks is not None:
+        da = da.copy(data=prepare_chunks(da.transpose(..., *spatial).data, reach)).transpose(
+            *da.dims
+        )
     da = _mask_nodata(da, nodata)
     if time_dim in da.dims and reduce is not None:
-        da = _reduce_time(da, time_dim, reduce)
-    # The statistics (and the fill's fallback) come from the observed pixels.
-    # On dask they are taken from an independent copy of the graph: a cheap
-    # second read of the input, instead of holding the whole scene in
-    # memory until global statistics are known.
-    lazy = is_dask_collection(da.data)
-    observed = da.copy(data=independent_copy(da.data)) if lazy else da
-    if standardize and mean_std is None:
-        mean_std = _observed_stats(observed, [d for d in da.dims if d in spatial or d == time_dim])
+        da = _reduce_time(da, time_dim, reduce, reference)
+    other = [d for d in da.dims if d not in spatial]
+    da = da.transpose(*other, *spatial)
+    valid = da.notnull()
+    observed = valid.all(other) if other else valid
+    labels = _slice_labels(da, other)
     if fill == "nearest":
-        da = _fill(da, spatial, reach, strict, observed)
+        _report_missing(da, valid, other, labels)
+    band_dims = [d for d in other if d != time_dim]
     if standardize:
-        da = _standardize(da, *mean_std)
+        mean, std = user_stats or _band_stats(da, band_dims)
+    if fill == "nearest":
+        fallback = _band_stats(da, other)[0].data if da.chunks is not None else None
+        data = fill_array(da.data, fallback, reach=reach, strict=strict, labels=labels)
+        da = da.copy(data=data)
+    if standardize:
+        da = _standardize(da, mean, std)
+    da = da.assign_coords({OBSERVED: observed.variable})
     da.attrs = attrs
     return da
+
+
+def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels) -> None:
+    """Warn (numpy: now, with shares; dask: nothing is computed) about pixels
+    that are missing and will be filled."""
+    if da.chunks is not None:
+        return
+    spatial = [d for d in da.dims if d not in other]
+    missing = 1 - valid.mean(spatial).values.reshape(-1)
+    worst = [(lab, m) for lab, m in zip(labels, missing.tolist()) if m > 0]
+    if not worst:
+        return
+    shares = ", ".join(f"{lab}: {m:.1%}" for lab, m in worst[:6])
+    hint = (
+        " More than a quarter of a band is invented: tile with min_valid=... to drop "
+        "mostly-filled tiles (each tile's valid_fraction records its share)."
+        if max(m for _, m in worst) > 0.25
+        else " Each tile's valid_fraction records its observed share."
+    )
+    warn(
+        f"preprocess: missing pixels (nodata, NaN or infinite) are filled from their nearest "
+        f"valid neighbour ({shares}).{hint}",
+        DataFilledWarning,
+        stacklevel=5,
+    )
 
 
 def _declared_nodata(da: xr.DataArray) -> tuple[float | None, str]:
@@ -213,26 +450,25 @@ def _declared_nodata(da: xr.DataArray) -> tuple[float | None, str]:
 
 
 def _mask_nodata(da: xr.DataArray, nodata: float | None) -> xr.DataArray:
-    """Nodata to NaN, in float32 (float64 stays float64)."""
+    """Nodata and non-finite values to NaN, in float32 (float64 stays float64)."""
     source = "nodata="
     if nodata is None:
         nodata, source = _declared_nodata(da)
     dtype = np.float64 if da.dtype == np.float64 else np.float32
     if da.dtype != dtype:
         log.info("preprocess: converting %s to %s", da.dtype, np.dtype(dtype).name)
-    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
-        return da.astype(dtype, copy=False)
-    masked = da.where(da != nodata).astype(dtype, copy=False)
-    if is_dask_collection(da.data):
-        log.info("preprocess: masking pixels equal to %r (from %s)", nodata, source)
-    else:
-        log.info(
-            "preprocess: masked %d pixels equal to %r (from %s)",
-            int((da.values == nodata).sum()),
-            nodata,
-            source,
-        )
-    return masked
+    keep = None
+    if np.issubdtype(da.dtype, np.floating):
+        keep = np.isfinite(da)  # inf is missing, like NaN
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        if da.chunks is None:
+            count = int((da.values == nodata).sum())
+            log.info("preprocess: masked %d pixels equal to %r (from %s)", count, nodata, source)
+        else:
+            log.info("preprocess: masking pixels equal to %r (from %s)", nodata, source)
+        keep = (da != nodata) if keep is None else keep & (da != nodata)
+    out = da if keep is None else da.where(keep)
+    return out.astype(dtype, copy=False)
 
 
 def _quiet(func):
@@ -251,11 +487,42 @@ def _quiet(func):
     return reduce
 
 
-def _reduce_time(da: xr.DataArray, time_dim: Hashable, how: str) -> xr.DataArray:
+def _nearest_order(times: np.ndarray, reference) -> np.ndarray:
+    """Time indices from closest to ``reference`` to furthest (ties: earlier first)."""
+    try:
+        ref = np.datetime64(reference)
+        t = np.asarray(times).astype("datetime64[ns]")
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"reference= must be a date like '2023-06-15' and the time coordinate dates; got "
+            f"{reference!r}"
+        ) from exc
+    gap = np.abs((t - ref.astype("datetime64[ns]")).astype(np.int64))
+    return np.lexsort((t.astype(np.int64), gap))
+
+
+def _first_valid(a: np.ndarray, axis: int = -1, order=None) -> np.ndarray:
+    """Along ``axis`` (in ``order``), the first non-NaN value (NaN if none)."""
+    a = np.take(a, order, axis=axis)
+    valid = ~np.isnan(a)
+    first = np.expand_dims(valid.argmax(axis=axis), axis)
+    out = np.take_along_axis(a, first, axis=axis).squeeze(axis)
+    return out
+
+
+def _reduce_time(da: xr.DataArray, time_dim: Hashable, how: str, reference=None) -> xr.DataArray:
     if da.chunks is not None and len(da.chunksizes[time_dim]) > 1:
         log.info("preprocess: rechunking %r to one chunk for the %s composite", time_dim, how)
         da = da.chunk({time_dim: -1})
-    func = _quiet(np.nanmedian if how == "median" else np.nanmean)
+    if how == "nearest":
+        if time_dim not in da.coords:
+            raise InvalidParameterError(f"reduce='nearest' needs dates on {time_dim!r}")
+        order = _nearest_order(da[time_dim].values, reference)
+
+        def func(a, axis):
+            return _first_valid(a, axis, order)
+    else:
+        func = _quiet(np.nanmedian if how == "median" else np.nanmean)
     out = xr.apply_ufunc(
         func,
         da,
@@ -276,32 +543,17 @@ def _slice_labels(da: xr.DataArray, other: list[Hashable]) -> list[str]:
     return [", ".join(f"{d}={v}" for d, v in zip(other, combo)) for combo in product(*values)]
 
 
-def _fill(
-    da: xr.DataArray, spatial, reach: int, strict: bool, observed: xr.DataArray
-) -> xr.DataArray:
-    other = [d for d in da.dims if d not in spatial]
-    da = da.transpose(*other, *spatial)
-    labels = _slice_labels(da, other)
-    if is_dask_collection(da.data):
-        fallback = observed.mean(list(spatial), skipna=True).transpose(*other).data
-        data = fill_dask(da.data, fallback, reach=reach, strict=strict, labels=labels)
-    else:
-        data = fill_numpy(np.asarray(da.data), labels=labels)
-    return da.copy(data=data)
+def _band_stats(da: xr.DataArray, band_dims: list) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-band mean and population std (float64) of the observed pixels.
 
-
-def _observed_stats(observed: xr.DataArray, stat_dims: list) -> tuple[xr.DataArray, xr.DataArray]:
-    """Per-band mean and population std of the valid pixels, in float64."""
-    if is_dask_collection(observed.data):
-        return (
-            observed.mean(stat_dims, skipna=True, dtype=np.float64),
-            observed.std(stat_dims, skipna=True, dtype=np.float64),
-        )
-    band_dims = [d for d in observed.dims if d not in stat_dims]
-    values = observed.transpose(*band_dims, *stat_dims).values
-    shape = values.shape[: len(band_dims)]
-    stats = np.array([mean_std(values[idx]) for idx in np.ndindex(shape)]).reshape((*shape, 2))
-    coords = {d: observed[d] for d in band_dims if d in observed.coords}
+    On dask they come from an independent copy of the graph: a second read
+    of the input, instead of holding the whole scene in memory until global
+    statistics are known.
+    """
+    rest = [d for d in da.dims if d not in band_dims]
+    ordered = da.transpose(*band_dims, *rest)
+    stats = band_stats_array(ordered.data, len(band_dims))
+    coords = {d: da[d].variable for d in band_dims if d in da.coords}
     return tuple(xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
 
 
@@ -310,18 +562,16 @@ def _standardize(da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray) -> xr.
     mean, std = mean.astype(np.float64), std.astype(np.float64)
     scale = xr.where(std > 0, std, 1.0)
     band_dims = list(mean.dims)
-    if is_dask_collection(da.data) or (set(mean.dims) | set(std.dims)) - set(da.dims):
-        out = ((da - mean.astype(np.float32)) / scale.astype(np.float32)).astype(np.float32)
-    else:  # numpy: one pass per band, no temporaries
-        rest = [d for d in da.dims if d not in band_dims]
-        out = da.transpose(*band_dims, *rest)
-        m = np.broadcast_to(mean.transpose(*band_dims).values, out.shape[: len(band_dims)])
-        sc = np.broadcast_to(scale.transpose(*band_dims).values, out.shape[: len(band_dims)])
-        values = np.ascontiguousarray(out.values)
-        result = np.empty(values.shape, np.float32)
-        for idx in np.ndindex(values.shape[: len(band_dims)]):
-            standardize_into(values[idx], float(m[idx]), float(sc[idx]), result[idx])
-        out = out.copy(data=result).transpose(*da.dims)
+    rest = [d for d in da.dims if d not in band_dims]
+    ordered = da.transpose(*band_dims, *rest)
+    pad = (1,) * len(rest)
+
+    def shaped(stat: xr.DataArray):
+        data = stat.transpose(*band_dims).data
+        return data.reshape(data.shape + pad)
+
+    data = standardize_array(ordered.data, shaped(mean), shaped(scale))
+    out = ordered.copy(data=data).transpose(*da.dims)
     return out.assign_coords(fns_mean=mean, fns_std=std)
 
 
@@ -369,9 +619,27 @@ def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArra
                     f"stats {name} is labelled {arr[d].values.tolist()} along {d!r}, the data "
                     f"{da[d].values.tolist()}: statistics must describe the same bands"
                 )
+    _check_stat_values(mean, std)
     # Same labels, possibly another order: put them in the data's order.
     labelled = {d: da[d].values for d in mean.dims if d in mean.coords and d in da.coords}
     return mean.reindex(labelled), std.reindex({d: v for d, v in labelled.items() if d in std.dims})
+
+
+def _check_stat_values(mean: xr.DataArray, std: xr.DataArray) -> None:
+    """Finite means and finite, non-negative stds (checked where in memory)."""
+    for name, arr in (("mean", mean), ("std", std)):
+        if arr.chunks is not None:
+            continue
+        values = np.asarray(arr.values, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise InvalidParameterError(
+                f"stats {name} must be finite; got {values.tolist()}: pass the statistics of "
+                "a scene with valid pixels in every band"
+            )
+        if name == "std" and (values < 0).any():
+            raise InvalidParameterError(
+                f"stats std must be >= 0 (a standard deviation); got {values.tolist()}"
+            )
 
 
 def _as_band_array(value, band_dims, da, name) -> xr.DataArray:

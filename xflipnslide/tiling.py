@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from dask.base import is_dask_collection
 
-from ._array import blend_weights, check_dtype, tile_numpy, untile_numpy
-from ._dask import tile_dask, tiles_per_chunk, untile_dask
+from . import schema
+from ._tiling import (
+    BLENDS,
+    blend_weights,
+    check_dtype,
+    check_known_chunks,
+    tile_array,
+    tiles_per_chunk,
+    untile_array,
+)
 from .dims import find_spatial_dims
-from .errors import InvalidParameterError
+from .errors import (
+    DataDroppedWarning,
+    InvalidParameterError,
+    InvalidTilesError,
+    check_positive_int,
+    warn,
+)
 from .plan import Edge, Strategy, TilePlan, plan_tiles
+from .schema import TILE_DIM, T_Xarray
 
-__all__ = ["TILE_ATTRS", "TILE_DIM", "tile", "untile"]
+__all__ = ["tile", "untile"]
 
 log = logging.getLogger(__name__)
-
-T_Xarray = TypeVar("T_Xarray", xr.DataArray, xr.Dataset)
-
-#: Name of the dimension that counts tiles.
-TILE_DIM = "tile"
-#: Attributes ``tile`` writes so tiles can be put back without the scene
-#: (``fns_`` prefixed; plain ints, strings and int lists survive Zarr and netCDF).
-TILE_ATTRS = ("fns_tile_size", "fns_strategy", "fns_edge", "fns_scene_shape")
 
 
 def tile(
@@ -36,6 +42,10 @@ def tile(
     *,
     dims: Sequence[Hashable] | None = None,
     edge: Edge = "crop",
+    stride: int | None = None,
+    min_valid: float | None = None,
+    aoi: Any = None,
+    aoi_crs: Any = None,
     tile_chunks: int | str = "auto",
 ) -> T_Xarray:
     """Cut a scene into labelled Flip-n-Slide tiles.
@@ -59,9 +69,24 @@ def tile(
         ``lat``/``lon``, ``latitude``/``longitude``, or rioxarray's.
     edge
         ``"crop"`` (default) centre-crops to the largest multiple of
-        ``tile_size`` (logged at INFO level); ``"pad"`` reflect-pads
+        ``tile_size`` (with a :class:`~xflipnslide.DataDroppedWarning` saying
+        how many rows and columns are left out); ``"pad"`` reflect-pads
         symmetrically to the next multiple, so every pixel is tiled and edge
         windows have negative or out-of-scene origins.
+    stride
+        ``strategy="overlap"`` only: the step between windows, a divisor of
+        ``tile_size`` (default ``tile_size // 2``).
+    min_valid
+        Keep only windows whose share of observed pixels (``valid_fraction``)
+        is at least this, in ``[0, 1]``. Decided before any pixel is tiled,
+        from the ``fns_observed`` mask ``preprocess`` leaves (on dask, only
+        that mask is computed). Dropped windows are counted in the
+        ``fns_dropped_min_valid`` attr and a :class:`~xflipnslide.DataDroppedWarning`.
+    aoi, aoi_crs
+        An area of interest (a shapely geometry or a GeoJSON-like mapping,
+        in ``aoi_crs``, default the scene's CRS): keep only windows whose
+        footprint intersects it (count in ``fns_dropped_aoi``). Needs
+        shapely and regular spatial coordinates.
     tile_chunks
         For dask input: tiles per output chunk (an int), a target chunk size
         (``"64MiB"``), or ``"auto"`` (dask's ``array.chunk-size``, 128 MiB by
@@ -76,8 +101,13 @@ def tile(
         :data:`xflipnslide.TRANSFORMS`), ``grid`` (``"outer"``, ``"inner"`` or
         ``"regular"``) and, where the input has 1-D numeric spatial
         coordinates, ``{row_dim}_center`` / ``{column_dim}_center``, the
-        window's centre. The CRS (``spatial_ref``), other coordinates and the
-        attrs are kept; ``fns_*`` attrs record the geometry. Dask input gives
+        window's centre, and ``valid_fraction`` (float32: the share of the
+        window's pixels observed in every band, from ``preprocess``'s
+        ``fns_observed`` mask; 1 where no mask is known). The CRS (``spatial_ref``), other coordinates and the
+        attrs are kept, except that CF encoding attrs (``_FillValue``,
+        ``scale_factor``...) are renamed so a store reopens with the values
+        and dtype written (see :doc:`/tile-format`); ``fns_*`` attrs on the
+        result and on each tiled variable record the geometry. Dask input gives
         lazy output chunked along ``tile`` only; numpy input gives numpy.
 
     Raises
@@ -114,45 +144,141 @@ def tile(
             f"the input already has a {TILE_DIM!r} dimension: tile a scene, not tiles "
             f"(rename it with .rename({TILE_DIM}=...) if it means something else)"
         )
-    plan = plan_tiles((obj.sizes[ydim], obj.sizes[xdim]), tile_size, strategy, edge=edge)
-    _log_geometry(plan, ydim, xdim)
+    plan = plan_tiles(
+        (obj.sizes[ydim], obj.sizes[xdim]), tile_size, strategy, edge=edge, stride=stride
+    )
+    _report_geometry(plan, ydim, xdim)
+    observed = _observed_mask(obj, ydim, xdim)
+    fractions = None
+    if min_valid is not None or (observed is not None and observed.chunks is None):
+        fractions = _window_fractions(observed, plan)
+    plan, fractions, dropped = _filter_windows(
+        obj, plan, (ydim, xdim), fractions, min_valid, aoi, aoi_crs
+    )
 
     tiled, kept = _split_variables(obj, ydim, xdim)
     for name, var in tiled.items():
         check_dtype(var.dtype, f"variable {name!r}" if isinstance(obj, xr.Dataset) else "the input")
+        check_known_chunks(var.data, f"variable {name!r}")
     per = _tiles_per_chunk(tiled, plan, tile_chunks)
 
     def tile_var(var: xr.Variable) -> xr.Variable:
         return _tile_variable(var, plan, ydim, xdim, per)
 
     coords = _tile_coords(obj, plan, ydim, xdim, tile_var)
-    attrs = {**obj.attrs, **_geometry_attrs(plan)}
+    coords[schema.VALID_FRACTION] = _valid_fraction(coords, fractions, plan, ydim, xdim)
+    attrs = {**schema.portable_attrs(obj.attrs), **dropped}
     if isinstance(obj, xr.DataArray):
-        return xr.DataArray(tile_var(obj.variable), coords=coords, name=obj.name, attrs=attrs)
-    data_vars = {name: tile_var(var) for name, var in tiled.items()}
-    data_vars.update(kept)
-    out = xr.Dataset(data_vars, coords=coords, attrs=attrs)
-    return out[[*obj.data_vars]]  # keep the input's variable order
+        out = xr.DataArray(tile_var(obj.variable), coords=coords, name=obj.name, attrs=attrs)
+    else:
+        data_vars = {name: tile_var(var) for name, var in tiled.items()}
+        data_vars.update(kept)
+        out = xr.Dataset(data_vars, coords=coords, attrs=attrs)[[*obj.data_vars]]
+    return schema.write_geometry(out, plan, (ydim, xdim))
 
 
-def _log_geometry(plan: TilePlan, ydim: Hashable, xdim: Hashable) -> None:
+def _observed_mask(obj, ydim, xdim) -> xr.DataArray | None:
+    mask = obj.coords.get(schema.OBSERVED)
+    if mask is None or set(mask.dims) != {ydim, xdim}:
+        return None
+    return mask.transpose(ydim, xdim)
+
+
+def _window_fractions(observed: xr.DataArray | None, plan: TilePlan) -> np.ndarray:
+    """Share of observed pixels in each window (reflect padding included),
+    from a summed-area table of the mask: O(1) per window."""
+    if observed is None:
+        return np.ones(len(plan), np.float32)
+    mask = np.asarray(observed.values, dtype=bool)
+    if any(plan.pad[0] + plan.pad[1]):
+        mask = np.pad(mask, plan.pad, mode="reflect")
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
+    T = plan.tile_size
+    r, c = plan.rows + plan.pad[0][0], plan.cols + plan.pad[1][0]
+    total = table[r + T, c + T] - table[r, c + T] - table[r + T, c] + table[r, c]
+    return (total / (T * T)).astype(np.float32)
+
+
+def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
+    keep = np.ones(len(plan), dtype=bool)
+    dropped: dict[str, int] = {}
+    if min_valid is not None:
+        if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float, np.number)):
+            raise InvalidParameterError(f"min_valid must be a number in [0, 1]; got {min_valid!r}")
+        if not 0 <= float(min_valid) <= 1:
+            raise InvalidParameterError(f"min_valid must be in [0, 1]; got {min_valid!r}")
+        low = fractions < float(min_valid)
+        dropped[schema.DROPPED_MIN_VALID] = int(low.sum())
+        keep &= ~low
+    if aoi is not None:
+        inside = _intersects_aoi(obj, plan, dims, aoi, aoi_crs)
+        dropped[schema.DROPPED_AOI] = int((keep & ~inside).sum())
+        keep &= inside
+    if not keep.all():
+        warn(
+            f"tile: {int((~keep).sum())} of {len(plan)} windows dropped ("
+            + ", ".join(f"{k.removeprefix('fns_dropped_')}: {v}" for k, v in dropped.items())
+            + "); the kept ones keep their codes and order",
+            DataDroppedWarning,
+            stacklevel=4,
+        )
+    if not keep.any():
+        raise InvalidParameterError(
+            f"no window is left after min_valid={min_valid!r} / aoi=: lower min_valid or "
+            "check the area of interest"
+        )
+    return plan.select(keep), (fractions[keep] if fractions is not None else None), dropped
+
+
+def _intersects_aoi(obj, plan, dims, aoi, aoi_crs) -> np.ndarray:
+    from .errors import require
+
+    shapely = require("shapely", "vector", "tile(aoi=...)")
+    from .georef import scene_transform, window_bounds
+
+    geom = aoi if hasattr(aoi, "geom_type") else shapely.geometry.shape(aoi)
+    if aoi_crs is not None:
+        geom = _reproject(geom, aoi_crs, obj)
+    bounds = window_bounds(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
+    boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+    return np.asarray(shapely.intersects(boxes, geom), dtype=bool)
+
+
+def _reproject(geom, crs, obj):
+    import pyproj
+    import rioxarray  # noqa: F401
+    import shapely
+
+    target = obj.rio.crs
+    if target is None:
+        raise InvalidParameterError(
+            "aoi_crs= needs the scene's CRS (rioxarray's spatial_ref): write it with "
+            "scene.rio.write_crs(...), or give the aoi in the scene's coordinates"
+        )
+    t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(crs), target, always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+
+
+def _valid_fraction(coords, fractions, plan, ydim, xdim) -> xr.Variable:
+    if fractions is not None:
+        return xr.Variable(TILE_DIM, fractions.astype(np.float32))
+    tiled = coords.get(schema.OBSERVED)
+    if tiled is None:
+        return xr.Variable(TILE_DIM, np.ones(len(plan), np.float32))
+    return tiled.mean([ydim, xdim]).astype(np.float32)
+
+
+def _report_geometry(plan: TilePlan, ydim: Hashable, xdim: Hashable) -> None:
     (h, w), (oy, ox), (hc, wc) = plan.shape, plan.offset, plan.extent
     if plan.edge == "crop" and (hc, wc) != (h, w):
-        log.info(
-            "edge='crop': tiling the centre %d x %d of the %d x %d scene (%s %d:%d, %s %d:%d); "
-            "%d rows and %d columns at the edges are left out (use edge='pad' to keep them)",
-            hc,
-            wc,
-            h,
-            w,
-            ydim,
-            oy,
-            oy + hc,
-            xdim,
-            ox,
-            ox + wc,
-            h - hc,
-            w - wc,
+        lost = 1 - hc * wc / (h * w)
+        warn(
+            f"edge='crop' tiles the centre {hc} x {wc} of the {h} x {w} scene ({ydim} "
+            f"{oy}:{oy + hc}, {xdim} {ox}:{ox + wc}): {h - hc} rows and {w - wc} columns at "
+            f"the edges ({lost:.1%} of the pixels) are in no tile. Use edge='pad' to keep them",
+            DataDroppedWarning,
+            stacklevel=4,
         )
     elif plan.edge == "pad" and (hc, wc) != (h, w):
         log.info(
@@ -200,34 +326,28 @@ def _tiles_per_chunk(tiled: dict, plan: TilePlan, tile_chunks: int | str) -> int
     tile_bytes = max(
         var.size // hw * plan.tile_size**2 * var.dtype.itemsize for var in tiled.values()
     )
-    return tiles_per_chunk(tile_chunks, tile_bytes, len(plan))
+    if any(_is_chunked(var) for var in tiled.values()):
+        return tiles_per_chunk(tile_chunks, tile_bytes, len(plan))
+    return len(plan)
+
+
+def _is_chunked(var: xr.Variable) -> bool:
+    return var.chunks is not None
 
 
 def _tile_variable(var: xr.Variable, plan: TilePlan, ydim, xdim, per: int) -> xr.Variable:
     other = [d for d in var.dims if d not in (ydim, xdim)]
     var = var.transpose(*other, ydim, xdim)
-    data = var.data
-    if is_dask_collection(data):
-        out = tile_dask(data, plan, tile_chunks=per)
-    else:
-        out = tile_numpy(np.asarray(data), plan)
+    out = tile_array(var.data, plan, tile_chunks=per)
     encoding = {k: v for k, v in var.encoding.items() if k == "grid_mapping"}
-    return xr.Variable((TILE_DIM, *other, ydim, xdim), out, attrs=var.attrs, encoding=encoding)
+    attrs = schema.portable_attrs(var.attrs)
+    return xr.Variable((TILE_DIM, *other, ydim, xdim), out, attrs=attrs, encoding=encoding)
 
 
 def _tile_coords(obj, plan: TilePlan, ydim, xdim, tile_var) -> dict[Hashable, Any]:
     """Coordinates of the tiles: window labels, centres, and what the input had."""
-    coords: dict[Hashable, Any] = {
-        "row": (TILE_DIM, plan.rows),
-        "col": (TILE_DIM, plan.cols),
-        "transform": (TILE_DIM, plan.codes),
-        "grid": (TILE_DIM, plan.grids.astype(object)),
-    }
-    for dim, origins in ((ydim, plan.rows), (xdim, plan.cols)):
-        if dim in obj.indexes and np.issubdtype(obj[dim].dtype, np.number):
-            values = np.asarray(obj[dim].values, dtype=float)
-            centre = _interp(origins + (plan.tile_size - 1) / 2, values)
-            coords[f"{dim}_center"] = xr.Variable(TILE_DIM, centre, attrs=obj[dim].attrs)
+    coords: dict[Hashable, Any] = schema.tile_coords(plan)
+    coords.update(schema.window_centres(obj, plan, (ydim, xdim)))
     for name, coord in obj.coords.items():
         has = (ydim in coord.dims, xdim in coord.dims)
         if all(has):
@@ -239,32 +359,13 @@ def _tile_coords(obj, plan: TilePlan, ydim, xdim, tile_var) -> dict[Hashable, An
     return coords
 
 
-def _interp(pos: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Coordinate at fractional pixel ``pos``: linear between pixels, and
-    extrapolated from the end spacing beyond them (padded windows)."""
-    out = np.interp(pos, np.arange(values.size), values)
-    if values.size > 1:
-        lo, hi = pos < 0, pos > values.size - 1
-        out[lo] = values[0] + (values[1] - values[0]) * pos[lo]
-        out[hi] = values[-1] + (values[-1] - values[-2]) * (pos[hi] - (values.size - 1))
-    return out
-
-
-def _geometry_attrs(plan: TilePlan) -> dict[str, Any]:
-    return {
-        "fns_tile_size": plan.tile_size,
-        "fns_strategy": plan.strategy,
-        "fns_edge": plan.edge,
-        "fns_scene_shape": [int(n) for n in plan.shape],
-    }
-
-
 def untile(
     tiles: T_Xarray,
     *,
-    blend: Literal["mean", "hann"] = "mean",
+    blend: Literal["mean", "hann", "distance", "spline"] = "mean",
     like: xr.DataArray | xr.Dataset | None = None,
     chunks: int | str | None = None,
+    dims: Sequence[Hashable] | None = None,
 ) -> T_Xarray:
     """Put tiles back on the scene's grid: undo each transform, overlap-add.
 
@@ -280,19 +381,25 @@ def untile(
         ``(tile, *other, y, x)`` with the ``row``, ``col`` and ``transform``
         coordinates ``tile`` gives (tiles reopened from Zarr, a subset from
         :func:`split`, or model outputs with other non-spatial dims, say
-        ``class`` instead of ``band``).
+        ``class`` instead of ``band``), in any dim order.
     blend
-        ``"mean"``: equal weights. ``"hann"``: a separable Hann-type window
-        falling toward the tile edges (floored at 1e-3 so edge pixels keep a
-        small weight), which smooths seams between predictions.
+        Per-pixel weights (formulas in :func:`xflipnslide._tiling.blend_weights`):
+        ``"mean"`` (equal), ``"hann"`` (``sin²`` falling toward the tile
+        edges), ``"distance"`` (linear fall to the edge, seamless_seg's
+        trust) or ``"spline"`` (Smoothly-Blend's second-order spline); all
+        floored at 1e-3 of their peak so edge pixels keep a small weight.
     like
         The scene (or anything on its grid) to align to: the output takes its
         spatial sizes and coordinates. Without it the grid is rebuilt from
         the tiles alone: the scene shape from the ``fns_scene_shape`` attr
         and regular spatial coordinates from the ``{dim}_center`` coords.
     chunks
-        Dask output chunk side along y and x (default: ``like``'s chunks,
-        else dask's ``"auto"``).
+        Dask output chunk side along y and x (a positive int, or a size such
+        as ``"64MiB"``); default ``like``'s chunks, else blocks of a multiple
+        of the tile size bounded by a quarter of dask's ``array.chunk-size``.
+    dims
+        ``(row_dim, column_dim)`` of the tiles; by default the dims ``tile``
+        recorded, else found by name as for :func:`tile`.
 
     Returns
     -------
@@ -303,51 +410,47 @@ def untile(
         attrs are kept. Dask tiles give a lazy result, one task per output
         block reading only the tile chunks that overlap it.
 
+    Raises
+    ------
+    InvalidTilesError
+        Before any pixel work, for tiles whose geometry cannot be trusted:
+        codes outside 0..7, windows outside the scene, no tile at all, or
+        tiles of several scenes mixed (see :func:`xflipnslide.schema.read_geometry`).
+
     Examples
     --------
     >>> import numpy as np, xarray as xr, xflipnslide
     >>> scene = xr.DataArray(np.random.rand(2, 300, 300), dims=("band", "y", "x"))
-    >>> back = scene.fns.tile(64).fns.untile()
-    >>> bool(np.allclose(back[:, 22:278, 22:278], scene[:, 22:278, 22:278]))
+    >>> back = scene.fns.tile(64, edge="pad").fns.untile()
+    >>> bool(np.allclose(back, scene))
     True
     """
-    if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
-        raise InvalidParameterError("untile takes tiles: the output of tile() (a 'tile' dimension)")
-    missing = [c for c in ("row", "col", "transform") if c not in tiles.coords]
-    if missing:
+    g = schema.read_geometry(tiles, dims=dims, what="untile")
+    if not len(g):
+        raise InvalidTilesError("untile got 0 tiles: there is nothing to put back")
+    if blend not in BLENDS:
         raise InvalidParameterError(
-            f"untile needs the tile coordinates {missing} that tile() attaches; keep them when "
-            "selecting or predicting (e.g. build predictions with tiles.copy(data=...))"
+            f"blend must be one of {', '.join(map(repr, BLENDS))}; got {blend!r}"
         )
-    weight = blend_weights(_tile_side(tiles), blend)
-    rows = np.asarray(tiles["row"].values, dtype=np.int64)
-    cols = np.asarray(tiles["col"].values, dtype=np.int64)
-    codes = np.asarray(tiles["transform"].values, dtype=np.int8)
-    ydim, xdim = _tile_spatial_dims(tiles)
-    shape, spatial_coords = _scene_grid(tiles, like, ydim, xdim, rows, cols)
+    if chunks is not None and not isinstance(chunks, str):
+        chunks = check_positive_int(chunks, "chunks")
+    weight = blend_weights(g.tile_size, blend)
+    ydim, xdim = g.dims
+    shape, spatial_coords = _scene_grid(tiles, like, g)
+    if like is not None and len(g):
+        _check_windows_fit(g, shape)
+    out_chunks = _like_chunks(like, g.dims) if chunks is None and like is not None else chunks
 
     def back(var: xr.Variable) -> xr.Variable:
         other = [d for d in var.dims if d not in (TILE_DIM, ydim, xdim)]
         var = var.transpose(TILE_DIM, *other, ydim, xdim)
-        dtype = np.result_type(var.dtype, np.float32)
-        if is_dask_collection(var.data):
-            out = untile_dask(
-                var.data,
-                rows,
-                cols,
-                codes,
-                shape,
-                weight,
-                dtype,
-                _out_chunks(like, ydim, xdim, shape, chunks, dtype),
-            )
-        else:
-            out = untile_numpy(np.asarray(var.data), rows, cols, codes, shape, weight, dtype)
-        return xr.Variable((*other, ydim, xdim), out, attrs=var.attrs)
+        out = untile_array(var.data, g.rows, g.cols, g.codes, shape, weight, chunks=out_chunks)
+        attrs = {k: v for k, v in var.attrs.items() if k not in schema.GEOMETRY_ATTRS}
+        return xr.Variable((*other, ydim, xdim), out, attrs=attrs)
 
     coords = {n: c.variable for n, c in tiles.coords.items() if TILE_DIM not in c.dims}
     coords.update(spatial_coords)
-    attrs = {k: v for k, v in tiles.attrs.items() if k not in TILE_ATTRS}
+    attrs = {k: v for k, v in tiles.attrs.items() if k not in schema.GEOMETRY_ATTRS}
     if isinstance(tiles, xr.DataArray):
         return xr.DataArray(back(tiles.variable), coords=coords, name=tiles.name, attrs=attrs)
     data_vars = {
@@ -357,37 +460,28 @@ def untile(
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _tile_spatial_dims(tiles) -> tuple[Hashable, Hashable]:
-    var = (
-        tiles
-        if isinstance(tiles, xr.DataArray)
-        else next(v for v in tiles.data_vars.values() if TILE_DIM in v.dims)
-    )
-    return var.dims[-2], var.dims[-1]
-
-
-def _tile_side(tiles) -> int:
-    ydim, xdim = _tile_spatial_dims(tiles)
-    if tiles.sizes[ydim] != tiles.sizes[xdim]:
-        raise InvalidParameterError(
-            f"tiles must be square; got {tiles.sizes[ydim]} x {tiles.sizes[xdim]} along ({ydim!r}, {xdim!r})"
+def _check_windows_fit(g: schema.TileGeometry, shape: tuple[int, int]) -> None:
+    T = g.tile_size
+    outside = (g.rows <= -T) | (g.rows >= shape[0]) | (g.cols <= -T) | (g.cols >= shape[1])
+    if outside.any():
+        raise InvalidTilesError(
+            f"{int(outside.sum())} tiles lie outside the {shape[0]} x {shape[1]} grid of like=: "
+            "pass the scene the tiles were cut from"
         )
-    return int(tiles.sizes[ydim])
 
 
-def _scene_grid(tiles, like, ydim, xdim, rows, cols):
+def _scene_grid(tiles, like, g: schema.TileGeometry):
     """Scene shape and spatial coordinates, from ``like`` or from the tiles."""
-    T = _tile_side(tiles)
+    ydim, xdim = g.dims
     if like is not None:
         ly, lx = find_spatial_dims(
             like, (ydim, xdim) if ydim in like.dims and xdim in like.dims else None
         )
         shape = (like.sizes[ly], like.sizes[lx])
-        recorded = tiles.attrs.get("fns_scene_shape")
-        if recorded is not None and tuple(int(n) for n in recorded) != shape:
+        if g.scene_shape is not None and g.scene_shape != shape:
             raise InvalidParameterError(
                 f"like= is {shape[0]} x {shape[1]} but the tiles come from a "
-                f"{recorded[0]} x {recorded[1]} scene; pass the scene they were cut from"
+                f"{g.scene_shape[0]} x {g.scene_shape[1]} scene; pass the scene they were cut from"
             )
         coords = {
             d: xr.Variable(d, like[src].values, attrs=like[src].attrs)
@@ -395,37 +489,21 @@ def _scene_grid(tiles, like, ydim, xdim, rows, cols):
             if src in like.coords
         }
         return shape, coords
-    recorded = tiles.attrs.get("fns_scene_shape")
-    if recorded is None:
+    if g.scene_shape is None:
         raise InvalidParameterError(
-            "the tiles do not record their scene's shape (attr fns_scene_shape): pass like=scene"
+            "the tiles do not record their scene's shape (attr fns_scene_shape on the tiles "
+            "or their variables): pass like=scene"
         )
-    shape = (int(recorded[0]), int(recorded[1]))
-    coords = {}
-    for dim, origins, size in ((ydim, rows, shape[0]), (xdim, cols, shape[1])):
-        centre = f"{dim}_center"
-        if centre not in tiles.coords or len(np.unique(origins)) < 2:
-            log.info(
-                "untile: no %r coordinates rebuilt (no %s, or a single window position)",
-                dim,
-                centre,
-            )
-            continue
-        slope, intercept = np.polyfit(
-            origins + (T - 1) / 2, np.asarray(tiles[centre].values, float), 1
-        )
-        coords[dim] = xr.Variable(
-            dim, intercept + slope * np.arange(size), attrs=tiles[centre].attrs
-        )
-    return shape, coords
+    coords = schema.scene_coords(tiles, g, g.scene_shape)
+    for dim in g.dims:
+        if dim not in coords:
+            log.info("untile: no %r coordinates rebuilt (no window centres along it)", dim)
+    return g.scene_shape, coords
 
 
-def _out_chunks(like, ydim, xdim, shape, chunks, dtype):
-    from dask.array.core import normalize_chunks
-
-    if chunks is None and like is not None and like.chunks is not None:
-        sizes = like.chunksizes
-        ly, lx = find_spatial_dims(like, (ydim, xdim) if ydim in like.dims else None)
-        return sizes[ly], sizes[lx]
-    spec = "auto" if chunks is None else chunks
-    return normalize_chunks((spec, spec), shape=shape, dtype=dtype)
+def _like_chunks(like, dims):
+    ly, lx = find_spatial_dims(like, dims if all(d in like.dims for d in dims) else None)
+    sizes = like.chunksizes
+    if ly not in sizes or lx not in sizes:
+        return None
+    return sizes[ly], sizes[lx]

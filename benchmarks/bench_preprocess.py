@@ -15,8 +15,8 @@ band z-score). Every mode runs in its own process (its own peak RSS):
 
 Usage::
 
-    python ci/bench_preprocess.py                 # 3 x 4096 x 4096, 5 % and 30 % gaps
-    python ci/bench_preprocess.py --size 256 --original-size 128 --gaps 0.1   # smoke
+    python benchmarks/bench_preprocess.py                 # 3 x 4096 x 4096, 5 % and 30 % gaps
+    python benchmarks/bench_preprocess.py --size 256 --original-size 128 --gaps 0.1   # smoke
 """
 
 from __future__ import annotations

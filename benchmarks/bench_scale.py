@@ -7,7 +7,7 @@ threaded scheduler. Reported: peak RSS (and above the interpreter's own,
 measured after imports), the scene size, and the number of tasks of the
 graph per input chunk (flat = graph size linear in the chunk count).
 
-    python ci/bench_scale.py [--sizes 2048,4096,8192] [--json out.json]
+    python benchmarks/bench_scale.py [--sizes 2048,4096,8192] [--json out.json]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ are stitched back (numpy input; blend "mean" and "hann"), and compared with
 allocating and copying the same number of bytes as the tiles, in the same
 run. Target: within 2x of that memcpy.
 
-    python ci/bench_untile.py [--size 5120] [--tile-size 256] [--json out.json]
+    python benchmarks/bench_untile.py [--size 5120] [--tile-size 256] [--json out.json]
 """
 
 from __future__ import annotations

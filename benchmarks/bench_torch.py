@@ -9,7 +9,7 @@ tiling time is included; and ``torch_loader`` alone over tiles already
 computed (as when they are read back from Zarr). Target: at least as fast
 per tile.
 
-    python ci/bench_torch.py [--size 2048] [--tile-size 256] [--json out.json]
+    python benchmarks/bench_torch.py [--size 2048] [--tile-size 256] [--json out.json]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run every benchmark and print one table of ratios against same-run baselines.
 
-python ci/bench_all.py            # the full sizes (a few minutes on 2 cores)
-python ci/bench_all.py --small    # tiny sizes: a smoke run
+python benchmarks/bench_all.py            # the full sizes (a few minutes on 2 cores)
+python benchmarks/bench_all.py --small    # tiny sizes: a smoke run
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ and ``dask.array.store`` into a preallocated array).
 
 Usage::
 
-    python ci/bench_tile.py                      # the SPEC case: 3 x 5120 x 5120 float32, T = 256
-    python ci/bench_tile.py --size 512 --tile-size 64 --repeat 1   # a smoke run
+    python benchmarks/bench_tile.py                      # the SPEC case: 3 x 5120 x 5120 float32, T = 256
+    python benchmarks/bench_tile.py --size 512 --tile-size 64 --repeat 1   # a smoke run
 """
 
 from __future__ import annotations
@@ -48,11 +48,14 @@ def _scene(args):
 
 def _run_one(mode: str, args) -> dict:
     """Run ``mode`` ``args.repeat`` times in this process; best time and peak RSS."""
+    import warnings
+
     import xarray as xr
 
     import xflipnslide
-    from xflipnslide._array import tile_numpy
-    from xflipnslide.plan import apply_transform
+    from xflipnslide import apply_transform
+
+    warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
 
     x = _scene(args)
     T = args.tile_size
@@ -77,13 +80,13 @@ def _run_one(mode: str, args) -> dict:
             return out
 
     elif mode.startswith("tile-numpy"):
-        threads = 1 if mode.endswith("1thread") else None
-        tile_numpy(
-            x[:, : 2 * T, : 2 * T], xflipnslide.plan_tiles((2 * T, 2 * T), T)
-        )  # compile/load
+        if mode.endswith("1thread"):
+            os.environ["XFLIPNSLIDE_THREADS"] = "1"
+        scene = xr.DataArray(x, dims=("band", "y", "x"))
+        xflipnslide.tile(scene[:, : 2 * T, : 2 * T], T)  # compile/load
 
         def job():
-            return tile_numpy(x, plan, threads=threads)
+            return xflipnslide.tile(scene, T).data
 
     else:
         import dask

@@ -1,0 +1,70 @@
+"""Dask graph helpers shared by the array layer: keys, nesting, graph copies.
+
+The only module besides the array-layer features that knows dask's graph
+internals; :func:`independent_copy` relies on one of them, guarded by a test
+(``tests/test_graph.py``) that fails loudly when dask changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import dask.array as da
+import numpy as np
+from dask.base import is_dask_collection
+from dask.highlevelgraph import HighLevelGraph
+
+__all__ = ["array", "independent_copy", "is_lazy", "nest_keys"]
+
+
+def is_lazy(x) -> bool:
+    """True for a dask collection (the one backend test of the array layer)."""
+    return is_dask_collection(x)
+
+
+def nest_keys(prefix: tuple, ranges: list[range]) -> list:
+    """Nested list of the keys ``(*prefix, i, j, ...)`` over ``ranges``: the
+    shape :func:`._blocks.assemble` (and :func:`numpy.block`) join."""
+    if len(ranges) == 1:
+        return [(*prefix, i) for i in ranges[0]]
+    return [nest_keys((*prefix, i), ranges[1:]) for i in ranges[0]]
+
+
+def array(
+    name: str, dsk: dict, chunks: tuple, dtype, dependencies: list, ndim: int | None = None
+) -> da.Array:
+    """A dask array from a one-layer graph, with explicit chunks, dtype and meta."""
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=dependencies)
+    meta = np.empty((0,) * (ndim if ndim is not None else len(chunks)), dtype=dtype)
+    return da.Array(graph, name, chunks, meta=meta)
+
+
+def independent_copy(x: da.Array, salt: str = "fns-pass") -> da.Array:
+    """The same array from an independent copy of its whole graph.
+
+    Every key is renamed, so computing both ``x`` and the copy runs every
+    task twice (reading the input twice) instead of sharing results. A
+    global statistic taken from the copy therefore does not force dask to
+    hold all of ``x``'s chunks in memory until the statistic is known: this
+    is how a scene larger than memory gets a second pass with flat memory.
+
+    :func:`dask.graph_manipulation.clone` does this in principle but leaves
+    the dependencies inside task-spec nodes unrenamed in current dask
+    (dask/dask#12455), which breaks graph optimisation; this renames them
+    too, through ``dask._task_spec`` (private: ``tests/test_graph.py`` checks
+    it still behaves).
+    """
+    from dask._task_spec import convert_legacy_graph
+
+    graph = convert_legacy_graph(dict(x.__dask_graph__()))
+
+    def rename(key: Hashable):
+        if isinstance(key, tuple):
+            return (f"{key[0]}-{salt}", *key[1:])
+        return f"{key}-{salt}"
+
+    subs = {key: rename(key) for key in graph}
+    renamed = {subs[key]: node.substitute(subs, key=subs[key]) for key, node in graph.items()}
+    name = rename((x.name,))[0]
+    hlg = HighLevelGraph.from_collections(name, renamed, dependencies=[])
+    return da.Array(hlg, name, x.chunks, meta=x._meta)

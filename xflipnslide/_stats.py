@@ -1,0 +1,124 @@
+"""Array layer of standardisation: per-band statistics and ``(x - mean) / scale``.
+
+One statistics path for both backends, built on the numba kernel
+:func:`.kernels.moments` (count, mean, sum of squared deviations over the
+non-NaN values of a block): numpy runs it once per band; dask runs it once
+per chunk and merges the chunks' moments exactly (Chan et al.'s pairwise
+update), so both give the same float64 mean and population std.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _graph
+from ._tiling import threads
+from .kernels import moments, standardize_into
+
+__all__ = ["band_stats_array", "standardize_array"]
+
+
+def _merge(parts: np.ndarray) -> np.ndarray:
+    """Merge ``(..., k, 3)`` moments ``(n, mean, m2)`` over axis -2 into
+    ``(..., 2)`` ``(mean, std)``; NaN where there is no value at all."""
+    n, mean, m2 = parts[..., 0], parts[..., 1], parts[..., 2]
+    total = n.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grand = np.where(n > 0, n * mean, 0).sum(-1) / total
+        dev = np.where(n > 0, m2 + n * (mean - grand[..., None]) ** 2, 0).sum(-1)
+        std = np.sqrt(dev / total)
+    grand = np.where(total > 0, grand, np.nan)
+    return np.stack([grand, np.where(total > 0, std, np.nan)], axis=-1)
+
+
+def _block_moments(block: np.ndarray, nband: int) -> np.ndarray:
+    """``(*band, 1, ..., 1, 3)`` moments of each band slice of one block."""
+    bands = block.shape[:nband]
+    out = np.empty((*bands, 3))
+    for idx in np.ndindex(bands):
+        out[idx] = moments(np.ascontiguousarray(block[idx]))
+    return out.reshape((*bands, *(1,) * (block.ndim - nband), 3))
+
+
+def band_stats_array(x, nband: int):
+    """Mean and population std (float64) of the non-NaN values of each
+    ``x[idx]`` for ``idx`` over the first ``nband`` axes: a ``(*band, 2)``
+    array, lazy for dask input (NaN for a band without any value)."""
+    if _graph.is_lazy(x):
+        import dask.array as da
+
+        x = _graph.independent_copy(x)  # a second read, not the scene held in memory
+        rest = x.ndim - nband
+        parts = da.map_blocks(
+            _block_moments,
+            x,
+            nband,
+            dtype=np.float64,
+            chunks=(*x.chunks[:nband], *(((1,) * len(c)) for c in x.chunks[nband:]), (3,)),
+            new_axis=x.ndim,
+        )
+        flat = parts.reshape((*x.shape[:nband], -1, 3)) if rest != 1 else parts
+        flat = flat.rechunk({nband: -1})
+        return da.map_blocks(
+            _merge, flat, dtype=np.float64, drop_axis=nband, chunks=(*flat.chunks[:nband], (2,))
+        )
+    x = np.asarray(x)
+    bands = x.shape[:nband]
+    idxs = list(np.ndindex(bands))
+    with ThreadPoolExecutor(max(1, min(threads(), len(idxs)))) as pool:
+        got = list(pool.map(lambda i: moments(np.ascontiguousarray(x[i])), idxs))
+    return _merge(np.array(got).reshape((*bands, 1, 3)))
+
+
+def _standardize_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    nband = _leading(mean)
+    out = np.empty(block.shape, np.float32)
+    for idx in np.ndindex(block.shape[:nband]):
+        standardize_into(block[idx], float(mean[idx].flat[0]), float(scale[idx].flat[0]), out[idx])
+    return out
+
+
+def _leading(stat: np.ndarray) -> int:
+    """How many leading axes of a broadcast statistic carry values."""
+    k = stat.ndim
+    while k and stat.shape[k - 1] == 1:
+        k -= 1
+    return k
+
+
+def standardize_array(x, mean, scale):
+    """``(x - mean) / scale`` as float32, one pass per band slice (float64
+    arithmetic in the kernel). ``mean`` and ``scale`` have the shape of
+    ``x``'s first axes, padded with length-1 axes to ``x.ndim``; they may be
+    lazy. Dask in, dask out."""
+    if _graph.is_lazy(x):
+        import dask.array as da
+
+        def expand(stat):
+            if not _graph.is_lazy(stat):
+                stat = np.asarray(stat, np.float64)
+                nband = _leading(stat)
+                return da.from_array(stat, chunks=(*x.chunks[:nband], *((1,),) * (x.ndim - nband)))
+            return stat
+
+        return da.map_blocks(_standardize_block, x, expand(mean), expand(scale), dtype=np.float32)
+    x = np.asarray(x)
+    mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+    out = np.empty(x.shape, np.float32)
+    nband = _leading(mean) if mean.ndim else 0
+    idxs = list(np.ndindex(x.shape[:nband]))
+    work = math.prod(x.shape) // max(len(idxs), 1)
+
+    def one(idx):
+        standardize_into(x[idx], float(mean[idx].flat[0]), float(scale[idx].flat[0]), out[idx])
+
+    if len(idxs) > 1 and work > 1 << 16:
+        with ThreadPoolExecutor(min(threads(), len(idxs))) as pool:
+            list(pool.map(one, idxs))
+    else:
+        for idx in idxs:
+            one(idx)
+    return out

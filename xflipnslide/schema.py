@@ -1,0 +1,379 @@
+"""The tile format: the one module that writes and reads it.
+
+A set of tiles is a DataArray or Dataset with a ``tile`` dimension and, on
+it, the coordinates ``row`` and ``col`` (window origin in scene pixels),
+``transform`` (int8 D4 code), ``grid`` (``"outer"``, ``"inner"``,
+``"regular"``) and, where known, ``valid_fraction`` and the window centres
+``{dim}_center``. The scene geometry is in ``fns_*`` attrs, written on the
+Dataset *and* on every tiled variable, so either survives a round trip
+through Zarr or netCDF, ``to_dataset``/``to_dataarray`` and ``ds[name]``.
+
+Every other module uses the names and functions here; none spells them as
+literals. ``docs/tile-format.md`` documents the format as a public contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import xarray as xr
+
+from .dims import find_spatial_dims
+from .errors import InvalidParameterError, InvalidTilesError
+
+__all__ = [
+    "COL",
+    "GEOMETRY_ATTRS",
+    "GRID",
+    "IMAGE",
+    "ROW",
+    "STATS_COORDS",
+    "TILE_DIM",
+    "TRANSFORM",
+    "VALID_FRACTION",
+    "T_Xarray",
+    "TileGeometry",
+    "center_name",
+    "geometry_attrs",
+    "portable_attrs",
+    "read_geometry",
+    "tile_coords",
+    "tiled_variables",
+    "write_geometry",
+]
+
+T_Xarray = TypeVar("T_Xarray", xr.DataArray, xr.Dataset)
+
+#: The dimension that counts tiles.
+TILE_DIM = "tile"
+#: Coordinates on ``tile``.
+ROW, COL, TRANSFORM, GRID = "row", "col", "transform", "grid"
+VALID_FRACTION = "valid_fraction"
+#: Default name of the image variable in a Dataset of tiles (the CLI writes it,
+#: ``torch_loader``, ``tf_dataset`` and ``export_chips`` read it).
+IMAGE = "image"
+#: Coordinates ``preprocess`` writes: the standardisation statistics.
+STATS_COORDS = ("fns_mean", "fns_std")
+#: Coordinate ``preprocess`` writes on the spatial dims: True where a pixel
+#: was observed (not filled).
+OBSERVED = "fns_observed"
+
+TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE = (
+    "fns_tile_size",
+    "fns_strategy",
+    "fns_edge",
+    "fns_scene_shape",
+    "fns_row_dim",
+    "fns_col_dim",
+    "fns_stride",
+)
+#: Attributes ``tile`` writes (plain ints, strings and int lists: they
+#: survive Zarr, netCDF-4 and netCDF-3).
+GEOMETRY_ATTRS = (TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE)
+#: Attributes ``split`` adds to each subset.
+SPLIT, SPLIT_BLOCK_SIZE, SPLIT_SEED, SPLIT_DROPPED = (
+    "fns_split",
+    "fns_split_block_size",
+    "fns_split_seed",
+    "fns_split_dropped",
+)
+#: Attributes ``tile`` adds when windows are filtered out.
+DROPPED_MIN_VALID, DROPPED_AOI = "fns_dropped_min_valid", "fns_dropped_aoi"
+
+# CF attributes that make xarray's default decoding change values or dtype
+# when a store is reopened (mask to NaN, scale to float).
+_FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
+_SCALE_ATTRS = {"scale_factor": 1.0, "add_offset": 0.0}
+
+
+def center_name(dim: Hashable) -> str:
+    """Name of the coordinate holding the window centres along ``dim``."""
+    return f"{dim}_center"
+
+
+def geometry_attrs(plan, dims: tuple[Hashable, Hashable]) -> dict[str, Any]:
+    """The ``fns_*`` attrs describing ``plan`` (a :class:`~xflipnslide.TilePlan`)."""
+    return {
+        TILE_SIZE: int(plan.tile_size),
+        STRATEGY: str(plan.strategy),
+        EDGE: str(plan.edge),
+        SCENE_SHAPE: [int(n) for n in plan.shape],
+        ROW_DIM: str(dims[0]),
+        COL_DIM: str(dims[1]),
+        STRIDE: int(plan.stride),
+    }
+
+
+def tile_coords(plan) -> dict[Hashable, Any]:
+    """The per-tile coordinates of ``plan``: ``row``, ``col``, ``transform``, ``grid``."""
+    return {
+        ROW: (TILE_DIM, np.asarray(plan.rows, np.int64)),
+        COL: (TILE_DIM, np.asarray(plan.cols, np.int64)),
+        TRANSFORM: (TILE_DIM, np.asarray(plan.codes, np.int8)),
+        GRID: (TILE_DIM, np.asarray(plan.grids).astype(object)),
+    }
+
+
+def portable_attrs(attrs: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    """``attrs`` without what would make a reopened store differ from what was written.
+
+    ``_FillValue`` / ``missing_value`` / ``fill_value`` become ``nodata``
+    (rioxarray's ``rio.nodata`` and :func:`~xflipnslide.preprocess` still find
+    it, but xarray no longer masks it to NaN on reading); identity
+    ``scale_factor`` / ``add_offset`` are dropped, others are kept as
+    ``fns_scale_factor`` / ``fns_add_offset`` (the values stay the stored ones).
+    """
+    out = dict(attrs)
+    for key in _FILL_ATTRS:
+        if key in out:
+            value = out.pop(key)
+            out.setdefault("nodata", value)
+    for key, identity in _SCALE_ATTRS.items():
+        if key in out:
+            value = out.pop(key)
+            if not _is_identity(value, identity):
+                out[f"fns_{key}"] = value
+    return out
+
+
+def _is_identity(value, identity: float) -> bool:
+    try:
+        return bool(np.all(np.asarray(value, dtype=float) == identity))
+    except (TypeError, ValueError):
+        return False
+
+
+def write_geometry(obj: T_Xarray, plan, dims: tuple[Hashable, Hashable]) -> T_Xarray:
+    """``obj`` with the geometry attrs on itself and on every tiled variable."""
+    attrs = geometry_attrs(plan, dims)
+    obj.attrs.update(attrs)
+    if isinstance(obj, xr.Dataset):
+        for name in tiled_variables(obj):
+            obj[name].attrs.update(attrs)
+    return obj
+
+
+def tiled_variables(tiles: xr.Dataset) -> list[Hashable]:
+    """Names of the data variables with a ``tile`` dim."""
+    return [n for n, v in tiles.data_vars.items() if TILE_DIM in v.dims]
+
+
+@dataclass(frozen=True, eq=False)
+class TileGeometry:
+    """What a set of tiles says about where it came from.
+
+    Attributes
+    ----------
+    dims
+        ``(row_dim, column_dim)`` of the tiles.
+    tile_size
+        ``T``, the side of every tile.
+    scene_shape
+        ``(H, W)`` of the scene, or ``None`` where the tiles do not record it.
+    strategy, edge
+        As given to ``tile`` (``None`` where not recorded).
+    rows, cols, codes
+        Window origin and transform code of each tile, in tile order.
+    """
+
+    dims: tuple[Hashable, Hashable]
+    tile_size: int
+    scene_shape: tuple[int, int] | None
+    strategy: str | None
+    edge: str | None
+    rows: np.ndarray
+    cols: np.ndarray
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+
+def _attrs_of(tiles: xr.DataArray | xr.Dataset) -> Mapping[Hashable, Any]:
+    """The geometry attrs: the object's own, else its tiled variables' (which
+    must agree)."""
+    if SCENE_SHAPE in tiles.attrs or not isinstance(tiles, xr.Dataset):
+        return tiles.attrs
+    found: Mapping[Hashable, Any] | None = None
+    for name in tiled_variables(tiles):
+        attrs = tiles[name].attrs
+        if SCENE_SHAPE not in attrs:
+            continue
+        mine = {k: attrs.get(k) for k in GEOMETRY_ATTRS}
+        if found is not None and mine != {k: found.get(k) for k in GEOMETRY_ATTRS}:
+            raise InvalidTilesError(
+                f"the tiled variables record different geometries ({dict(found)} vs {mine}): "
+                "they come from different tilings; keep one tiling per Dataset"
+            )
+        found = attrs
+    return found or {}
+
+
+def read_geometry(
+    tiles: xr.DataArray | xr.Dataset,
+    *,
+    dims: Sequence[Hashable] | None = None,
+    what: str = "this",
+) -> TileGeometry:
+    """Read and check the geometry of a set of tiles, however they were written.
+
+    Parameters
+    ----------
+    tiles
+        Output of ``tile`` (a subset, model outputs built on it, or tiles
+        reopened from Zarr or netCDF).
+    dims
+        ``(row_dim, column_dim)``: by default the dims ``tile`` recorded
+        (``fns_row_dim``, ``fns_col_dim``), else found by name.
+    what
+        The function asking, for error messages.
+
+    Raises
+    ------
+    InvalidTilesError
+        For anything that would make the tiles put back wrongly: transform
+        codes outside 0..7, windows outside the recorded scene, a window and
+        code repeated, or tiles of several scenes mixed together (the same
+        window with different georeferenced centres).
+    """
+    if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
+        raise InvalidParameterError(
+            f"{what} takes tiles: the output of tile() (a {TILE_DIM!r} dimension); got "
+            f"{type(tiles).__name__} with dims {tuple(getattr(tiles, 'dims', ()))}"
+        )
+    missing = [c for c in (ROW, COL, TRANSFORM) if c not in tiles.coords]
+    if missing:
+        raise InvalidParameterError(
+            f"{what} needs the tile coordinates {missing} that tile() attaches; keep them when "
+            "selecting or predicting (e.g. build predictions with tiles.copy(data=...))"
+        )
+    attrs = _attrs_of(tiles)
+    ydim, xdim = _tile_dims(tiles, attrs, dims)
+    if tiles.sizes[ydim] != tiles.sizes[xdim]:
+        raise InvalidTilesError(
+            f"tiles must be square; got {tiles.sizes[ydim]} x {tiles.sizes[xdim]} "
+            f"along ({ydim!r}, {xdim!r})"
+        )
+    size = int(tiles.sizes[ydim])
+    shape = attrs.get(SCENE_SHAPE)
+    geometry = TileGeometry(
+        dims=(ydim, xdim),
+        tile_size=size,
+        scene_shape=(int(shape[0]), int(shape[1])) if shape is not None else None,
+        strategy=attrs.get(STRATEGY),
+        edge=attrs.get(EDGE),
+        rows=_integers(tiles, ROW),
+        cols=_integers(tiles, COL),
+        codes=_integers(tiles, TRANSFORM).astype(np.int8),
+    )
+    _check_windows(tiles, geometry)
+    return geometry
+
+
+def _integers(tiles, name: str) -> np.ndarray:
+    values = np.asarray(tiles[name].values)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise InvalidTilesError(
+            f"tile coordinate {name!r} must be 1-D integers along {TILE_DIM!r}; got dtype "
+            f"{values.dtype} with {values.ndim} dims"
+        )
+    return values.astype(np.int64)
+
+
+def _tile_dims(tiles, attrs, dims) -> tuple[Hashable, Hashable]:
+    var = (
+        tiles
+        if isinstance(tiles, xr.DataArray)
+        else next((tiles[n] for n in tiled_variables(tiles)), None)
+    )
+    if var is None:
+        raise InvalidParameterError("the Dataset has no variable with a 'tile' dimension")
+    spatial = var.drop_vars([c for c in var.coords if TILE_DIM in var[c].dims or c in var.dims])
+    if dims is None and attrs.get(ROW_DIM) is not None:
+        recorded = (attrs[ROW_DIM], attrs.get(COL_DIM))
+        if all(d in var.dims for d in recorded):
+            dims = recorded
+    return find_spatial_dims(spatial.isel({TILE_DIM: 0}, drop=True), dims)
+
+
+def _check_windows(tiles, g: TileGeometry) -> None:
+    bad = (g.codes < 0) | (g.codes > 7)
+    if bad.any():
+        raise InvalidTilesError(
+            f"transform codes run from 0 to 7; tile {int(np.flatnonzero(bad)[0])} has "
+            f"{int(g.codes[bad][0])}: keep the 'transform' coordinate tile() wrote"
+        )
+    T = g.tile_size
+    if g.scene_shape is not None and len(g):
+        h, w = g.scene_shape
+        outside = (g.rows <= -T) | (g.rows >= h) | (g.cols <= -T) | (g.cols >= w)
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            raise InvalidTilesError(
+                f"tile {k}'s window at row={int(g.rows[k])}, col={int(g.cols[k])} lies outside "
+                f"the {h} x {w} scene the tiles record: keep the 'row'/'col' coordinates "
+                "tile() wrote, or pass like= the scene they come from"
+            )
+    key = np.stack([g.rows, g.cols, g.codes.astype(np.int64)], axis=1)
+    if len(np.unique(key, axis=0)) < len(key):
+        raise InvalidTilesError(
+            "some tiles repeat a window under the same transform code: they come from several "
+            "scenes (or the same tiles were concatenated twice). Untile each scene's tiles "
+            "on their own"
+        )
+    for dim, origins in zip(g.dims, (g.rows, g.cols)):
+        name = center_name(dim)
+        if name not in tiles.coords or not len(origins):
+            continue
+        centres = np.asarray(tiles[name].values, dtype=float)
+        order = np.argsort(origins, kind="stable")
+        o, c = origins[order], centres[order]
+        same = o[1:] == o[:-1]
+        spread = np.abs(c[1:] - c[:-1])[same]
+        tol = 1e-6 * max(float(np.nanmax(np.abs(c))), 1.0)
+        if spread.size and float(np.nanmax(spread)) > tol:
+            raise InvalidTilesError(
+                f"tiles with the same window origin have different {name!r} coordinates: they "
+                "come from several scenes. Untile each scene's tiles on their own"
+            )
+
+
+def scene_coords(
+    tiles: xr.DataArray | xr.Dataset, g: TileGeometry, shape: tuple[int, int]
+) -> dict[Hashable, xr.Variable]:
+    """Regular spatial coordinates of the scene, rebuilt from the window centres."""
+    coords = {}
+    for dim, origins, size in zip(g.dims, (g.rows, g.cols), shape):
+        name = center_name(dim)
+        if name not in tiles.coords or len(np.unique(origins)) < 2:
+            continue
+        centres = np.asarray(tiles[name].values, float)
+        slope, intercept = np.polyfit(origins + (g.tile_size - 1) / 2, centres, 1)
+        coords[dim] = xr.Variable(dim, intercept + slope * np.arange(size), attrs=tiles[name].attrs)
+    return coords
+
+
+def window_centres(
+    obj: xr.DataArray | xr.Dataset, plan, dims: tuple[Hashable, Hashable]
+) -> dict[Hashable, xr.Variable]:
+    """``{dim}_center`` coordinates: each window's centre in ``obj``'s 1-D
+    numeric index coordinates (linear between pixels, extrapolated beyond)."""
+    out = {}
+    for dim, origins in zip(dims, (plan.rows, plan.cols)):
+        if dim in obj.indexes and np.issubdtype(obj[dim].dtype, np.number):
+            values = np.asarray(obj[dim].values, dtype=float)
+            centre = _interp(origins + (plan.tile_size - 1) / 2, values)
+            out[center_name(dim)] = xr.Variable(TILE_DIM, centre, attrs=obj[dim].attrs)
+    return out
+
+
+def _interp(pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.interp(pos, np.arange(values.size), values)
+    if values.size > 1:
+        lo, hi = pos < 0, pos > values.size - 1
+        out[lo] = values[0] + (values[1] - values[0]) * pos[lo]
+        out[hi] = values[-1] + (values[-1] - values[-2]) * (pos[hi] - (values.size - 1))
+    return out
