@@ -390,9 +390,9 @@ def _feed(tiles, batch_size, image, label, shuffle, seed, drop_last, buffer, wha
     n = x.sizes[TILE_DIM]
     if not n:
         raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
-    sizes = x.chunksizes.get(TILE_DIM) if x.chunks is not None else None
+    sizes = x.chunks[0] if x.chunks is not None else None
     if y is not None and y.chunks is not None and sizes is None:
-        sizes = y.chunksizes.get(TILE_DIM)
+        sizes = y.chunks[0]
     order = TileOrder(
         chunk_sizes(sizes, n), batch_size, bool(shuffle), seed, bool(drop_last), buffer
     )

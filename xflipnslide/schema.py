@@ -291,12 +291,11 @@ def _tile_dims(tiles, attrs, dims) -> tuple[Hashable, Hashable]:
     )
     if var is None:
         raise InvalidParameterError("the Dataset has no variable with a 'tile' dimension")
-    spatial = var.drop_vars([c for c in var.coords if TILE_DIM in var[c].dims or c in var.dims])
     if dims is None and attrs.get(ROW_DIM) is not None:
         recorded = (attrs[ROW_DIM], attrs.get(COL_DIM))
         if all(d in var.dims for d in recorded):
             dims = recorded
-    return find_spatial_dims(spatial.isel({TILE_DIM: 0}, drop=True), dims)
+    return find_spatial_dims(var, dims)
 
 
 def _check_windows(tiles, g: TileGeometry) -> None:

@@ -144,6 +144,11 @@ def tile(
             f"the input already has a {TILE_DIM!r} dimension: tile a scene, not tiles "
             f"(rename it with .rename({TILE_DIM}=...) if it means something else)"
         )
+    tiled, kept = _split_variables(obj, ydim, xdim)
+    for name, var in tiled.items():
+        check_known_chunks(
+            var.data, f"variable {name!r}" if isinstance(obj, xr.Dataset) else "the input"
+        )
     plan = plan_tiles(
         (obj.sizes[ydim], obj.sizes[xdim]), tile_size, strategy, edge=edge, stride=stride
     )
@@ -156,10 +161,8 @@ def tile(
         obj, plan, (ydim, xdim), fractions, min_valid, aoi, aoi_crs
     )
 
-    tiled, kept = _split_variables(obj, ydim, xdim)
     for name, var in tiled.items():
         check_dtype(var.dtype, f"variable {name!r}" if isinstance(obj, xr.Dataset) else "the input")
-        check_known_chunks(var.data, f"variable {name!r}")
     per = _tiles_per_chunk(tiled, plan, tile_chunks)
 
     def tile_var(var: xr.Variable) -> xr.Variable:
