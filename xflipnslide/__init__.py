@@ -26,6 +26,7 @@ from .errors import (
     XFlipNSlideWarning,
 )
 from .io import load_stac, open_image, sample_scene_path
+from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .preprocess import mask_clouds, preprocess
@@ -63,6 +64,7 @@ __all__ = [
     "open_image",
     "plan_tiles",
     "preprocess",
+    "rasterize",
     "sample_scene_path",
     "split",
     "tf_dataset",

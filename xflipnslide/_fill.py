@@ -28,7 +28,7 @@ import numpy as np
 from . import _graph
 from ._blocks import assemble, chunk_bounds, chunk_span, local_slices
 from ._tiling import check_known_chunks, threads
-from .errors import AllMissingError, FillReachError, FillReachWarning, XFlipNSlideWarning
+from .errors import AllMissingError, FillReachError, FillReachWarning, XFlipNSlideWarning, warn
 from .kernels import fill_nearest
 
 __all__ = ["fill_array", "prepare_chunks"]
@@ -102,13 +102,12 @@ def prepare_chunks(x, reach: int):
     if smallest >= min(reach, *x.shape[-2:]):
         return x
     side = 2 * reach
-    warnings.warn(
+    warn(
         f"preprocess: spatial chunks of {smallest} px are much smaller than the fill's "
         f"reach={reach}, which makes the gap fill read and fill (chunk + 2 reach)² per "
         f"chunk; rechunking y/x to {side} px. Chunk the input larger (or pass a smaller "
         "reach) to choose yourself.",
         XFlipNSlideWarning,
-        stacklevel=5,
     )
     return x.rechunk({x.ndim - 2: side, x.ndim - 1: side})
 

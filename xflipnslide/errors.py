@@ -87,9 +87,17 @@ class FillReachWarning(DataFilledWarning):
     """A gap is wider than the fill's reach: some pixels are not provably exact."""
 
 
-def warn(message: str, category: type[Warning] = XFlipNSlideWarning, stacklevel: int = 3) -> None:
-    """Warn with a package warning class (seen without configuring logging)."""
-    warnings.warn(message, category, stacklevel=stacklevel)
+def warn(message: str, category: type[Warning] = XFlipNSlideWarning) -> None:
+    """Warn with a package warning class (seen without configuring logging),
+    attributed to the user's line: the first caller outside this package."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def check_positive_int(value, name: str, *, minimum: int = 1) -> int:

@@ -69,12 +69,12 @@ def scene_transform(obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashab
 
 def window_transform(scene: Affine, row: int, col: int) -> Affine:
     """The transform of the window whose top-left pixel is ``(row, col)``."""
-    return scene * Affine.translation(col, row)
+    return scene @ Affine.translation(col, row)
 
 
 def tile_transform(scene: Affine, row: int, col: int, tile_size: int, code: int) -> Affine:
     """The exact transform of a tile: its window's, composed with its D4 code."""
-    return window_transform(scene, row, col) * d4_affine(tile_size, code)
+    return window_transform(scene, row, col) @ d4_affine(tile_size, code)
 
 
 def window_bounds(scene: Affine, rows, cols, tile_size: int) -> np.ndarray:
@@ -82,8 +82,8 @@ def window_bounds(scene: Affine, rows, cols, tile_size: int) -> np.ndarray:
     rows, cols = np.asarray(rows, float), np.asarray(cols, float)
     corners = []
     for dr, dc in ((0, 0), (0, tile_size), (tile_size, 0), (tile_size, tile_size)):
-        xs, ys = scene * (cols + dc, rows + dr)
-        corners.append((np.asarray(xs), np.asarray(ys)))
+        c, r = cols + dc, rows + dr
+        corners.append((scene.a * c + scene.b * r + scene.c, scene.d * c + scene.e * r + scene.f))
     xs = np.stack([c[0] for c in corners])
     ys = np.stack([c[1] for c in corners])
     return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)

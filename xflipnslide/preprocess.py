@@ -429,7 +429,6 @@ def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels) -> Non
         f"preprocess: missing pixels (nodata, NaN or infinite) are filled from their nearest "
         f"valid neighbour ({shares}).{hint}",
         DataFilledWarning,
-        stacklevel=5,
     )
 
 

@@ -224,7 +224,6 @@ def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
             + ", ".join(f"{k.removeprefix('fns_dropped_')}: {v}" for k, v in dropped.items())
             + "); the kept ones keep their codes and order",
             DataDroppedWarning,
-            stacklevel=4,
         )
     if not keep.any():
         raise InvalidParameterError(
@@ -281,7 +280,6 @@ def _report_geometry(plan: TilePlan, ydim: Hashable, xdim: Hashable) -> None:
             f"{oy}:{oy + hc}, {xdim} {ox}:{ox + wc}): {h - hc} rows and {w - wc} columns at "
             f"the edges ({lost:.1%} of the pixels) are in no tile. Use edge='pad' to keep them",
             DataDroppedWarning,
-            stacklevel=4,
         )
     elif plan.edge == "pad" and (hc, wc) != (h, w):
         log.info(

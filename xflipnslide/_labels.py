@@ -1,0 +1,54 @@
+"""Array layer of rasterising: burn shapes onto a grid, whole or block by block.
+
+``rasterio.features.rasterize`` does the scan conversion; on dask each output
+block is one task burning the shapes onto that block's own transform (the
+shapes travel once, as one key of the graph).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _graph
+from ._blocks import chunk_bounds
+
+__all__ = ["rasterize_array"]
+
+
+def _burn(shapes, transform, shape, fill, all_touched, dtype) -> np.ndarray:
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    transform = Affine(*list(transform)[:6])  # dask graphs may hand a plain tuple
+    if not shapes:
+        return np.full(shape, fill, dtype=dtype)
+    return rasterize(
+        shapes,
+        out_shape=shape,
+        transform=transform,
+        fill=fill,
+        all_touched=all_touched,
+        dtype=dtype,
+    )
+
+
+def rasterize_array(shapes, transform, shape, *, fill, all_touched, dtype, chunks=None):
+    """``(H, W)`` array of ``shapes`` (``(geometry, value)`` pairs) burned on
+    the grid of ``transform`` (an affine); a lazy dask array chunked by
+    ``chunks`` (a pair of chunk tuples) when given."""
+    if chunks is None:
+        return _burn(shapes, transform, shape, fill, all_touched, dtype)
+    from affine import Affine
+    from dask.base import tokenize
+
+    token = tokenize([(g.wkb, v) for g, v in shapes], tuple(transform), shape, fill, dtype, chunks)
+    name, key = f"fns-rasterize-{token}", f"fns-shapes-{token}"
+    ybounds, xbounds = chunk_bounds(chunks[0]), chunk_bounds(chunks[1])
+    dsk: dict = {key: list(shapes)}
+    for i in range(len(chunks[0])):
+        for j in range(len(chunks[1])):
+            block = transform @ Affine.translation(xbounds[j], ybounds[i])
+            size = (chunks[0][i], chunks[1][j])
+            coeffs = [float(v) for v in list(block)[:6]]
+            dsk[(name, i, j)] = (_burn, key, coeffs, size, fill, all_touched, np.dtype(dtype))
+    return _graph.array(name, dsk, tuple(chunks), dtype, [])
