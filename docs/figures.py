@@ -133,8 +133,58 @@ def tutorial_figure(path: str) -> None:
     plt.close(fig)
 
 
+def labels_figure(path: str) -> None:
+    """Scene with a cloud, the rasterised labels, and kept vs dropped windows."""
+    from matplotlib.patches import Rectangle
+
+    data = os.path.join(HERE, os.pardir, "tests", "data", "landsat8")
+    image = xflipnslide.open_image(
+        os.path.join(data, "LC08_L1TP_224078_20200518_labels_area_RGB.tif"), chunks=None
+    ).load()
+    cloudy = image.astype("float32").copy()
+    cloudy[:, 300:420, 40:200] = np.nan  # a cloud the QA layer flagged
+    polygons = gpd.read_file(
+        os.path.join(data, "LC08_L1TP_224078_20200518_20200518_01_RT_polygons.gpkg")
+    )
+    classes = {"water": 1, "crop": 2, "tree": 3, "developed": 4}
+    label = xflipnslide.rasterize(
+        polygons.assign(cls=polygons.name.map(classes)), image, column="cls"
+    )
+    ds = xr.Dataset({"image": cloudy, "label": label}).fns.preprocess()
+    tiles = ds.fns.tile(64, edge="pad")
+    kept = tiles.valid_fraction.values >= 0.9
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 6), layout="constrained")
+    plot_rgb(cloudy, ax=axes[0], title="scene, a cloud masked (NaN)")
+    cmap = matplotlib.colors.ListedColormap(["#dddddd", "#4477aa", "#ccbb44", "#228833", "#aa3377"])
+    axes[1].imshow(label.values, cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
+    axes[1].set_title("rasterize(polygons, like=scene)")
+    plot_rgb(ds.image, ax=axes[2], title=f"min_valid=0.9 keeps {kept.sum()} of {kept.size}")
+    to_x = lambda c: float(image.x[0]) + 30 * (c - 0.5)  # noqa: E731
+    to_y = lambda r: float(image.y[0]) - 30 * (r - 0.5)  # noqa: E731
+    for r, c, k in zip(tiles.row.values, tiles.col.values, kept):
+        axes[2].add_patch(
+            Rectangle(
+                (to_x(c), to_y(r + 64)),
+                64 * 30,
+                64 * 30,
+                fill=False,
+                ec="#228833" if k else "#ee3333",
+                lw=0.6 if k else 1.2,
+            )
+        )
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
+    labels_figure(os.path.join(OUT, "labels.png"))
     tutorial_figure(os.path.join(OUT, "tutorial.png"))
     preprocess_figure(os.path.join(OUT, "preprocess.png"))
     demo_figures()
