@@ -184,8 +184,9 @@ def preprocess(
         variables with both spatial dims are each preprocessed on their own
         (one variable per band, as some readers give them; their statistics
         are the coordinates ``{name}_fns_mean`` / ``{name}_fns_std``).
-        In a Dataset, integer and boolean variables (label masks, class
-        maps) are left alone unless named in ``variables``.
+        In a Dataset, integer and boolean variables on the spatial dims
+        only (label masks, class maps) are left alone unless named in
+        ``variables``.
     nodata
         Value marking missing pixels (a number). By default taken from
         rioxarray (``rio.nodata``, ``rio.encoded_nodata``), then the
@@ -232,7 +233,8 @@ def preprocess(
         :func:`numpy.datetime64` reads, e.g. ``"2023-06-15"``).
     variables
         Dataset only: the variables to preprocess (default: every variable
-        with both spatial dims and a floating dtype).
+        with both spatial dims except integer or boolean ones on the
+        spatial dims only).
 
     Returns
     -------
@@ -342,16 +344,23 @@ def _variables_to_process(ds: xr.Dataset, spatial, variables) -> list[Hashable]:
                 f"spatial dims {tuple(spatial)}; those are {spatial_vars}"
             )
         return list(variables)
-    chosen = [n for n in spatial_vars if np.issubdtype(ds[n].dtype, np.floating)]
+    chosen = [n for n in spatial_vars if not _is_label(ds[n], spatial)]
     left = [n for n in spatial_vars if n not in chosen]
     if left:
-        log.info("preprocess: leaving %s alone (integer or boolean: labels?)", left)
+        log.info("preprocess: leaving %s alone (integer or boolean on y/x only: labels)", left)
     if not chosen:
         raise InvalidParameterError(
-            f"the Dataset has no floating-point variable to preprocess ({left} are integer or "
-            "boolean and left alone as labels): name the image variables with variables=[...]"
+            f"every variable of the Dataset looks like a label ({left}: integer or boolean, on "
+            "the spatial dims only), so preprocess leaves them alone: name the image variables "
+            "with variables=[...]"
         )
     return chosen
+
+
+def _is_label(var: xr.DataArray, spatial) -> bool:
+    """Integer or boolean on the spatial dims only: a label mask or class map."""
+    categorical = var.dtype == bool or np.issubdtype(var.dtype, np.integer)
+    return categorical and set(var.dims) <= set(spatial)
 
 
 def _dataset_stats(stats, name: Hashable):

@@ -1,0 +1,184 @@
+"""The training feeds: per-tile shuffling, every tile once per epoch, chunks
+read once, seeds, workers, and the TensorFlow/Keras path."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
+
+import xflipnslide
+from xflipnslide._sampler import TileOrder
+from xflipnslide.ml import TileFeed
+
+
+@given(
+    chunks=st.lists(st.integers(1, 40), min_size=1, max_size=12),
+    batch=st.integers(1, 17),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+    buffer=st.integers(1, 100),
+    workers=st.integers(1, 3),
+    epoch=st.integers(0, 3),
+)
+def test_every_tile_once_per_epoch(chunks, batch, shuffle, drop_last, buffer, workers, epoch):
+    order = TileOrder(tuple(chunks), batch, shuffle, 7, drop_last, buffer)
+    seen, loads = [], []
+    for w in range(workers):
+        loaded: set[int] = set()
+        for needs, idx in order.batches(epoch, w, workers):
+            if needs:
+                loaded = set(needs) | (loaded & set(needs))
+                loads.extend(c for c in needs if c not in loads)
+            owners = np.searchsorted(np.cumsum(chunks), idx, side="right")
+            assert set(owners.tolist()) <= loaded  # a batch only needs loaded chunks
+            assert len(idx) <= batch
+            seen.extend(idx.tolist())
+    n = sum(chunks)
+    if drop_last:
+        assert len(seen) == len(set(seen)) and n - len(seen) < batch * workers
+    else:
+        assert sorted(seen) == list(range(n))
+    assert len(loads) == len(set(loads))  # each chunk loaded at most once per epoch
+    if workers == 1:
+        assert sum(1 for _ in order.batches(epoch)) == len(order)
+
+
+def test_seeds_reproduce_epochs_and_epochs_differ():
+    order = TileOrder((50, 50, 50, 50), 16, True, seed=3, buffer=60)
+    a = [np.concatenate([i for _, i in order.batches(e)]) for e in range(3)]
+    b = [np.concatenate([i for _, i in order.batches(e)]) for e in range(3)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], a[1])
+    other = TileOrder((50, 50, 50, 50), 16, True, seed=4, buffer=60)
+    assert not np.array_equal(a[0], np.concatenate([i for _, i in other.batches(0)]))
+
+
+@pytest.fixture(scope="module")
+def lazy_tiles():
+    rng = np.random.default_rng(0)
+    scene = xr.DataArray(rng.random((2, 1024, 1024), "float32"), dims=("band", "y", "x"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+        return scene.chunk({"y": 256, "x": 256}).fns.tile(64, tile_chunks=48)
+
+
+def test_batches_mix_transform_codes_and_read_each_chunk_once(lazy_tiles, monkeypatch):
+    loads = []
+    real = TileFeed._load
+
+    def counting(self, chunk):
+        loads.append(chunk)
+        return real(self, chunk)
+
+    monkeypatch.setattr(TileFeed, "_load", counting)
+    from xflipnslide.ml import _feed
+
+    feed = _feed(lazy_tiles, 32, "image", None, True, 0, False, 256, "test")
+    codes = lazy_tiles.transform.values
+    distinct, seen = [], []
+    for batch in feed.epoch(0):
+        distinct.append(len(np.unique(codes[batch["tile"]])))
+        seen.extend(batch["tile"].tolist())
+        np.testing.assert_array_equal(batch["image"][0], lazy_tiles.values[batch["tile"][0]])
+    assert sorted(seen) == list(range(lazy_tiles.sizes["tile"]))
+    assert len(loads) == len(set(loads)) == len(lazy_tiles.chunks[0])
+    assert np.mean(distinct) >= 6, np.mean(distinct)  # most of the 8 codes per batch
+    # unshuffled: the store's order, a run of neighbouring tiles
+    plain = _feed(lazy_tiles, 32, "image", None, False, None, False, 256, "test")
+    first = next(plain.epoch(0))
+    np.testing.assert_array_equal(first["tile"], np.arange(32))
+
+
+def test_torch_loader_shuffles_tiles_keeps_the_last_batch_and_metadata(lazy_tiles):
+    torch = pytest.importorskip("torch")
+    n = lazy_tiles.sizes["tile"]
+    loader = lazy_tiles.fns.torch_loader(32, shuffle=True, seed=1, metadata=True)
+    assert len(loader) == -(-n // 32)
+    epochs = []
+    for _ in range(2):
+        tiles = []
+        for images, meta in loader:
+            assert images.dtype == torch.float32
+            tiles.extend(meta["tile"].tolist())
+            k = int(meta["tile"][0])
+            assert int(meta["row"][0]) == int(lazy_tiles.row[k])
+            assert int(meta["transform"][0]) == int(lazy_tiles.transform[k])
+        assert sorted(tiles) == list(range(n))
+        epochs.append(tiles)
+    assert epochs[0] != epochs[1]  # a new order every epoch
+    again = lazy_tiles.fns.torch_loader(32, shuffle=True, seed=1, metadata=True)
+    assert [int(t) for _, m in again for t in m["tile"]] == epochs[0]
+    dropped = lazy_tiles.fns.torch_loader(32, drop_last=True)
+    assert len(dropped) == n // 32 and all(b.shape[0] == 32 for b in dropped)
+
+
+def test_torch_workers_deliver_the_same_tiles(lazy_tiles):
+    pytest.importorskip("torch")
+    loader = lazy_tiles.fns.torch_loader(16, shuffle=True, seed=0, num_workers=2, metadata=True)
+    got = sorted(int(t) for _, m in loader for t in m["tile"])
+    assert got == list(range(lazy_tiles.sizes["tile"]))
+
+
+@pytest.fixture(scope="module")
+def labelled_tiles():
+    gpd = pytest.importorskip("geopandas")
+    from conftest import DATA
+
+    image = xflipnslide.open_image(
+        f"{DATA}/landsat8/LC08_L1TP_224078_20200518_labels_area_RGB.tif", chunks=None
+    ).load()
+    gdf = gpd.read_file(f"{DATA}/landsat8/LC08_L1TP_224078_20200518_20200518_01_RT_polygons.gpkg")
+    classes = {"water": 1, "crop": 2, "tree": 3, "developed": 4}
+    label = xflipnslide.rasterize(gdf.assign(c=gdf.name.map(classes)), image, column="c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+        ds = xr.Dataset({"image": image, "label": label}).fns.preprocess()
+        return ds.fns.tile(32, edge="pad")
+
+
+def test_tf_dataset_feeds_keras(labelled_tiles):
+    tf = pytest.importorskip("tensorflow")
+    n = labelled_tiles.sizes["tile"]
+    data = labelled_tiles.fns.tf_dataset(16, label="label", shuffle=True, seed=0)
+    x, y = next(iter(data))
+    assert x.shape == (16, 32, 32, 3) and x.dtype == tf.float32
+    assert y.shape == (16, 32, 32) and y.dtype == tf.int64
+    k = labelled_tiles.image.values
+    assert any(np.allclose(x.numpy()[0], k[i].transpose(1, 2, 0)) for i in range(n))
+    count = sum(int(b[0].shape[0]) for b in data)
+    assert count == n  # every tile, the last partial batch kept
+    first = [b[0].numpy() for b in data.take(2)]
+    second = [b[0].numpy() for b in data.take(2)]
+    assert not np.array_equal(first[0], second[0])  # each pass is the next epoch
+    keras = tf.keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(5, 1),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(data, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    channels_first = labelled_tiles.fns.tf_dataset(8, channels_last=False)
+    assert next(iter(channels_first)).shape == (8, 3, 32, 32)
+
+
+def test_tf_missing_names_the_extra(monkeypatch, labelled_tiles):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(ImportError, match=r'pip install "xflipnslide\[tensorflow\]"'):
+        labelled_tiles.fns.tf_dataset(8)
