@@ -74,3 +74,18 @@ def test_torch_path_on_cluster(client, lazy_scene):
     np.testing.assert_array_equal(
         batch.numpy(), tiles.isel(tile=slice(0, 8)).compute(scheduler="threads").values
     )
+
+
+def test_predict_on_cluster_ships_the_model_once_per_worker(client, lazy_scene):
+    import tests_models
+
+    scene = lazy_scene.astype("float32")
+    model = tests_models.CountingModel()
+    pred = scene.fns.predict(model, tile_size=64, tta="d4", batch_size=16)
+    assert len(pred.data.__dask_graph__()) > 10
+    a, b = both(pred)
+    xr.testing.assert_identical(a, b)
+    np.testing.assert_allclose(a.values, scene.values, rtol=1.2e-7)
+    counts = client.run(lambda: __import__("tests_models").CountingModel.unpickled)
+    assert all(n <= 1 for n in counts.values()), counts
+    assert sum(counts.values()) >= 1

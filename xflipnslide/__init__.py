@@ -29,6 +29,7 @@ from .io import load_stac, open_image, sample_scene_path
 from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
+from .predict import predict
 from .preprocess import mask_clouds, preprocess
 from .tiling import tile, untile
 
@@ -63,6 +64,7 @@ __all__ = [
     "mask_clouds",
     "open_image",
     "plan_tiles",
+    "predict",
     "preprocess",
     "rasterize",
     "sample_scene_path",

@@ -267,22 +267,26 @@ def untile_array(
     return _untile_numpy(np.asarray(tiles), rows, cols, codes, shape, weight, dtype)
 
 
-def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype) -> np.ndarray:
+def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype, acc_dtype=None) -> np.ndarray:
+    """Overlap-add into ``dtype``; ``acc_dtype`` (float64) sums many views
+    to within one rounding of ``dtype``."""
     other = tiles.shape[1:-2]
     flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
-    acc = np.zeros((flat.shape[1], *shape), dtype=dtype)
+    acc = np.zeros((flat.shape[1], *shape), dtype=acc_dtype or dtype)
     wsum = np.zeros(shape)
-    scatter_tiles(flat.astype(dtype, copy=False), rows, cols, codes, weight, acc, wsum)
+    scatter_tiles(flat.astype(acc.dtype, copy=False), rows, cols, codes, weight, acc, wsum)
     normalize_weights(acc, wsum)
-    return acc.reshape((*other, *shape))
+    return acc.reshape((*other, *shape)).astype(dtype, copy=False)
 
 
-def _untile_block(parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other):
+def _untile_block(
+    parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other, acc_dtype
+):
     """Task body: scatter the tiles overlapping one output block into it."""
     if not parts:
         return np.full((*other, *block_shape), np.nan, dtype=dtype)
     tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)])
-    return _untile_numpy(tiles, rows, cols, codes, block_shape, weight, dtype)
+    return _untile_numpy(tiles, rows, cols, codes, block_shape, weight, dtype, acc_dtype)
 
 
 def output_chunks(chunks, shape: tuple[int, int], tile_size: int, other_items: int, dtype):
@@ -306,7 +310,7 @@ def output_chunks(chunks, shape: tuple[int, int], tile_size: int, other_items: i
     return normalize_chunks(chunks, shape=shape, dtype=dtype)
 
 
-def _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks):
+def _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks, acc_dtype=None):
     from dask.base import tokenize
 
     if any(len(c) > 1 for c in tiles.chunks[1:]):
@@ -342,6 +346,7 @@ def _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks):
                 weight,
                 dtype,
                 other,
+                acc_dtype,
             )
     out_chunks = (*((d,) for d in other), *chunks)
     return _graph.array(name, dsk, out_chunks, dtype, [tiles])

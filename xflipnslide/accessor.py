@@ -13,6 +13,7 @@ import xarray as xr
 
 from . import ml, tiling
 from . import plot as _plot
+from . import predict as _predict
 from . import preprocess as _preprocess
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
@@ -45,6 +46,7 @@ class _FnsAccessor:
 class FnsDataArrayAccessor(_FnsAccessor):
     """Flip-n-Slide methods on a DataArray: ``da.fns.tile(...)`` and friends."""
 
+    predict = _forward(_predict.predict)
     plot_rgb = _forward(_plot.plot_rgb)
     plot_tiles = _forward(_plot.plot_tiles)
     plot_samples = _forward(_plot.plot_samples)

@@ -151,6 +151,25 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds to wait for the catalog to answer"
     )
     _add_tiling_options(stac)
+
+    pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
+    pred.add_argument("scene", help="GeoTIFF, Zarr store or netCDF file")
+    pred.add_argument("--model", required=True, help="TorchScript model file (torch.jit.save)")
+    pred.add_argument("--out", required=True, help="output GeoTIFF (Cloud Optimized)")
+    pred.add_argument("--tile-size", type=_positive, default=256, help="window size in pixels")
+    pred.add_argument("--stride", type=_positive, default=None, help="step (None: tile-size / 2)")
+    pred.add_argument("--tta", choices=("none", "d4"), default="none", help="test-time views")
+    pred.add_argument(
+        "--blend", choices=("mean", "hann", "distance", "spline"), default="hann", help="seams"
+    )
+    pred.add_argument("--batch-size", type=_positive, default=32, help="windows per model call")
+    pred.add_argument("--labels", action="store_true", help="write argmax classes as uint8")
+    pred.add_argument("--no-preprocess", action="store_true", help="feed the values as they are")
+    pred.add_argument("--nodata", type=float, default=None, help="value marking missing pixels")
+    pred.add_argument("--variable", default=None, help="variable, for Zarr/netCDF inputs")
+    pred.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
+    pred.add_argument("--device", default=None, help="torch device, e.g. cuda (None: cpu)")
+    pred.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return p
 
 
@@ -161,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"demo": _demo, "tile": _tile, "stac": _stac}
+    commands = {"demo": _demo, "tile": _tile, "stac": _stac, "predict": _predict}
     try:
         with warnings.catch_warnings():
             _quiet_third_party()
@@ -347,6 +366,59 @@ def _stac(args) -> int:
         f"wrote {tiles.sizes['tile']} tiles of {args.tile_size} px "
         f"({scene.sizes['time']} dates composited) to {args.out}"
     )
+    return 0
+
+
+def _predict(args) -> int:
+    from dask.diagnostics import ProgressBar
+
+    from .errors import require
+    from .predict import predict
+    from .preprocess import preprocess
+
+    torch = require("torch", "torch", "xflipnslide predict")
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise CliError(f"{args.out} exists; pass --overwrite to replace it")
+    if os.path.isdir(args.out):
+        raise CliError(f"{args.out} is a folder; --out names the GeoTIFF to write")
+    if not os.path.exists(args.model):
+        raise CliError(f"no such model file: {args.model}")
+    try:
+        model = torch.jit.load(args.model, map_location=args.device or "cpu")
+    except Exception as exc:
+        raise CliError(f"cannot load {args.model} as TorchScript: {_one_line(exc)}") from exc
+    scene = _open_scene(args.scene, args.variable, args.chunks)
+    if not hasattr(scene, "to_dataset"):
+        raise CliError(f"{args.scene} holds several variables: pick one with --variable")
+    if not args.no_preprocess:
+        scene = preprocess(scene, nodata=args.nodata)
+    pred = predict(
+        scene,
+        model,
+        tile_size=args.tile_size,
+        stride=args.stride,
+        tta=None if args.tta == "none" else args.tta,
+        blend=args.blend,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    if args.labels:
+        pred = pred.argmax("class").astype("uint8")
+    tmp = f"{args.out}.partial.tif"
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with ProgressBar(minimum=1.0, out=sys.stderr):
+            pred = pred.compute()
+        pred.rio.to_raster(tmp, driver="COG")
+        os.replace(tmp, args.out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    what = "labels" if args.labels else f"{pred.sizes['class']} class scores"
+    print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {args.out}")
     return 0
 
 

@@ -106,10 +106,11 @@ class TilePlan:
             (max(-ox, 0), max(ox + wc - w, 0)),
         )
 
-    def select(self, keep: np.ndarray) -> TilePlan:
-        """The plan of the windows where ``keep`` (a boolean mask) is True,
-        in the same order with the same codes."""
-        keep = np.asarray(keep, dtype=bool)
+    def select(self, keep: np.ndarray | slice) -> TilePlan:
+        """The plan of the windows where ``keep`` (a boolean mask, or a
+        slice) selects, in the same order with the same codes."""
+        if not isinstance(keep, slice):
+            keep = np.asarray(keep, dtype=bool)
         return replace(
             self,
             rows=self.rows[keep],
