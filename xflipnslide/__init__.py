@@ -25,6 +25,7 @@ from .errors import (
     XFlipNSlideError,
     XFlipNSlideWarning,
 )
+from .export import export_chips, tfrecord_dataset
 from .io import load_stac, open_image, sample_scene_path
 from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
@@ -60,6 +61,7 @@ __all__ = [
     "XFlipNSlideWarning",
     "apply_transform",
     "batches",
+    "export_chips",
     "load_stac",
     "mask_clouds",
     "open_image",
@@ -70,6 +72,7 @@ __all__ = [
     "sample_scene_path",
     "split",
     "tf_dataset",
+    "tfrecord_dataset",
     "tile",
     "torch_loader",
     "untile",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from . import ml, tiling
+from . import export, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
@@ -40,6 +40,7 @@ class _FnsAccessor:
     batches = _forward(ml.batches)
     torch_loader = _forward(ml.torch_loader)
     tf_dataset = _forward(ml.tf_dataset)
+    export_chips = _forward(export.export_chips)
 
 
 @xr.register_dataarray_accessor("fns")

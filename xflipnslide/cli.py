@@ -152,6 +152,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_tiling_options(stac)
 
+    exp = command("export", "write a tile store as GeoTIFF chips, TFRecord or WebDataset shards")
+    exp.add_argument("tiles", help="a tile store (Zarr) written by xflipnslide tile or .to_zarr")
+    exp.add_argument("--format", choices=("geotiff", "tfrecord", "webdataset"), default="geotiff")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--image", default="image", help="image variable")
+    exp.add_argument("--label", default=None, help="label variable (None: images only)")
+    exp.add_argument("--shard-size", type=_positive, default=1000, help="tiles per shard")
+    exp.add_argument("--overwrite", action="store_true", help="replace OUT if it is an export")
+
     pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
     pred.add_argument("scene", help="GeoTIFF, Zarr store or netCDF file")
     pred.add_argument("--model", required=True, help="TorchScript model file (torch.jit.save)")
@@ -180,7 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"demo": _demo, "tile": _tile, "stac": _stac, "predict": _predict}
+    commands = {
+        "demo": _demo,
+        "tile": _tile,
+        "stac": _stac,
+        "predict": _predict,
+        "export": _export,
+    }
     try:
         with warnings.catch_warnings():
             _quiet_third_party()
@@ -366,6 +381,37 @@ def _stac(args) -> int:
         f"wrote {tiles.sizes['tile']} tiles of {args.tile_size} px "
         f"({scene.sizes['time']} dates composited) to {args.out}"
     )
+    return 0
+
+
+def _export(args) -> int:
+    import xarray as xr
+
+    from .export import export_chips
+
+    if not os.path.isdir(args.tiles):
+        raise CliError(f"no tile store at {args.tiles}")
+    tiles = xr.open_zarr(args.tiles)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rexported {done} / {total} tiles", end="", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        out = export_chips(
+            tiles,
+            args.out,
+            format=args.format,
+            image=args.image,
+            label=args.label,
+            shard_size=args.shard_size,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        print(file=sys.stderr)
+    print(f"wrote {tiles.sizes['tile']} tiles as {args.format} to {out}")
     return 0
 
 
