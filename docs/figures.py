@@ -182,8 +182,105 @@ def labels_figure(path: str) -> None:
     plt.close(fig)
 
 
+class EdgeBiased:
+    """A model with edge bias: a 9 x 9 box filter with zero padding."""
+
+    def __call__(self, batch):
+        k = 4
+        pad = np.pad(batch, ((0, 0), (0, 0), (k, k), (k, k)))
+        out = np.zeros_like(batch)
+        for dy in range(-k, k + 1):
+            for dx in range(-k, k + 1):
+                out += pad[:, :, k + dy : k + dy + batch.shape[2], k + dx : k + dx + batch.shape[3]]
+        return out / (2 * k + 1) ** 2
+
+
+def rmse(a, b, margin: int = 8) -> float:
+    """RMSE away from the scene border (where the whole-scene run zero-pads)."""
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    return float(np.sqrt(np.mean((a[inner] - b[inner]) ** 2)))
+
+
+def inference_figure(path: str) -> None:
+    """Seams of naive stitching vs blending, against the whole-scene answer."""
+    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+    ready = scene.fns.preprocess(nodata=0).isel(band=[0])
+    model = EdgeBiased()
+    whole = model(ready.values[None])[0, 0]
+    naive = ready.fns.predict(model, tile_size=64, stride=64, blend="mean").values[0]
+    hann = ready.fns.predict(model, tile_size=64, blend="hann").values[0]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), layout="constrained")
+    vmax = np.abs(naive - whole)[10:-10, 10:-10].max()
+    for ax, img, title in (
+        (axes[0], whole, "model on the whole scene"),
+        (
+            axes[1],
+            np.abs(naive - whole),
+            f"|no overlap - whole|, RMSE {rmse(naive, whole):.3f}",
+        ),
+        (
+            axes[2],
+            np.abs(hann - whole),
+            f"|predict(blend='hann') - whole|, RMSE {rmse(hann, whole):.3f}",
+        ),
+    ):
+        im = ax.imshow(
+            img,
+            cmap="magma" if ax is not axes[0] else "gray",
+            vmin=0 if ax is not axes[0] else None,
+            vmax=vmax if ax is not axes[0] else None,
+        )
+        ax.set_title(title, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[1:], shrink=0.8)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+def chips_figure(path: str) -> None:
+    """Chips of all eight codes drawn by their own geotransforms over the scene."""
+    import tempfile
+
+    import rasterio
+
+    from xflipnslide.plot import TRANSFORM_COLORS
+
+    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+    tiles = scene.fns.tile(128)
+    picks = [int(np.flatnonzero(tiles.transform.values == k)[1]) for k in range(8)]
+    fig, ax = plt.subplots(figsize=(7, 6.5), layout="constrained")
+    plot_rgb(scene.where(scene != 0), ax=ax, title="chips drawn by their own geotransforms")
+    grey = ax.get_images()[0]
+    grey.set_alpha(0.35)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = tiles.isel(tile=picks).fns.export_chips(os.path.join(tmp, "chips"))
+        for name in sorted(os.listdir(os.path.join(out, "images"))):
+            with rasterio.open(os.path.join(out, "images", name)) as f:
+                data = f.read(1).astype(float)
+                t, code = f.transform, int(f.tags()["fns_transform"])
+            j, r = np.meshgrid(np.arange(129), np.arange(129))
+            gx, gy = t.a * j + t.b * r + t.c, t.d * j + t.e * r + t.f
+            lo, hi = np.percentile(data, (2, 98))
+            ax.pcolormesh(
+                gx, gy, np.clip((data - lo) / (hi - lo), 0, 1), cmap="gray", shading="flat"
+            )
+            ring = np.array([[0, 0], [128, 0], [128, 128], [0, 128], [0, 0]])
+            ax.plot(
+                t.a * ring[:, 0] + t.b * ring[:, 1] + t.c,
+                t.d * ring[:, 0] + t.e * ring[:, 1] + t.f,
+                color=TRANSFORM_COLORS[code],
+                lw=2,
+            )
+            ax.plot(t.c, t.f, "o", color=TRANSFORM_COLORS[code], ms=6)  # the chip's pixel (0, 0)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
+    inference_figure(os.path.join(OUT, "inference.png"))
+    chips_figure(os.path.join(OUT, "chips.png"))
     labels_figure(os.path.join(OUT, "labels.png"))
     tutorial_figure(os.path.join(OUT, "tutorial.png"))
     preprocess_figure(os.path.join(OUT, "preprocess.png"))

@@ -71,7 +71,7 @@ def slow_reference(scene: np.ndarray, model, T: int, stride: int, tta, blend: st
     pad = max(-int(plan.rows.min()), int(plan.rows.max()) + T - h)
     padw = max(-int(plan.cols.min()), int(plan.cols.max()) + T - w)
     xp = np.pad(scene, ((0, 0), (pad, pad), (padw, padw)), mode="reflect")
-    weight = blend_weights(T, blend)
+    weight = blend_weights(T, blend, floor=0)
     acc = np.zeros((2, h + 2 * pad, w + 2 * padw))
     wsum = np.zeros((h + 2 * pad, w + 2 * padw))
     codes = range(8) if tta == "d4" else [0]

@@ -208,7 +208,7 @@ def _tile_dask(x, plan: TilePlan, tile_chunks):
 # --- untile ---------------------------------------------------------------
 
 
-def blend_weights(tile_size: int, blend: str) -> np.ndarray:
+def blend_weights(tile_size: int, blend: str, floor: float = 1e-3) -> np.ndarray:
     """Per-pixel weights of a ``(T, T)`` tile for overlap-adding, float64.
 
     With ``u = (i + 0.5) / T`` the pixel centre in ``(0, 1)`` and ``w`` applied
@@ -222,9 +222,11 @@ def blend_weights(tile_size: int, blend: str) -> np.ndarray:
       Patches: ``w = 1 - 2 (1 - d)^2`` for ``d = 1 - |2u - 1| >= 1/2`` (the
       middle half) and ``w = 2 d^2`` outside it, then divided by its mean.
 
-    Every 2-D weight is floored at 1e-3 of its maximum, so a pixel that only
-    one tile covers still comes back, and is symmetric under every D4
-    transform, so a transformed tile needs no transformed weights.
+    ``untile`` floors every 2-D weight at ``floor`` (1e-3) of its maximum, so
+    a pixel that only one tile covers near its edge still comes back;
+    ``predict``, whose windows cover every pixel away from their edges, uses
+    the weights as they are (``floor=0``; all are positive). Every weight is
+    symmetric under D4, so a transformed tile needs no transformed weights.
     """
     u = (np.arange(tile_size) + 0.5) / tile_size
     if blend == "mean":
@@ -242,7 +244,7 @@ def blend_weights(tile_size: int, blend: str) -> np.ndarray:
             f"blend must be one of {', '.join(map(repr, BLENDS))}; got {blend!r}"
         )
     out = np.outer(w, w)
-    return np.maximum(out, 1e-3 * out.max())
+    return np.maximum(out, floor * out.max())
 
 
 def untile_array(

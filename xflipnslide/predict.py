@@ -180,7 +180,7 @@ def predict(
     if classes is None:
         channels = scene.sizes[other[0]] if other else 1
         classes = int(runner(np.zeros((1, channels, plan.tile_size, plan.tile_size))).shape[1])
-    weight = blend_weights(plan.tile_size, blend)
+    weight = blend_weights(plan.tile_size, blend, floor=0)
     out = predict_array(data, plan, runner, weight, int(classes), chunks=chunks)
     coords = {n: c.variable for n, c in scene.coords.items() if not (set(c.dims) & set(other))}
     return xr.DataArray(
