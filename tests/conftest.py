@@ -7,6 +7,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))  # the oracle module
 
@@ -34,14 +35,40 @@ def scene():
     return xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
 
 
+# Hypothesis: a fast default; CI selects the thorough one
+# (HYPOTHESIS_PROFILE=ci, set by .ci/run).
+settings.register_profile(
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+class CountingScheduler:
+    """A dask scheduler that counts computations and fails past ``max_computes``
+    (flox's ``raise_if_dask_computes``)."""
+
+    def __init__(self, max_computes: int = 0):
+        self.total, self.max_computes = 0, max_computes
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.total += 1
+        if self.total > self.max_computes:
+            raise AssertionError(f"too many dask computations: {self.total} > {self.max_computes}")
+        return dask.get(dsk, keys, **kwargs)
+
+
+def raise_if_dask_computes(max_computes: int = 0):
+    """Context manager: fail if dask computes more than ``max_computes`` times."""
+    return dask.config.set(scheduler=CountingScheduler(max_computes))
+
+
 @pytest.fixture
 def no_compute():
     """Fail the test if dask computes anything inside the block."""
-
-    def scheduler(*args, **kwargs):
-        raise AssertionError("dask computed while building a graph")
-
-    with dask.config.set(scheduler=scheduler):
+    with raise_if_dask_computes(0):
         yield
 
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -67,7 +67,6 @@ def test_fill_is_exact_nearest(backend):
     assert_nearest_fill(out.values, data)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     h=st.integers(2, 45),
     w=st.integers(2, 45),

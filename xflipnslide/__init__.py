@@ -32,7 +32,7 @@ from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .predict import predict
 from .preprocess import mask_clouds, preprocess
-from .tiling import tile, untile
+from .tiling import load, tile, untile
 
 try:
     __version__ = version("xflipnslide")
@@ -62,6 +62,7 @@ __all__ = [
     "apply_transform",
     "batches",
     "export_chips",
+    "load",
     "load_stac",
     "mask_clouds",
     "open_image",

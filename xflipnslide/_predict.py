@@ -107,7 +107,9 @@ def _predict_dask(x, plan, runner, weight, classes, chunks):
     from dask.base import tokenize
 
     T = plan.tile_size
-    per = tiles_per_chunk("auto", T * T * 4 * max(math.prod(x.shape[:-2]), classes), len(plan))
+    # A few batches per task: memory per task is bounded by its tile chunk
+    # (and its outputs), whatever the scene's size.
+    per = tiles_per_chunk("32MiB", T * T * 4 * max(math.prod(x.shape[:-2]), classes), len(plan))
     per = max(runner.batch_size, (per // runner.batch_size) * runner.batch_size)
     tiles = _tile_dask(x, plan, min(per, len(plan)))
     token = tokenize(tiles, id(runner), runner.batch_size, classes)

@@ -271,14 +271,57 @@ def untile_array(
 
 def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype, acc_dtype=None) -> np.ndarray:
     """Overlap-add into ``dtype``; ``acc_dtype`` (float64) sums many views
-    to within one rounding of ``dtype``."""
+    to within one rounding of ``dtype``. Threaded by horizontal bands of the
+    output: each thread adds the tiles overlapping its band into its own rows
+    (the kernel clips windows to the band), so no two threads write a pixel."""
     other = tiles.shape[1:-2]
     flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
-    acc = np.zeros((flat.shape[1], *shape), dtype=acc_dtype or dtype)
+    flat = flat.astype(acc_dtype or dtype, copy=False)
+    acc = np.zeros((flat.shape[1], *shape), dtype=flat.dtype)
     wsum = np.zeros(shape)
-    scatter_tiles(flat.astype(acc.dtype, copy=False), rows, cols, codes, weight, acc, wsum)
-    normalize_weights(acc, wsum)
+    T = flat.shape[-1]
+    workers = threads() if len(rows) > 64 and shape[0] >= 4 * T else 1
+    edges = np.linspace(0, shape[0], workers + 1).astype(int)
+
+    def band(y0: int, y1: int) -> None:
+        near = np.flatnonzero((rows < y1) & (rows + T > y0))
+        scatter_tiles(
+            flat[near] if len(near) < len(rows) else flat,
+            rows[near] - y0,
+            cols[near],
+            codes[near],
+            weight,
+            acc[:, y0:y1],
+            wsum[y0:y1],
+        )
+        normalize_weights(acc[:, y0:y1], wsum[y0:y1])
+
+    if workers == 1:
+        band(0, shape[0])
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda ab: band(*ab), itertools.pairwise(edges.tolist())))
     return acc.reshape((*other, *shape)).astype(dtype, copy=False)
+
+
+def load_array(x):
+    """``x`` as numpy; several dask arrays in one pass (shared inputs read
+    once), each stored straight into a preallocated array (no second copy)."""
+    return load_arrays([x])[0]
+
+
+def load_arrays(arrays: list) -> list:
+    lazy = [i for i, a in enumerate(arrays) if _graph.is_lazy(a)]
+    if not lazy:
+        return [np.asarray(a) for a in arrays]
+    import dask.array as da
+
+    out = list(arrays)
+    targets = [np.empty(arrays[i].shape, arrays[i].dtype) for i in lazy]
+    da.store([arrays[i] for i in lazy], targets, lock=False)
+    for i, t in zip(lazy, targets):
+        out[i] = t
+    return [np.asarray(a) for a in out]
 
 
 def _untile_block(

@@ -36,6 +36,7 @@ class _FnsAccessor:
     preprocess = _forward(_preprocess.preprocess)
     tile = _forward(tiling.tile)
     untile = _forward(tiling.untile)
+    load = _forward(tiling.load)
     split = _forward(ml.split)
     batches = _forward(ml.batches)
     torch_loader = _forward(ml.torch_loader)

@@ -29,8 +29,10 @@ log = logging.getLogger("xflipnslide")
 #: (``tests/test_cli.py`` checks they agree).
 STRATEGIES = ("flipnslide", "overlap", "no_overlap")
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
-#: Where the tiles go in the stores the CLI writes.
-VARIABLE = "image"
+#: Where the tiles go in the stores the CLI writes, and what marks a tile
+#: store (mirrors ``schema.IMAGE``, ``schema.TILE_DIM``, ``schema.TILE_SIZE``
+#: without importing xarray; ``tests/test_cli.py`` checks they agree).
+VARIABLE, TILE_DIM, TILE_SIZE_ATTR = "image", "tile", "fns_tile_size"
 
 
 class CliError(Exception):
@@ -284,7 +286,7 @@ def _is_tile_store(path: str) -> bool:
         except (OSError, ValueError):
             continue
         attrs = attrs.get("attributes", attrs) if meta == "zarr.json" else attrs
-        if isinstance(attrs, dict) and "fns_tile_size" in attrs:
+        if isinstance(attrs, dict) and TILE_SIZE_ATTR in attrs:
             return True
     return False
 
@@ -319,7 +321,7 @@ def _write(tiles, out: str, overwrite: bool) -> None:
             raise CliError(f"{tmp} exists and is not a partial tile store: remove it first")
         shutil.rmtree(tmp)
     ds = tiles.to_dataset(name=tiles.name or VARIABLE) if hasattr(tiles, "to_dataset") else tiles
-    encoding = {n: dict(TILE_STORE_ENCODING) for n in ds.data_vars if "tile" in ds[n].dims}
+    encoding = {n: dict(TILE_STORE_ENCODING) for n in ds.data_vars if TILE_DIM in ds[n].dims}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ProgressBar(minimum=1.0, out=sys.stderr):

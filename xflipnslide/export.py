@@ -42,6 +42,8 @@ from .schema import IMAGE, TILE_DIM
 __all__ = ["FEATURE_DESCRIPTION", "FORMATS", "export_chips", "tfrecord_dataset"]
 
 FORMATS = ("geotiff", "tfrecord", "webdataset")
+#: The per-tile integers every format records, named as in the tile format.
+META = (TILE_DIM, schema.ROW, schema.COL, schema.TRANSFORM)
 #: The marker file every export writes; ``overwrite=True`` only replaces
 #: folders that hold it.
 MARKER = "fns_export.json"
@@ -220,15 +222,15 @@ class _Writer:
 
     def tile_meta(self, k: int) -> dict[str, Any]:
         out = {
-            "tile": int(k),
-            "row": int(self.g.rows[k]),
-            "col": int(self.g.cols[k]),
-            "transform": int(self.g.codes[k]),
+            TILE_DIM: int(k),
+            schema.ROW: int(self.g.rows[k]),
+            schema.COL: int(self.g.cols[k]),
+            schema.TRANSFORM: int(self.g.codes[k]),
         }
         if schema.GRID in self.meta:
-            out["grid"] = str(self.meta[schema.GRID][k])
+            out[schema.GRID] = str(self.meta[schema.GRID][k])
         if schema.VALID_FRACTION in self.meta:
-            out["valid_fraction"] = float(self.meta[schema.VALID_FRACTION][k])
+            out[schema.VALID_FRACTION] = float(self.meta[schema.VALID_FRACTION][k])
         return out
 
 
@@ -247,16 +249,15 @@ class _GeoTiffWriter(_Writer):
         # open across many write() calls; closed by close()/abort()
         self.index = open(os.path.join(self.root, "index.csv"), "w", newline="")  # noqa: SIM115
         self.csv = csv.writer(self.index)
-        self.csv.writerow(
-            ["file", "tile", "row", "col", "transform", "grid", "valid_fraction", "footprint"]
-        )
+        self.csv.writerow(["file", *META, schema.GRID, schema.VALID_FRACTION, "footprint"])
 
     def write(self, k, image, label):
         import rasterio
 
         meta = self.tile_meta(k)
         T = self.g.tile_size
-        affine = tile_transform(self.scene, meta["row"], meta["col"], T, meta["transform"])
+        row, col, code = meta[schema.ROW], meta[schema.COL], meta[schema.TRANSFORM]
+        affine = tile_transform(self.scene, row, col, T, code)
         name = _name(k, self.n) + ".tif"
         tags = {f"fns_{key}": str(v) for key, v in meta.items()}
         for sub, data in (("images", image), ("labels", label)):
@@ -276,17 +277,14 @@ class _GeoTiffWriter(_Writer):
             with rasterio.open(os.path.join(self.root, sub, name), "w", **profile) as dst:
                 dst.write(arr)
                 dst.update_tags(**tags)
-        x0, y0, x1, y1 = window_bounds(self.scene, [meta["row"]], [meta["col"]], T)[0]
+        x0, y0, x1, y1 = window_bounds(self.scene, [row], [col], T)[0]
         footprint = f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"
         self.csv.writerow(
             [
                 f"images/{name}",
-                k,
-                meta["row"],
-                meta["col"],
-                meta["transform"],
-                meta.get("grid", ""),
-                meta.get("valid_fraction", ""),
+                *(meta[key] for key in META),
+                meta.get(schema.GRID, ""),
+                meta.get(schema.VALID_FRACTION, ""),
                 footprint,
             ]
         )
@@ -420,7 +418,7 @@ class _TFRecordWriter(_Sharded):
         features = _array_features("image", image)
         if label is not None:
             features.update(_array_features("label", label))
-        for key in ("tile", "row", "col", "transform"):
+        for key in META:
             features[key] = _int64_feature([meta[key]])
         self.target(k).write(record(example(features)))
 
@@ -467,13 +465,8 @@ def tfrecord_dataset(directory: str | os.PathLike, *, label: bool | None = None)
     if meta.get("format") != "tfrecord":
         raise InvalidParameterError(f"{directory} holds a {meta.get('format')!r} export")
     with_label = meta["label"] is not None if label is None else bool(label)
-    spec = {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "tile": tf.io.FixedLenFeature([], tf.int64),
-        "row": tf.io.FixedLenFeature([], tf.int64),
-        "col": tf.io.FixedLenFeature([], tf.int64),
-        "transform": tf.io.FixedLenFeature([], tf.int64),
-    }
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+    spec.update({key: tf.io.FixedLenFeature([], tf.int64) for key in META})
     if with_label:
         spec["label"] = tf.io.FixedLenFeature([], tf.string)
 

@@ -16,27 +16,74 @@ cache lines, and reverse rows of the output rather than columns of the input
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
-from numba import njit
 
-__all__ = ["as_bits", "gather_tiles"]
+from .plan import INVERSE_CODES
+
+__all__ = [
+    "as_bits",
+    "fill_nearest",
+    "gather_tiles",
+    "kernel",
+    "moments",
+    "nearest_valid",
+    "normalize_weights",
+    "scatter_tiles",
+    "standardize_into",
+]
 
 log = logging.getLogger(__name__)
 
 
-def kernel(**options):
+_PENDING: dict[str, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def _jit(func, options):
     """``numba.njit(nogil=True, cache=True, **options)``, uncached where numba
     finds no writable cache location (a read-only site-packages and home, as on
     many shared hubs and containers): compiling each session beats failing to
     import. ``NUMBA_CACHE_DIR`` points the cache somewhere writable."""
+    from numba import njit
+
+    try:
+        return njit(nogil=True, cache=True, **options)(func)
+    except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+        log.debug("numba cache unavailable for %s (%s): compiling uncached", func.__name__, exc)
+        return njit(nogil=True, cache=False, **options)(func)
+
+
+def _materialise() -> None:
+    """Import numba and turn every kernel of this module into a dispatcher
+    (once, at the first kernel call: ``import xflipnslide`` stays light)."""
+    with _LOCK:
+        while _PENDING:
+            name, (func, options) = next(iter(_PENDING.items()))
+            globals()[name] = _jit(func, options)
+            del _PENDING[name]
+
+
+class _Kernel:
+    """Stands for a numba kernel until the first call compiles (or loads) it."""
+
+    def __init__(self, func, options):
+        self.__wrapped__, self.__name__, self.__doc__ = func, func.__name__, func.__doc__
+        _PENDING[func.__name__] = (func, options)
+
+    def __call__(self, *args):
+        if self.__name__ in _PENDING:
+            _materialise()
+        return globals()[self.__name__](*args)
+
+
+def kernel(**options):
+    """Declare a numba kernel, compiled with ``nogil=True, cache=True`` and
+    ``options`` on first use (see :func:`_jit`)."""
 
     def decorate(func):
-        try:
-            return njit(nogil=True, cache=True, **options)(func)
-        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-            log.debug("numba cache unavailable for %s (%s): compiling uncached", func.__name__, exc)
-            return njit(nogil=True, cache=False, **options)(func)
+        return _Kernel(func, options)
 
     return decorate
 
@@ -340,7 +387,7 @@ def standardize_into(a, mean, scale, out):
         dst[k] = (src[k] - mean) / scale
 
 
-_INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
+_INVERSE = INVERSE_CODES  # a global array numba freezes into the kernel
 
 
 @kernel(boundscheck=False)

@@ -363,9 +363,9 @@ def apply_transform(a: np.ndarray, code: int) -> np.ndarray:
 
 #: The code that undoes each code (rotations by 90 and 270 swap; the rest are
 #: their own inverse).
-_INVERSE = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
+INVERSE_CODES = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
 
 
 def invert_code(code: int | np.ndarray) -> int | np.ndarray:
     """The transform code that undoes ``code``."""
-    return _INVERSE[code]
+    return INVERSE_CODES[code]
