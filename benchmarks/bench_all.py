@@ -22,6 +22,9 @@ FULL = {
     "bench_untile.py": [],
     "bench_torch.py": [],
     "bench_scale.py": [],
+    "bench_startup.py": [],
+    "bench_predict.py": [],
+    "bench_stores.py": [],
 }
 SMALL = {
     "bench_tile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
@@ -38,6 +41,9 @@ SMALL = {
     "bench_untile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
     "bench_torch.py": ["--size", "256", "--tile-size", "32", "--workers", "1"],
     "bench_scale.py": ["--sizes", "512,1024", "--tile-size", "64"],
+    "bench_startup.py": ["--repeat", "1"],
+    "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
+    "bench_stores.py": ["--small"],
 }
 
 
@@ -170,6 +176,42 @@ def main(argv=None) -> int:
                 "~ 1",
             )
         )
+    startup = results.get("bench_startup.py")
+    if startup:
+        lines.append(("import xflipnslide / import xbatcher", startup["import ratio"], "<= 1.3"))
+        lines.append(("xflipnslide --help, seconds", startup["xflipnslide --help"], "< 1"))
+    predict = results.get("bench_predict.py")
+    if predict:
+        quality = dict(predict["quality"])
+        naive = quality["naive no-overlap stitching"]
+        best = min(v for k, v in quality.items() if k.startswith("predict blend="))
+        lines.append(("seam RMSE, best blend / naive stitching", best / naive, "< 1"))
+        for peer in ("Smoothly-Blend (spline, 8-fold D4)", "seamless_seg (trust weights)"):
+            if peer in quality:
+                lines.append(
+                    (f"seam RMSE, best blend / {peer.split(' (')[0]}", best / quality[peer], "<= 1")
+                )
+        speed = {r["mode"]: r for r in predict["speed"]}
+        peer = speed.get("Smoothly-Blend (8-fold D4)")
+        if peer:
+            mine = speed["predict tta=d4"]
+            lines.append(
+                ("predict tta=d4 time / Smoothly-Blend", mine["seconds"] / peer["seconds"], "<= 1")
+            )
+            lines.append(
+                ("predict tta=d4 peak RSS / Smoothly-Blend", mine["peak"] / peer["peak"], "<= 1")
+            )
+    stores = results.get("bench_stores.py")
+    if stores:
+        for row in stores:
+            if "pipeline / write" in row:
+                lines.append(
+                    (
+                        f"preprocess->tile->to_zarr / write, {row['scene']}",
+                        row["pipeline / write"],
+                        ">= 0.5",
+                    )
+                )
     for name, value, target in lines:
         print(f"{name:<52}{value:>10.2f}  {target}")
     return 0

@@ -27,13 +27,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
+from _runner import run_fresh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: Windows per model call in the speed runs: the numpy box-filter model is
@@ -258,20 +258,19 @@ def main(argv=None) -> int:
             ).to_zarr(f"{tmp}/scene-{size}.zarr", mode="w")
         jobs = [(m, args.size) for m in modes] + [("zarr -> predict -> zarr", s) for s in streams]
         for mode, size in jobs:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                mode,
-                "--size",
-                str(size),
-                "--tile-size",
-                str(args.tile_size),
-                "--tmp",
-                tmp,
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            speed.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            speed.append(
+                run_fresh(
+                    __file__,
+                    "--one",
+                    mode,
+                    "--size",
+                    size,
+                    "--tile-size",
+                    args.tile_size,
+                    "--tmp",
+                    tmp,
+                )
+            )
     base = next(r for r in speed if r["mode"] == "predict")
     print(f"\nspeed and memory, float32 3 x {args.size}², T = {args.tile_size}, box-filter model")
     print(f"{'mode':<34}{'size':>6}{'seconds':>9}{'x predict':>10}{'peak GiB':>10}")

@@ -25,11 +25,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _runner import run_fresh
 
 MODES = ("original", "scipy-edt", "fns-numpy", "fns-dask")
 
@@ -150,24 +150,23 @@ def main(argv=None) -> int:
     for gaps in args.gaps.split(","):
         rows = results[gaps] = []
         for mode in args.modes.split(","):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                mode,
-                "--size",
-                str(args.size),
-                "--bands",
-                str(args.bands),
-                "--gaps",
-                gaps,
-                "--original-size",
-                str(args.original_size),
-                "--repeat",
-                str(args.repeat),
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(
+                run_fresh(
+                    __file__,
+                    "--one",
+                    mode,
+                    "--size",
+                    args.size,
+                    "--bands",
+                    args.bands,
+                    "--gaps",
+                    gaps,
+                    "--original-size",
+                    args.original_size,
+                    "--repeat",
+                    args.repeat,
+                )
+            )
         by = {r["mode"]: r["seconds"] for r in rows}
         for r in rows:
             note = (

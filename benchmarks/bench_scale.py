@@ -16,10 +16,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
+
+from _runner import run_fresh
 
 
 def _one(size: int, workdir: str, tile_size: int) -> dict:
@@ -68,18 +69,11 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for size in (int(s) for s in args.sizes.split(",")):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                str(size),
-                "--workdir",
-                workdir,
-                "--tile-size",
-                str(args.tile_size),
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(
+                run_fresh(
+                    __file__, "--one", size, "--workdir", workdir, "--tile-size", args.tile_size
+                )
+            )
     first = rows[0]
     print(
         f"out of core: Zarr -> preprocess -> tile({args.tile_size}) -> Zarr, 512² input chunks, {os.cpu_count()} cores"

@@ -25,11 +25,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _runner import run_fresh
 
 MODES = (
     "memcpy",
@@ -162,22 +162,21 @@ def main(argv=None) -> int:
 
     rows = []
     for mode in args.modes.split(","):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            mode,
-            "--size",
-            str(args.size),
-            "--bands",
-            str(args.bands),
-            "--tile-size",
-            str(args.tile_size),
-            "--repeat",
-            str(args.repeat),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(
+            run_fresh(
+                __file__,
+                "--one",
+                mode,
+                "--size",
+                args.size,
+                "--bands",
+                args.bands,
+                "--tile-size",
+                args.tile_size,
+                "--repeat",
+                args.repeat,
+            )
+        )
     n_in, n_out = rows[0]["in_bytes"], rows[0]["out_bytes"]
     print(
         f"flipnslide tiling, float32 {args.bands} x {args.size} x {args.size}, T = {args.tile_size}: "

@@ -167,3 +167,20 @@ def test_tile_command_on_netcdf(tmp_path, scene):
     out = tmp_path / "t.zarr"
     assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--nodata", "0"]) == 0
     assert xr.open_zarr(out)["image"].dims == ("tile", "y", "x")  # one name everywhere
+
+
+def test_cli_constants_mirror_the_package():
+    from xflipnslide import cli, io, plan, schema
+
+    assert cli.STRATEGIES == plan.STRATEGIES
+    assert cli.PLANETARY_COMPUTER == io.PLANETARY_COMPUTER
+    assert cli.VARIABLE == schema.IMAGE and cli.TILE_SIZE_ATTR == schema.TILE_SIZE
+
+
+def test_cli_stores_use_the_tile_store_codec(tmp_path, scene):
+    src = tmp_path / "scene.tif"
+    scene.rio.to_raster(src)
+    out = tmp_path / "t.zarr"
+    assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--edge", "pad"]) == 0
+    codecs = xr.open_zarr(out)["image"].encoding["compressors"]
+    assert [type(c).__name__ for c in codecs] == ["ZstdCodec"] and codecs[0].level == 1

@@ -26,7 +26,7 @@ from .errors import (
     XFlipNSlideWarning,
 )
 from .export import export_chips, tfrecord_dataset
-from .io import load_stac, open_image, sample_scene_path
+from .io import load_stac, open_image, sample_scene_path, zarr_encoding
 from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
@@ -77,4 +77,5 @@ __all__ = [
     "tile",
     "torch_loader",
     "untile",
+    "zarr_encoding",
 ]

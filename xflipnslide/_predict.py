@@ -121,6 +121,8 @@ def _predict_dask(x, plan, runner, weight, classes, chunks):
     for i in range(len(tiles.chunks[0])):
         dsk[(name, i, 0, 0, 0)] = (_run_chunk, (tiles.name, i, *inner), model_key)
     preds = _graph.array(name, dsk, (tiles.chunks[0], (classes,), (T,), (T,)), np.float32, [tiles])
+    if chunks is None:  # blocks of about 1024 px: a task holds its block and the windows on it
+        chunks = max(2 * T, (1024 // T) * T)
     return _untile_dask(
         preds,
         plan.rows,

@@ -30,9 +30,9 @@ log = logging.getLogger("xflipnslide")
 STRATEGIES = ("flipnslide", "overlap", "no_overlap")
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
 #: Where the tiles go in the stores the CLI writes, and what marks a tile
-#: store (mirrors ``schema.IMAGE``, ``schema.TILE_DIM``, ``schema.TILE_SIZE``
-#: without importing xarray; ``tests/test_cli.py`` checks they agree).
-VARIABLE, TILE_DIM, TILE_SIZE_ATTR = "image", "tile", "fns_tile_size"
+#: store (mirror ``schema.IMAGE`` and ``schema.TILE_SIZE``, read before any
+#: heavy import; ``tests/test_cli.py`` checks they agree).
+VARIABLE, TILE_SIZE_ATTR = "image", "fns_tile_size"
 
 
 class CliError(Exception):
@@ -312,7 +312,7 @@ def _write(tiles, out: str, overwrite: bool) -> None:
     interrupted run (Ctrl-C, SIGTERM) leaves nothing half-written."""
     from dask.diagnostics import ProgressBar
 
-    from .io import TILE_STORE_ENCODING
+    from .io import zarr_encoding
 
     _check_out(out, overwrite)
     tmp = f"{out.rstrip('/')}.partial"
@@ -321,7 +321,7 @@ def _write(tiles, out: str, overwrite: bool) -> None:
             raise CliError(f"{tmp} exists and is not a partial tile store: remove it first")
         shutil.rmtree(tmp)
     ds = tiles.to_dataset(name=tiles.name or VARIABLE) if hasattr(tiles, "to_dataset") else tiles
-    encoding = {n: dict(TILE_STORE_ENCODING) for n in ds.data_vars if TILE_DIM in ds[n].dims}
+    encoding = zarr_encoding(ds)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ProgressBar(minimum=1.0, out=sys.stderr):

@@ -17,11 +17,11 @@ from .errors import InvalidParameterError, XFlipNSlideError, require
 __all__ = [
     "GDAL_CACHEMAX_MB",
     "PLANETARY_COMPUTER",
-    "TILE_STORE_ENCODING",
     "band_scaling",
     "load_stac",
     "open_image",
     "sample_scene_path",
+    "zarr_encoding",
 ]
 
 #: The Planetary Computer STAC API, ``load_stac``'s default catalog.
@@ -35,11 +35,29 @@ PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
 #: ``distributed.nanny.pre-spawn-environ``, for workers started after import.
 GDAL_CACHEMAX_MB = 128
 
-#: Zarr encoding of the tile variables in the stores the CLI writes (see
-#: docs/performance.md for the codec measurements behind it).
-TILE_STORE_ENCODING: dict[str, Any] = {}
+#: Zstandard level of tile stores: measured on real Landsat tiles
+#: (``benchmarks/bench_stores.py``), level 1 writes 3-4x faster than Zarr's
+#: default zstd and reads as fast, for stores 5-15 % larger.
+ZSTD_LEVEL = 1
 
 log = logging.getLogger(__name__)
+
+
+def zarr_encoding(tiles: xr.DataArray | xr.Dataset, *, name: str = "image") -> dict:
+    """The Zarr encoding for a tile store: Zstandard level 1 on every tiled
+    variable (a DataArray is written as ``name``).
+
+    Examples
+    --------
+    >>> tiles.to_zarr("tiles.zarr", encoding=xflipnslide.zarr_encoding(tiles))  # doctest: +SKIP
+    """
+    from zarr.codecs import ZstdCodec
+
+    if isinstance(tiles, xr.DataArray):
+        names = [tiles.name if tiles.name is not None else name]
+    else:
+        names = [n for n, v in tiles.data_vars.items() if schema.TILE_DIM in v.dims]
+    return {n: {"compressors": (ZstdCodec(level=ZSTD_LEVEL),)} for n in names}
 
 
 class CatalogError(XFlipNSlideError, OSError):
