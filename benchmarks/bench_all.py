@@ -99,6 +99,31 @@ def main(argv=None) -> int:
                     "",
                 )
             )
+        if "tile-dask-load" in tile:
+            numpy_s = tile["tile-numpy"]["seconds"]
+            lines.append(
+                (
+                    "lazy tile -> memory (fns.load) time / numpy path",
+                    tile["tile-dask-load"]["seconds"] / numpy_s,
+                    "<= 2",
+                )
+            )
+            lines.append(
+                (
+                    "lazy tile -> memory (fns.load) peak / (in + out)",
+                    tile["tile-dask-load"]["peak_rss"] / io,
+                    "<= 1.3",
+                )
+            )
+        if "zarr-tile-load" in tile:
+            lines.append(
+                (
+                    "Zarr -> tile -> fns.load / (Zarr read + numpy tile)",
+                    tile["zarr-tile-load"]["seconds"]
+                    / tile["zarr-read-then-tile-numpy"]["seconds"],
+                    "<= 1.3",
+                )
+            )
     for gaps, rows in results.get("bench_preprocess.py", {}).items():
         by = {r["mode"]: r["seconds"] for r in rows}
         lines.append(

@@ -38,6 +38,9 @@ MODES = (
     "tile-numpy",
     "tile-dask",
     "tile-dask-store",
+    "tile-dask-load",
+    "zarr-read-then-tile-numpy",
+    "zarr-tile-load",
 )
 
 
@@ -88,6 +91,32 @@ def _run_one(mode: str, args) -> dict:
         def job():
             return xflipnslide.tile(scene, T).data
 
+    elif mode.startswith("zarr"):
+        import tempfile
+
+        import dask
+
+        dask.config.set(scheduler="threads")
+        tmp = tempfile.mkdtemp()
+        chunks = {"y": min(1024, args.size), "x": min(1024, args.size)}
+        xr.DataArray(x, dims=("band", "y", "x")).to_dataset(name="s").chunk(chunks).to_zarr(
+            f"{tmp}/s.zarr"
+        )
+        del x
+        xflipnslide.tile(
+            xr.DataArray(np.zeros((1, 2 * T, 2 * T), "float32"), dims=("band", "y", "x")), T
+        )
+
+        if mode == "zarr-read-then-tile-numpy":
+
+            def job():
+                return xr.open_zarr(f"{tmp}/s.zarr")["s"].load().fns.tile(T).data
+
+        else:  # zarr-tile-load
+
+            def job():
+                return xr.open_zarr(f"{tmp}/s.zarr")["s"].fns.tile(T).fns.load().data
+
     else:
         import dask
         import dask.array as da
@@ -104,6 +133,11 @@ def _run_one(mode: str, args) -> dict:
 
             def job():
                 return scene.fns.tile(T).values
+
+        elif mode == "tile-dask-load":
+
+            def job():
+                return scene.fns.tile(T).fns.load().data
 
         else:
 

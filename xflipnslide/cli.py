@@ -212,8 +212,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """xflipnslide's warnings as one line each on stderr, each text once."""
+    text = f"xflipnslide: {category.__name__}: {message}"
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        print(text, file=sys.stderr)
+
+
+_SHOWN: set[str] = set()
+
+
 def _quiet_third_party() -> None:
-    """Silence warnings about libraries' own choices that a user cannot act on."""
+    """Silence warnings about libraries' own choices that a user cannot act on,
+    and show the package's own as one line each."""
+    warnings.showwarning = _show_warning
     # zarr-python 3 warns on every consolidated write; xarray asks for one.
     warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
     warnings.filterwarnings("ignore", category=FutureWarning, module="xarray")
