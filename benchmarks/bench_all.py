@@ -165,8 +165,8 @@ def main(argv=None) -> int:
         base = rate("xbatcher on the raw scene (50 % overlap)")
         lines.append(
             (
-                "torch feed (Zarr tiles, shuffled) tiles/s / xbatcher",
-                rate("Zarr tiles, shuffled, 0 workers") / base,
+                "torch feed (in memory, shuffled) tiles/s / xbatcher",
+                rate("in memory, shuffled, 0 workers") / base,
                 ">= 1",
             )
         )

@@ -285,15 +285,15 @@ def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype, acc_dtype=None
 
     def band(y0: int, y1: int) -> None:
         near = np.flatnonzero((rows < y1) & (rows + T > y0))
-        scatter_tiles(
-            flat[near] if len(near) < len(rows) else flat,
-            rows[near] - y0,
-            cols[near],
-            codes[near],
-            weight,
-            acc[:, y0:y1],
-            wsum[y0:y1],
-        )
+        # contiguous runs of tiles (plan order keeps window rows together): views, no copies
+        cuts = np.flatnonzero(np.diff(near) != 1) + 1
+        for run in np.split(near, cuts):
+            if not len(run):
+                continue
+            sl = slice(int(run[0]), int(run[-1]) + 1)
+            scatter_tiles(
+                flat[sl], rows[sl] - y0, cols[sl], codes[sl], weight, acc[:, y0:y1], wsum[y0:y1]
+            )
         normalize_weights(acc[:, y0:y1], wsum[y0:y1])
 
     if workers == 1:

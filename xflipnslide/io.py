@@ -31,8 +31,8 @@ PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
 #: GDAL's own default (5 % of the machine's RAM *per process*) overflows
 #: dask workers with a memory limit: on a 24 GiB machine each worker would
 #: cache 1.2 GB of blocks outside dask's accounting, so a 1 GiB worker is
-#: paused or restarted forever. Set for this process and, through dask's
-#: ``distributed.nanny.pre-spawn-environ``, for workers started after import.
+#: paused or restarted forever. Set in this process's environment, which the
+#: workers of a cluster started from it inherit.
 GDAL_CACHEMAX_MB = 128
 
 #: Zstandard level of tile stores: measured on real Landsat tiles
@@ -65,17 +65,8 @@ class CatalogError(XFlipNSlideError, OSError):
 
 
 def _set_gdal_cache() -> None:
-    value = os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHEMAX_MB))
-    try:
-        import dask
-
-        key = "distributed.nanny.pre-spawn-environ"
-        environ = dict(dask.config.get(key, default={}) or {})
-        if "GDAL_CACHEMAX" not in environ:
-            environ["GDAL_CACHEMAX"] = value
-            dask.config.set({key: environ})
-    except ImportError:  # pragma: no cover - dask is a dependency
-        pass
+    # Worker processes a LocalCluster starts later inherit this environment.
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHEMAX_MB))
 
 
 _set_gdal_cache()
