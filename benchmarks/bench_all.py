@@ -25,6 +25,7 @@ FULL = {
     "bench_startup.py": [],
     "bench_predict.py": [],
     "bench_stores.py": [],
+    "bench_export.py": [],
 }
 SMALL = {
     "bench_tile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
@@ -44,6 +45,7 @@ SMALL = {
     "bench_startup.py": ["--repeat", "1"],
     "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
     "bench_stores.py": ["--small"],
+    "bench_export.py": ["--tile-size", "128"],
 }
 
 
