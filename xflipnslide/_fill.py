@@ -29,7 +29,7 @@ from . import _graph
 from ._blocks import assemble, chunk_bounds, chunk_span, local_slices
 from ._tiling import check_known_chunks, threads
 from .errors import AllMissingError, FillReachError, FillReachWarning, XFlipNSlideWarning, warn
-from .kernels import fill_nearest
+from .kernels import fill_nearest, nearest_valid
 
 __all__ = ["fill_array", "prepare_chunks"]
 
@@ -121,10 +121,67 @@ def _fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray
     return out
 
 
-def _fill_block(nested, fallback, *, ys, xs, depth, core, halo, names, strict, reach, where):
-    """Task body: assemble one chunk plus its halo and fill the chunk."""
-    block = assemble(nested, ys, xs, depth)
-    out, beyond = _fill_slices(block, core, halo, np.asarray(fallback), names)
+def _largest_gap(core: np.ndarray) -> float:
+    """Over the spatial slices of a chunk, the largest distance from a missing
+    pixel to the nearest valid pixel *of the chunk* (inf where a slice has
+    none): an upper bound on how far any missing pixel's nearest valid pixel
+    lies, so a halo that wide makes the fill exact."""
+    worst = 0.0
+    for idx in np.ndindex(core.shape[:-2]):
+        valid = ~np.isnan(core[idx])
+        if valid.all():
+            continue
+        if not valid.any():
+            return math.inf
+        rows = np.empty(valid.shape, np.int32)
+        cols = np.empty(valid.shape, np.int32)
+        nearest_valid(valid, rows, cols)
+        yy, xx = np.nonzero(~valid)
+        d2 = (yy - rows[yy, xx]) ** 2 + (xx - cols[yy, xx]) ** 2
+        worst = max(worst, float(np.sqrt(d2.max())))
+    return worst
+
+
+def _pick(nested: list, depth: int, ry: int, rx: int) -> np.ndarray:
+    for _ in range(depth):
+        nested = nested[0]
+    return nested[ry][rx]
+
+
+def _fill_block(nested, fallback, *, edges, core, scene, depth, names, strict, reach, where):
+    """Task body: fill one chunk from itself plus a halo sized to its gaps.
+
+    The neighbours within ``reach`` are the task's inputs; the halo actually
+    assembled is only as wide as the chunk's largest gap (its missing pixels'
+    nearest valid pixel within the chunk, rounded up), which keeps the fill
+    exact while a chunk with small gaps costs about its own size, not
+    ``(chunk + 2 reach)²``.
+    """
+    (yedges, xedges), (gy0, gy1, gx0, gx1), (h, w) = edges, core, scene
+    ry, rx = yedges.index(gy0), xedges.index(gx0)
+    own = _pick(nested, depth, ry, rx)
+    gap = _largest_gap(own)
+    if gap == 0:
+        return own.copy()
+    hh = reach if math.isinf(gap) else min(reach, math.ceil(gap) + 1)
+    ysl = slice(max(gy0 - hh, yedges[0]), min(gy1 + hh, yedges[-1]))
+    xsl = slice(max(gx0 - hh, xedges[0]), min(gx1 + hh, xedges[-1]))
+    spany, spanx = chunk_span(yedges, ysl), chunk_span(xedges, xsl)
+
+    def cut(level, d):
+        if d:
+            return [cut(n, d - 1) for n in level]
+        return [[level[i][j] for j in spanx] for i in spany]
+
+    block = assemble(
+        cut(nested, depth),
+        local_slices(yedges, spany, ysl),
+        local_slices(xedges, spanx, xsl),
+        depth,
+    )
+    local = (gy0 - ysl.start, gy1 - ysl.start, gx0 - xsl.start, gx1 - xsl.start)
+    halo = (ysl.start > 0, ysl.stop < h, xsl.start > 0, xsl.stop < w)
+    out, beyond = _fill_slices(block, local, halo, np.asarray(fallback), names)
     if beyond:
         msg = (
             f"{beyond} filled pixels of block {where} have no valid pixel provably nearest "
@@ -162,15 +219,12 @@ def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
         ysl = slice(max(ybounds[iy] - reach, 0), min(ybounds[iy + 1] + reach, h))
         xsl = slice(max(xbounds[ix] - reach, 0), min(xbounds[ix + 1] + reach, w))
         spany, spanx = chunk_span(ybounds, ysl), chunk_span(xbounds, xsl)
-        ys, xs = local_slices(ybounds, spany, ysl), local_slices(xbounds, spanx, xsl)
         nested = _graph.nest_keys((x.name,), [*(range(k, k + 1) for k in o), spany, spanx])
-        core = (
-            ybounds[iy] - ysl.start,
-            ybounds[iy + 1] - ysl.start,
-            xbounds[ix] - xsl.start,
-            xbounds[ix + 1] - xsl.start,
+        edges = (
+            [ybounds[i] for i in spany] + [ybounds[spany[-1] + 1]],
+            [xbounds[j] for j in spanx] + [xbounds[spanx[-1] + 1]],
         )
-        halo = (ysl.start > 0, ysl.stop < h, xsl.start > 0, xsl.stop < w)
+        core = (ybounds[iy], ybounds[iy + 1], xbounds[ix], xbounds[ix + 1])
         starts = [bounds[d][k] for d, k in enumerate(o)]
         shape = tuple(x.chunks[d][k] for d, k in enumerate(o))
         names = {}
@@ -183,11 +237,10 @@ def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
             _fill_block,
             [nested, (fb.name, *o) if fb.ndim else fb],
             {
-                "ys": ys,
-                "xs": xs,
-                "depth": len(o),
+                "edges": edges,
                 "core": core,
-                "halo": halo,
+                "scene": (h, w),
+                "depth": len(o),
                 "names": names,
                 "strict": strict,
                 "reach": reach,
