@@ -67,3 +67,17 @@ def tiles(x: np.ndarray, t: int, strategy: str, edge: str = "crop") -> np.ndarra
         for r, c, code, _ in wins
     ]
     return np.stack(out)
+
+
+def reflect(i: np.ndarray, n: int) -> np.ndarray:
+    """Scene index of each (possibly padded) index ``i``, numpy's reflect mode."""
+    i = np.abs(i)
+    return np.where(i >= n, 2 * (n - 1) - i, i)
+
+
+def window_sources(tiles, shape):
+    """Per tile, the scene rows and columns its window reads (reflection included)."""
+    T = tiles.sizes["y"]
+    h, w = shape
+    for r, c in zip(tiles.row.values, tiles.col.values):
+        yield reflect(np.arange(r, r + T), h), reflect(np.arange(c, c + T), w)

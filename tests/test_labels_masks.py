@@ -205,18 +205,9 @@ def _gappy_scene():
 
 
 def _oracle_fractions(observed: np.ndarray, tiles: xr.DataArray, shape) -> np.ndarray:
-    T = tiles.sizes["y"]
-    h, w = shape
+    from oracle import window_sources
 
-    def reflect(i, n):
-        i = np.abs(i)
-        return np.where(i >= n, 2 * (n - 1) - i, i)
-
-    out = []
-    for r, c in zip(tiles.row.values, tiles.col.values):
-        ys, xs = reflect(np.arange(r, r + T), h), reflect(np.arange(c, c + T), w)
-        out.append(observed[np.ix_(ys, xs)].mean())
-    return np.array(out)
+    return np.array([observed[np.ix_(ys, xs)].mean() for ys, xs in window_sources(tiles, shape)])
 
 
 @pytest.mark.parametrize("edge", ["crop", "pad"])
