@@ -274,3 +274,22 @@ def test_aoi_keeps_windows_whose_footprint_intersects(scene, backend):
         warnings.simplefilter("ignore", DataDroppedWarning)
         again = scene.fns.tile(64, edge="pad", aoi=shapely.geometry.mapping(geo), aoi_crs=4326)
     assert abs(again.sizes["tile"] - kept.sizes["tile"]) <= 4
+
+
+def test_heavy_masking_and_suspicious_nodata_warn():
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 1, (1, 50, 50)).astype("float32")
+    data[:, :, :20] = np.nan  # 40 % missing
+    scene = xr.DataArray(data, dims=("band", "y", "x"))
+    with pytest.warns(DataDroppedWarning, match="more than a quarter"):
+        scene.fns.preprocess(fill=None, standardize=False)
+    with pytest.warns(xflipnslide.DataFilledWarning, match="min_valid"):
+        scene.fns.preprocess()
+    ints = xr.DataArray(rng.integers(-5, 6, (1, 50, 50)).astype("int16"), dims=("band", "y", "x"))
+    with pytest.warns(DataDroppedWarning, match="inside the range of the other values"):
+        ints.fns.preprocess(nodata=0, fill=None, standardize=False)
+    edge = ints.where(ints >= 0, 0)  # 0 is the minimum: not suspicious
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        edge.fns.preprocess(nodata=0, fill=None, standardize=False)
+    assert not any("inside the range" in str(w.message) for w in seen)

@@ -15,7 +15,13 @@ import xarray as xr
 from ._fill import fill_array, prepare_chunks
 from ._stats import band_stats_array, standardize_array
 from .dims import find_spatial_dims
-from .errors import DataFilledWarning, InvalidParameterError, check_positive_int, warn
+from .errors import (
+    DataDroppedWarning,
+    DataFilledWarning,
+    InvalidParameterError,
+    check_positive_int,
+    warn,
+)
 from .schema import OBSERVED, STATS_COORDS, T_Xarray
 
 __all__ = [
@@ -401,8 +407,7 @@ def _preprocess_array(
     valid = da.notnull()
     observed = valid.all(other) if other else valid
     labels = _slice_labels(da, other)
-    if fill == "nearest":
-        _report_missing(da, valid, other, labels)
+    _report_missing(da, valid, other, labels, filled=fill == "nearest")
     band_dims = [d for d in other if d != time_dim]
     if standardize:
         mean, std = user_stats or _band_stats(da, band_dims)
@@ -417,15 +422,27 @@ def _preprocess_array(
     return da
 
 
-def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels) -> None:
+def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels, filled: bool) -> None:
     """Warn (numpy: now, with shares; dask: nothing is computed) about pixels
-    that are missing and will be filled."""
+    that are missing and will be filled, or, without a fill, about bands
+    more than a quarter masked."""
     if da.chunks is not None:
         return
     spatial = [d for d in da.dims if d not in other]
     missing = 1 - valid.mean(spatial).values.reshape(-1)
     worst = [(lab, m) for lab, m in zip(labels, missing.tolist()) if m > 0]
     if not worst:
+        return
+    if not filled:
+        heavy = [(lab, m) for lab, m in worst if m > 0.25]
+        if heavy:
+            shares = ", ".join(f"{lab}: {m:.1%}" for lab, m in heavy[:6])
+            warn(
+                f"preprocess: more than a quarter of a band is missing (nodata, NaN or "
+                f"infinite; {shares}) and left NaN: tile with min_valid=... to drop "
+                "mostly-empty tiles (each tile's valid_fraction records its share)",
+                DataDroppedWarning,
+            )
         return
     shares = ", ".join(f"{lab}: {m:.1%}" for lab, m in worst[:6])
     hint = (
@@ -472,11 +489,34 @@ def _mask_nodata(da: xr.DataArray, nodata: float | None) -> xr.DataArray:
         if da.chunks is None:
             count = int((da.values == nodata).sum())
             log.info("preprocess: masked %d pixels equal to %r (from %s)", count, nodata, source)
+            _check_nodata_range(np.asarray(da.values), nodata, source, count)
         else:
             log.info("preprocess: masking pixels equal to %r (from %s)", nodata, source)
         keep = (da != nodata) if keep is None else keep & (da != nodata)
     out = da if keep is None else da.where(keep)
     return out.astype(dtype, copy=False)
+
+
+def _check_nodata_range(values: np.ndarray, nodata, source: str, count: int) -> None:
+    """Warn when a nodata value hides many pixels yet lies inside the range of
+    the other values: they may be real measurements (Landsat's zeros are
+    not, but a declared 0 in a reflectance band with values around it may be)."""
+    share = count / max(values.size, 1)
+    if share < 0.05:
+        return
+    rest = (
+        values[(values != nodata) & np.isfinite(values)]
+        if values.dtype.kind == "f"
+        else (values[values != nodata])
+    )
+    if rest.size and rest.min() < nodata < rest.max():
+        warn(
+            f"preprocess: nodata={nodata!r} (from {source}) masks {share:.1%} of the pixels, yet "
+            f"lies inside the range of the other values ({rest.min()!r} to {rest.max()!r}): if "
+            "those pixels are real measurements, pass the right nodata= (or nodata=float('nan')); "
+            "otherwise tile with min_valid=... to drop mostly-filled tiles",
+            DataDroppedWarning,
+        )
 
 
 def _quiet(func):
