@@ -173,3 +173,18 @@ def test_cli_predict_writes_a_georeferenced_map(tmp_path, capsys):
     with rasterio.open(out) as f:
         assert f.count == 4 and f.dtypes[0] == "float32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "pred.tif"]
+
+
+def test_predict_min_valid_skips_mostly_filled_windows(small_scene):
+    import warnings
+
+    data = small_scene.values.copy()
+    data[:, :60, :60] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+        ready = small_scene.copy(data=data).fns.preprocess(standardize=False)
+    out = ready.fns.predict(identity, tile_size=32, min_valid=0.9).values
+    assert np.isnan(out[:, 10, 10]).all()  # inside the gap: no window kept
+    assert np.isfinite(out[:, 100:, 100:]).all()
+    with pytest.raises(xflipnslide.InvalidParameterError, match="fns_observed"):
+        small_scene.fns.predict(identity, tile_size=32, min_valid=0.5)

@@ -28,6 +28,7 @@ __all__ = [
     "apply_transform",
     "invert_code",
     "plan_tiles",
+    "window_fractions",
 ]
 
 Strategy = Literal["flipnslide", "overlap", "no_overlap"]
@@ -369,3 +370,17 @@ INVERSE_CODES = np.array([0, 3, 2, 1, 4, 5, 6, 7], dtype=np.int8)
 def invert_code(code: int | np.ndarray) -> int | np.ndarray:
     """The transform code that undoes ``code``."""
     return INVERSE_CODES[code]
+
+
+def window_fractions(mask: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """Share of True pixels of a ``(H, W)`` boolean ``mask`` in each window of
+    ``plan`` (reflect padding included), float32, from a summed-area table:
+    O(1) per window."""
+    if any(plan.pad[0] + plan.pad[1]):
+        mask = np.pad(mask, plan.pad, mode="reflect")
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
+    T = plan.tile_size
+    r, c = plan.rows + plan.pad[0][0], plan.cols + plan.pad[1][0]
+    total = table[r + T, c + T] - table[r, c + T] - table[r + T, c] + table[r, c]
+    return (total / (T * T)).astype(np.float32)

@@ -13,7 +13,8 @@ from ._predict import ModelRunner, predict_array
 from ._tiling import BLENDS, blend_weights, check_known_chunks
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, SceneTooSmallError, check_positive_int
-from .plan import TilePlan
+from .plan import TilePlan, window_fractions
+from .schema import OBSERVED
 
 __all__ = ["predict", "predict_plan"]
 
@@ -81,6 +82,7 @@ def predict(
     class_dim: Hashable = "class",
     aoi: Any = None,
     aoi_crs: Any = None,
+    min_valid: float | None = None,
     chunks: int | None = None,
 ) -> xr.DataArray:
     """Run a model over a whole scene: every pixel predicted, seams blended.
@@ -125,6 +127,10 @@ def predict(
     aoi, aoi_crs
         Predict only windows whose footprint intersects this area (as for
         :func:`xflipnslide.tile`); pixels no kept window covers are NaN.
+    min_valid
+        Predict only windows with at least this share of observed pixels
+        (from ``preprocess``'s ``fns_observed`` mask; computed first on dask);
+        pixels no kept window covers are NaN.
     chunks
         Dask output chunk side (default: blocks of a multiple of ``T``
         bounded by dask's ``array.chunk-size``).
@@ -176,6 +182,18 @@ def predict(
         plan = plan.select(_intersects_aoi(scene, plan, (ydim, xdim), aoi, aoi_crs))
         if not len(plan):
             raise InvalidParameterError("no window intersects the area of interest")
+    if min_valid is not None:
+        mask = scene.coords.get(OBSERVED)
+        if mask is None or set(mask.dims) != {ydim, xdim}:
+            raise InvalidParameterError(
+                "min_valid= needs the fns_observed mask preprocess() leaves on the scene"
+            )
+        if not 0 <= float(min_valid) <= 1:
+            raise InvalidParameterError(f"min_valid must be in [0, 1]; got {min_valid!r}")
+        observed = np.asarray(mask.transpose(ydim, xdim).values, dtype=bool)
+        plan = plan.select(window_fractions(observed, plan) >= float(min_valid))
+        if not len(plan):
+            raise InvalidParameterError(f"no window has min_valid={min_valid} observed pixels")
     runner = ModelRunner(model, batch_size, device)
     if classes is None:
         channels = scene.sizes[other[0]] if other else 1

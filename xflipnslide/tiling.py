@@ -28,7 +28,7 @@ from .errors import (
     check_positive_int,
     warn,
 )
-from .plan import Edge, Strategy, TilePlan, plan_tiles
+from .plan import Edge, Strategy, TilePlan, plan_tiles, window_fractions
 from .schema import TILE_DIM, T_Xarray
 
 __all__ = ["load", "tile", "untile"]
@@ -189,19 +189,10 @@ def _observed_mask(obj, ydim, xdim) -> xr.DataArray | None:
 
 
 def _window_fractions(observed: xr.DataArray | None, plan: TilePlan) -> np.ndarray:
-    """Share of observed pixels in each window (reflect padding included),
-    from a summed-area table of the mask: O(1) per window."""
+    """Share of observed pixels in each window (1 where no mask is known)."""
     if observed is None:
         return np.ones(len(plan), np.float32)
-    mask = np.asarray(observed.values, dtype=bool)
-    if any(plan.pad[0] + plan.pad[1]):
-        mask = np.pad(mask, plan.pad, mode="reflect")
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    table[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
-    T = plan.tile_size
-    r, c = plan.rows + plan.pad[0][0], plan.cols + plan.pad[1][0]
-    total = table[r + T, c + T] - table[r, c + T] - table[r + T, c] + table[r, c]
-    return (total / (T * T)).astype(np.float32)
+    return window_fractions(np.asarray(observed.values, dtype=bool), plan)
 
 
 def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
