@@ -72,9 +72,9 @@ def test_batches_mix_transform_codes_and_read_each_chunk_once(lazy_tiles, monkey
     loads = []
     real = TileFeed._load
 
-    def counting(self, chunk):
-        loads.append(chunk)
-        return real(self, chunk)
+    def counting(self, chunks):
+        loads.extend(chunks)
+        return real(self, chunks)
 
     monkeypatch.setattr(TileFeed, "_load", counting)
     from xflipnslide.ml import _feed

@@ -17,6 +17,7 @@ import xarray as xr
 
 from . import schema
 from ._sampler import TileOrder, chunk_sizes
+from ._tiling import load_arrays
 from .errors import (
     DataDroppedWarning,
     EmptySubsetError,
@@ -309,11 +310,21 @@ class TileFeed:
         }
         self.bounds = np.concatenate([[0], np.cumsum(order.chunks)]).astype(np.int64)
 
-    def _load(self, chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
-        sl = {TILE_DIM: slice(int(self.bounds[chunk]), int(self.bounds[chunk + 1]))}
-        x = np.asarray(self.image.isel(sl).values)
-        y = np.asarray(self.label.isel(sl).values) if self.label is not None else None
-        return x, y
+    def _load(self, chunks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Read tile chunks in one computation, so the scene chunks they share
+        (lazy tiles) are read once."""
+        parts = []
+        for c in chunks:
+            sl = {TILE_DIM: slice(int(self.bounds[c]), int(self.bounds[c + 1]))}
+            parts.append(self.image.isel(sl).data)
+            if self.label is not None:
+                parts.append(self.label.isel(sl).data)
+        arrays = load_arrays(parts)
+        step = 1 if self.label is None else 2
+        return {
+            c: (arrays[k * step], arrays[k * step + 1] if self.label is not None else None)
+            for k, c in enumerate(chunks)
+        }
 
     def epoch(self, epoch: int, worker: int = 0, workers: int = 1) -> Iterator[dict]:
         cache: dict[int, tuple] = {}
@@ -321,9 +332,7 @@ class TileFeed:
             if needs:
                 for c in [c for c in cache if c not in needs]:
                     del cache[c]
-                for c in needs:
-                    if c not in cache:
-                        cache[c] = self._load(c)
+                cache.update(self._load([c for c in needs if c not in cache]))
             yield self._batch(idx, cache)
 
     def _batch(self, idx: np.ndarray, cache: dict) -> dict:
