@@ -18,7 +18,14 @@ from affine import Affine
 
 from .errors import InvalidParameterError
 
-__all__ = ["d4_affine", "scene_transform", "tile_transform", "window_bounds", "window_transform"]
+__all__ = [
+    "d4_affine",
+    "scene_transform",
+    "tile_transform",
+    "window_bounds",
+    "window_transform",
+    "windows_intersecting",
+]
 
 
 def d4_affine(tile_size: int, code: int) -> Affine:
@@ -87,3 +94,33 @@ def window_bounds(scene: Affine, rows, cols, tile_size: int) -> np.ndarray:
     xs = np.stack([c[0] for c in corners])
     ys = np.stack([c[1] for c in corners])
     return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+
+
+def windows_intersecting(obj, plan, dims, aoi, aoi_crs=None) -> np.ndarray:
+    """Which windows of ``plan`` have a footprint that intersects ``aoi``
+    (a shapely geometry or a GeoJSON-like mapping, in ``aoi_crs``, default
+    ``obj``'s CRS): a boolean array in plan order."""
+    from .errors import require
+
+    shapely = require("shapely", "vector", "aoi=")
+    geom = aoi if hasattr(aoi, "geom_type") else shapely.geometry.shape(aoi)
+    if aoi_crs is not None:
+        geom = _reproject(geom, aoi_crs, obj)
+    bounds = window_bounds(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
+    boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+    return np.asarray(shapely.intersects(boxes, geom), dtype=bool)
+
+
+def _reproject(geom, crs, obj):
+    import pyproj
+    import rioxarray  # noqa: F401  (registers .rio)
+    import shapely
+
+    target = obj.rio.crs
+    if target is None:
+        raise InvalidParameterError(
+            "aoi_crs= needs the scene's CRS (rioxarray's spatial_ref): write it with "
+            "scene.rio.write_crs(...), or give the aoi in the scene's coordinates"
+        )
+    t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(crs), target, always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))

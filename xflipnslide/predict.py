@@ -13,6 +13,7 @@ from ._predict import ModelRunner, predict_array
 from ._tiling import BLENDS, blend_weights, check_known_chunks
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, SceneTooSmallError, check_positive_int
+from .georef import windows_intersecting
 from .plan import TilePlan, window_fractions
 from .schema import OBSERVED
 
@@ -177,9 +178,7 @@ def predict(
     data = scene.data if np.issubdtype(scene.dtype, np.float32) else scene.astype("float32").data
     plan = predict_plan((scene.sizes[ydim], scene.sizes[xdim]), tile_size, stride, tta)
     if aoi is not None:
-        from .tiling import _intersects_aoi
-
-        plan = plan.select(_intersects_aoi(scene, plan, (ydim, xdim), aoi, aoi_crs))
+        plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), aoi, aoi_crs))
         if not len(plan):
             raise InvalidParameterError("no window intersects the area of interest")
     if min_valid is not None:

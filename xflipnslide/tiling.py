@@ -28,6 +28,7 @@ from .errors import (
     check_positive_int,
     warn,
 )
+from .georef import windows_intersecting
 from .plan import Edge, Strategy, TilePlan, plan_tiles, window_fractions
 from .schema import TILE_DIM, T_Xarray
 
@@ -207,7 +208,7 @@ def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
         dropped[schema.DROPPED_MIN_VALID] = int(low.sum())
         keep &= ~low
     if aoi is not None:
-        inside = _intersects_aoi(obj, plan, dims, aoi, aoi_crs)
+        inside = windows_intersecting(obj, plan, dims, aoi, aoi_crs)
         dropped[schema.DROPPED_AOI] = int((keep & ~inside).sum())
         keep &= inside
     if not keep.all():
@@ -223,35 +224,6 @@ def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
             "check the area of interest"
         )
     return plan.select(keep), (fractions[keep] if fractions is not None else None), dropped
-
-
-def _intersects_aoi(obj, plan, dims, aoi, aoi_crs) -> np.ndarray:
-    from .errors import require
-
-    shapely = require("shapely", "vector", "tile(aoi=...)")
-    from .georef import scene_transform, window_bounds
-
-    geom = aoi if hasattr(aoi, "geom_type") else shapely.geometry.shape(aoi)
-    if aoi_crs is not None:
-        geom = _reproject(geom, aoi_crs, obj)
-    bounds = window_bounds(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
-    boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
-    return np.asarray(shapely.intersects(boxes, geom), dtype=bool)
-
-
-def _reproject(geom, crs, obj):
-    import pyproj
-    import rioxarray  # noqa: F401
-    import shapely
-
-    target = obj.rio.crs
-    if target is None:
-        raise InvalidParameterError(
-            "aoi_crs= needs the scene's CRS (rioxarray's spatial_ref): write it with "
-            "scene.rio.write_crs(...), or give the aoi in the scene's coordinates"
-        )
-    t = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(crs), target, always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
 
 
 def _valid_fraction(coords, fractions, plan, ydim, xdim) -> xr.Variable:
