@@ -89,3 +89,10 @@ def test_predict_on_cluster_ships_the_model_once_per_worker(client, lazy_scene):
     counts = client.run(lambda: __import__("tests_models").CountingModel.unpickled)
     assert all(n <= 1 for n in counts.values()), counts
     assert sum(counts.values()) >= 1
+
+
+def test_load_on_cluster(client, lazy_scene):
+    tiles = lazy_scene.fns.tile(64, edge="pad")
+    loaded = tiles.fns.load()
+    assert loaded.chunks is None
+    np.testing.assert_array_equal(loaded.values, tiles.compute(scheduler="threads").values)

@@ -311,14 +311,29 @@ def load_array(x):
 
 
 def load_arrays(arrays: list) -> list:
+    """:func:`load_array` of several arrays in one computation.
+
+    On the threaded or synchronous scheduler the chunks are stored straight
+    into preallocated arrays; on any other (a ``dask.distributed`` cluster,
+    processes) the tasks run in other processes, which cannot write into
+    this process's memory, so the arrays are computed and gathered instead.
+    """
     lazy = [i for i, a in enumerate(arrays) if _graph.is_lazy(a)]
     if not lazy:
         return [np.asarray(a) for a in arrays]
+    import dask
     import dask.array as da
+    import dask.local
+    import dask.threaded
+    from dask.base import get_scheduler
 
+    sources = [arrays[i] for i in lazy]
     out = list(arrays)
-    targets = [np.empty(arrays[i].shape, arrays[i].dtype) for i in lazy]
-    da.store([arrays[i] for i in lazy], targets, lock=False)
+    if get_scheduler(collections=sources) in (dask.threaded.get, dask.local.get_sync):
+        targets = [np.empty(a.shape, a.dtype) for a in sources]
+        da.store(sources, targets, lock=False)
+    else:
+        targets = dask.compute(*sources)
     for i, t in zip(lazy, targets):
         out[i] = t
     return [np.asarray(a) for a in out]
