@@ -481,7 +481,9 @@ def load(obj: T_Xarray) -> T_Xarray:
     array, a second copy of the output; ``load`` stores every chunk straight
     into preallocated numpy arrays (:func:`dask.array.store`), all variables
     and lazy coordinates in one graph, so inputs they share are read once.
-    Peak memory stays near input + output.
+    Peak memory stays near input + output. On a ``dask.distributed`` cluster
+    (or the processes scheduler) the chunks are computed elsewhere and
+    gathered, as ``.compute()`` does.
 
     Examples
     --------
