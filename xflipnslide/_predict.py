@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from . import _graph
-from ._tiling import _tile_dask, _tile_numpy, _untile_dask, tiles_per_chunk
+from ._tiling import tile_array, tiles_per_chunk, untile_array
 from .errors import InvalidParameterError
 from .kernels import normalize_weights, scatter_tiles
 from .plan import TilePlan
@@ -90,7 +90,7 @@ def predict_array(
     step = max(runner.batch_size, 1) * 4
     for a in range(0, len(plan), step):
         part = plan.select(slice(a, a + step))
-        tiles = _tile_numpy(x, part).reshape((len(part), -1, plan.tile_size, plan.tile_size))
+        tiles = tile_array(x, part).reshape((len(part), -1, plan.tile_size, plan.tile_size))
         out = runner(tiles)
         scatter_tiles(out.astype(np.float64), part.rows, part.cols, part.codes, weight, acc, wsum)
     normalize_weights(acc, wsum)
@@ -111,7 +111,7 @@ def _predict_dask(x, plan, runner, weight, classes, chunks):
     # (and its outputs), whatever the scene's size.
     per = tiles_per_chunk("32MiB", T * T * 4 * max(math.prod(x.shape[:-2]), classes), len(plan))
     per = max(runner.batch_size, (per // runner.batch_size) * runner.batch_size)
-    tiles = _tile_dask(x, plan, min(per, len(plan)))
+    tiles = tile_array(x, plan, tile_chunks=min(per, len(plan)))
     token = tokenize(tiles, id(runner), runner.batch_size, classes)
     model_key, name = f"fns-model-{token}", f"fns-predict-{token}"
     # The runner is one key of the graph: a distributed cluster ships it to
@@ -123,14 +123,13 @@ def _predict_dask(x, plan, runner, weight, classes, chunks):
     preds = _graph.array(name, dsk, (tiles.chunks[0], (classes,), (T,), (T,)), np.float32, [tiles])
     if chunks is None:  # blocks of about 1024 px: a task holds its block and the windows on it
         chunks = max(2 * T, (1024 // T) * T)
-    return _untile_dask(
+    return untile_array(
         preds,
         plan.rows,
         plan.cols,
         plan.codes,
         plan.shape,
         weight,
-        np.dtype(np.float32),
-        chunks,
+        chunks=chunks,
         acc_dtype=np.float64,
     )

@@ -73,11 +73,24 @@ def band_stats_array(x, nband: int):
     return _merge(np.array(got).reshape((*bands, 1, 3)))
 
 
-def _standardize_block(block: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    nband = _leading(mean)
+def _standardize_block(
+    block: np.ndarray, mean: np.ndarray, scale: np.ndarray, workers: int = 1
+) -> np.ndarray:
+    """``(block - mean) / scale`` as float32, one kernel call per band slice,
+    over ``workers`` threads (the kernel releases the GIL)."""
+    nband = _leading(mean) if mean.ndim else 0
     out = np.empty(block.shape, np.float32)
-    for idx in np.ndindex(block.shape[:nband]):
+    idxs = list(np.ndindex(block.shape[:nband]))
+
+    def one(idx):
         standardize_into(block[idx], float(mean[idx].flat[0]), float(scale[idx].flat[0]), out[idx])
+
+    if workers > 1 and len(idxs) > 1:
+        with ThreadPoolExecutor(min(workers, len(idxs))) as pool:
+            list(pool.map(one, idxs))
+    else:
+        for idx in idxs:
+            one(idx)
     return out
 
 
@@ -107,18 +120,5 @@ def standardize_array(x, mean, scale):
         return da.map_blocks(_standardize_block, x, expand(mean), expand(scale), dtype=np.float32)
     x = np.asarray(x)
     mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
-    out = np.empty(x.shape, np.float32)
-    nband = _leading(mean) if mean.ndim else 0
-    idxs = list(np.ndindex(x.shape[:nband]))
-    work = math.prod(x.shape) // max(len(idxs), 1)
-
-    def one(idx):
-        standardize_into(x[idx], float(mean[idx].flat[0]), float(scale[idx].flat[0]), out[idx])
-
-    if len(idxs) > 1 and work > 1 << 16:
-        with ThreadPoolExecutor(min(threads(), len(idxs))) as pool:
-            list(pool.map(one, idxs))
-    else:
-        for idx in idxs:
-            one(idx)
-    return out
+    big = math.prod(x.shape) > 1 << 17  # threads only pay off on large slices
+    return _standardize_block(x, mean, scale, threads() if big else 1)

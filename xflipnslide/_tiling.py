@@ -256,17 +256,19 @@ def untile_array(
     weight: np.ndarray,
     *,
     chunks=None,
+    acc_dtype=None,
 ):
     """Undo each tile's transform and overlap-add ``(n, *other, T, T)`` into
     ``(*other, H, W)`` (float, float32 for float32 or small integer tiles);
     NaN where no tile. Dask in, dask out: ``chunks`` is the output chunking
     along y and x (a pair of chunk tuples, a side or ``None`` for a default
-    bounding each task's memory)."""
+    bounding each task's memory). ``acc_dtype`` (float64) sums many
+    overlapping views to within one rounding of the result."""
     dtype = np.result_type(tiles.dtype, np.float32)
     if _graph.is_lazy(tiles):
         check_known_chunks(tiles, "the tiles")
-        return _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks)
-    return _untile_numpy(np.asarray(tiles), rows, cols, codes, shape, weight, dtype)
+        return _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks, acc_dtype)
+    return _untile_numpy(np.asarray(tiles), rows, cols, codes, shape, weight, dtype, acc_dtype)
 
 
 def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype, acc_dtype=None) -> np.ndarray:

@@ -409,10 +409,16 @@ def _preprocess_array(
     labels = _slice_labels(da, other)
     _report_missing(da, valid, other, labels, filled=fill == "nearest")
     band_dims = [d for d in other if d != time_dim]
+    scene_stats = None
     if standardize:
-        mean, std = user_stats or _band_stats(da, band_dims)
+        scene_stats = None if user_stats else _band_stats(da, band_dims)
+        mean, std = user_stats or scene_stats
     if fill == "nearest":
-        fallback = _band_stats(da, other)[0].data if da.chunks is not None else None
+        fallback = None
+        if da.chunks is not None:  # the fill's last resort: each slice's mean,
+            # the standardisation's own when the slices are the bands (no time kept)
+            same = scene_stats is not None and band_dims == other
+            fallback = (scene_stats if same else _band_stats(da, other))[0].data
         data = fill_array(da.data, fallback, reach=reach, strict=strict, labels=labels)
         da = da.copy(data=data)
     if standardize:
