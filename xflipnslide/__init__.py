@@ -10,6 +10,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .fns)
+from .classes import class_weights
 from .errors import (
     AllMissingError,
     DataDroppedWarning,
@@ -17,6 +18,7 @@ from .errors import (
     EmptySubsetError,
     FillReachError,
     FillReachWarning,
+    InvalidLabelsError,
     InvalidParameterError,
     InvalidTilesError,
     MissingDependencyError,
@@ -51,6 +53,7 @@ __all__ = [
     "EmptySubsetError",
     "FillReachError",
     "FillReachWarning",
+    "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
     "MissingDependencyError",
@@ -61,6 +64,7 @@ __all__ = [
     "XFlipNSlideWarning",
     "apply_transform",
     "batches",
+    "class_weights",
     "export_chips",
     "load",
     "load_stac",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from . import export, ml, tiling
+from . import classes, export, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
@@ -42,6 +42,8 @@ class _FnsAccessor:
     torch_loader = _forward(ml.torch_loader)
     tf_dataset = _forward(ml.tf_dataset)
     export_chips = _forward(export.export_chips)
+    class_counts = _forward(classes.class_counts)
+    tile_labels = _forward(classes.tile_labels)
 
 
 @xr.register_dataarray_accessor("fns")

@@ -20,6 +20,7 @@ __all__ = [
     "EmptySubsetError",
     "FillReachError",
     "FillReachWarning",
+    "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
     "MissingDependencyError",
@@ -129,3 +130,8 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the optional dependency {module!r}, which is not "
             f'installed. Install it with: pip install "xflipnslide[{extra}]"'
         ) from exc
+
+
+class InvalidLabelsError(InvalidParameterError):
+    """Label values no class can hold: NaN, non-integers, or ids outside the
+    classes (raised when the labels are read, so on dask at compute time)."""
