@@ -41,7 +41,15 @@ def rasterize_array(shapes, transform, shape, *, fill, all_touched, dtype, chunk
     from affine import Affine
     from dask.base import tokenize
 
-    token = tokenize([(g.wkb, v) for g, v in shapes], tuple(transform), shape, fill, dtype, chunks)
+    token = tokenize(
+        [(g.wkb, v) for g, v in shapes],
+        tuple(transform),
+        shape,
+        fill,
+        all_touched,
+        np.dtype(dtype),
+        chunks,
+    )
     name, key = f"fns-rasterize-{token}", f"fns-shapes-{token}"
     ybounds, xbounds = chunk_bounds(chunks[0]), chunk_bounds(chunks[1])
     dsk: dict = {key: list(shapes)}

@@ -181,7 +181,9 @@ def _tile_dask(x, plan: TilePlan, tile_chunks):
     per = tiles_per_chunk(tile_chunks, T * T * math.prod(other) * x.dtype.itemsize, n)
     starts = list(range(0, n, per))
     sizes = tuple(min(per, n - a) for a in starts)
-    name = "fns-tile-" + tokenize(x, plan.shape, T, plan.strategy, plan.edge, plan.stride, per)
+    # a token of all the values depend on: the input, every window and code (the
+    # plan's own token), the tiles per chunk and the dtype
+    name = "fns-tile-" + tokenize(x, plan, per, x.dtype)
     ybounds, xbounds = (chunk_bounds(c) for c in x.chunks[-2:])
     other_idx = [range(len(c)) for c in x.chunks[:-2]]
     zeros = (0,) * (len(other) + 2)
@@ -379,7 +381,9 @@ def _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks, acc_dty
         tiles = tiles.rechunk({i: -1 for i in range(1, tiles.ndim)})
     T, other = tiles.shape[-1], tuple(tiles.shape[1:-2])
     chunks = output_chunks(chunks, shape, T, math.prod(other), dtype)
-    name = "fns-untile-" + tokenize(tiles, rows, cols, codes, shape, weight, dtype, chunks)
+    name = "fns-untile-" + tokenize(
+        tiles, rows, cols, codes, shape, weight, dtype, chunks, np.dtype(acc_dtype or dtype)
+    )
     tbounds = chunk_bounds(tiles.chunks[0])
     owner = np.searchsorted(tbounds, np.arange(len(rows)), side="right") - 1
     ybounds, xbounds = (chunk_bounds(c) for c in chunks)

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
+    "IrregularGridError",
     "MissingDependencyError",
     "SceneTooSmallError",
     "SpatialDimsError",
@@ -135,3 +136,8 @@ def require(module: str, extra: str, feature: str):
 class InvalidLabelsError(InvalidParameterError):
     """Label values no class can hold: NaN, non-integers, or ids outside the
     classes (raised when the labels are read, so on dask at compute time)."""
+
+
+class IrregularGridError(InvalidParameterError):
+    """The spatial coordinates are not evenly spaced, so pixels have no single
+    size and windows no single geotransform: regrid or reproject first."""

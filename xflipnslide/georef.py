@@ -16,16 +16,24 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, IrregularGridError
 
 __all__ = [
+    "axis_grid",
+    "check_regular_grid",
+    "coords_transform",
     "d4_affine",
+    "grid_tolerance",
+    "portable_grid_mapping",
     "scene_transform",
     "tile_transform",
     "window_bounds",
     "window_transform",
     "windows_intersecting",
 ]
+
+#: rioxarray's name of the CRS coordinate.
+_DEFAULT_GRID_MAPPING = "spatial_ref"
 
 
 def d4_affine(tile_size: int, code: int) -> Affine:
@@ -51,17 +59,131 @@ def _d4(tile_size: int) -> tuple[Affine, ...]:
     )
 
 
-def scene_transform(obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashable]) -> Affine:
+def grid_tolerance(step: float, values: np.ndarray, dtype=np.float64) -> float:
+    """How far a coordinate may lie from its regular grid: a millionth of the
+    pixel ``step``, plus the rounding of ``values`` stored as ``dtype``."""
+    dtype = np.dtype(dtype)
+    eps = np.finfo(dtype).eps if dtype.kind == "f" else np.finfo(np.float64).eps
+    top = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    return 1e-6 * abs(float(step)) + 4 * float(eps) * top
+
+
+def axis_grid(
+    obj: xr.DataArray | xr.Dataset, dim: Hashable, *, what: str = "the scene"
+) -> tuple[float, float] | None:
+    """``(first, step)`` of ``obj``'s coordinate along ``dim`` (pixel centres),
+    checked to be evenly spaced; ``None`` where there is nothing to check (no
+    1-D numeric coordinate along ``dim``, or fewer than two pixels).
+
+    Only the coordinate values are read, never pixel data.
+
+    Raises
+    ------
+    IrregularGridError
+        If any pixel lies further than :func:`grid_tolerance` from the line
+        through the first and the last, or the step is zero or not finite.
+    """
+    if dim not in obj.coords:
+        return None
+    coord = obj.coords[dim]
+    if coord.ndim != 1 or coord.dims[0] != dim or coord.dtype.kind not in "iuf":
+        return None
+    values = np.asarray(coord.values)
+    if values.size < 2:
+        return None
+    v = values.astype(np.float64)
+    step = (v[-1] - v[0]) / (v.size - 1)
+    fix = (
+        "tiles and label rasters need evenly spaced pixels: regrid or reproject onto a regular "
+        "grid first (e.g. scene.rio.reproject(scene.rio.crs, resolution=...), or "
+        f"scene.interp({dim}=np.linspace(first, last, n)))"
+    )
+    if not np.isfinite(v).all() or step == 0 or not np.isfinite(step):
+        raise IrregularGridError(
+            f"{what}: the {dim!r} coordinates are not a regular grid (they hold NaN, infinity "
+            f"or a zero step): {fix}"
+        )
+    tol = grid_tolerance(step, v, values.dtype)
+    off = np.abs(v - (v[0] + step * np.arange(v.size)))
+    if float(off.max()) > tol:
+        diffs = np.diff(v)
+        usual = float(np.median(diffs))
+        jumps = np.flatnonzero(np.abs(diffs - usual) > tol)
+        i = int(jumps[0]) if jumps.size else int(np.argmax(off))
+        where = (
+            f"they step by {usual:g} but by {float(diffs[i]):g} between {dim}[{i}] and "
+            f"{dim}[{i + 1}]"
+            if jumps.size
+            else f"{dim}[{i}] is {float(off[i]):g} off the line from the first to the last"
+        )
+        raise IrregularGridError(
+            f"{what}: the {dim!r} coordinates are not evenly spaced ({where}): {fix}"
+        )
+    return float(v[0]), float(step)
+
+
+def check_regular_grid(
+    obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashable], *, what: str = "the scene"
+) -> None:
+    """Refuse a scene whose 1-D spatial coordinates are not evenly spaced.
+
+    A regular grid has one pixel size and one affine transform, which
+    tiling, rasterising labels and georeferenced chips all rely on. Each
+    coordinate may lie at most a millionth of a pixel (plus the rounding of
+    its dtype) from the line through its first and last values. Spatial
+    dims without a 1-D numeric coordinate (bare pixel grids, 2-D
+    ``lat``/``lon``) have nothing to check. Reads only the coordinates.
+
+    Parameters
+    ----------
+    obj
+        The scene (DataArray or Dataset).
+    dims
+        ``(row_dim, column_dim)``.
+    what
+        The function asking, for the message.
+
+    Raises
+    ------
+    IrregularGridError
+        Naming the dim, where the spacing breaks, and how to regrid.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> x = np.r_[np.arange(5) * 30.0, 15000 + np.arange(5) * 30.0]
+    >>> scene = xr.DataArray(np.zeros((4, 10)), coords={"y": np.arange(4.0), "x": x})
+    >>> check_regular_grid(scene, ("y", "x"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xflipnslide.errors.IrregularGridError: the scene: the 'x' coordinates are not evenly spaced ...
+    """
+    for dim in dims:
+        axis_grid(obj, dim, what=what)
+
+
+def coords_transform(
+    obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashable], *, what: str = "the scene"
+) -> Affine | None:
+    """The affine transform (pixel corners) of ``obj``'s regular 1-D spatial
+    coordinates, or ``None`` unless both dims have them."""
+    grids = [axis_grid(obj, d, what=what) for d in dims]
+    if any(g is None for g in grids):
+        return None
+    (y0, sy), (x0, sx) = grids
+    return Affine(sx, 0, x0 - sx / 2, 0, sy, y0 - sy / 2)
+
+
+def scene_transform(
+    obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashable], *, what: str = "the scene"
+) -> Affine:
     """The scene's affine transform, from its regular 1-D spatial coordinates
-    (pixel centres), else from rioxarray."""
+    (pixel centres), else from rioxarray; irregular coordinates are an
+    :class:`~xflipnslide.errors.IrregularGridError`."""
     ydim, xdim = dims
-    if ydim in obj.coords and xdim in obj.coords and obj.sizes[ydim] > 1 and obj.sizes[xdim] > 1:
-        y = np.asarray(obj[ydim].values, float)
-        x = np.asarray(obj[xdim].values, float)
-        dy, dx = np.diff(y), np.diff(x)
-        if np.allclose(dy, dy[0], rtol=1e-6, atol=0) and np.allclose(dx, dx[0], rtol=1e-6, atol=0):
-            sy, sx = (y[-1] - y[0]) / (y.size - 1), (x[-1] - x[0]) / (x.size - 1)
-            return Affine(sx, 0, x[0] - sx / 2, 0, sy, y[0] - sy / 2)
+    transform = coords_transform(obj, dims, what=what)
+    if transform is not None:
+        return transform
     try:
         import rioxarray  # noqa: F401
 
@@ -72,6 +194,55 @@ def scene_transform(obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashab
             "transform rioxarray knows), so windows cannot be georeferenced: open it with "
             "xflipnslide.open_image or give it x/y coordinates"
         ) from exc
+
+
+def portable_grid_mapping(
+    obj: xr.DataArray | xr.Dataset,
+    dims: tuple[Hashable, Hashable],
+    source: xr.DataArray | xr.Dataset | None = None,
+):
+    """``obj`` with its CRS variable (rioxarray's ``spatial_ref``) as a
+    coordinate, named in the ``grid_mapping`` *attr* of every data variable
+    with both spatial ``dims``.
+
+    xarray writes a variable whose ``grid_mapping`` is in its *encoding* as
+    a data variable, not in the ``coordinates`` it lists, so a store written
+    that way reopens (default ``open_zarr``/``open_dataset``) with the CRS
+    as a data variable and ``rio.crs`` ``None``. As an attr, the reference
+    is written as CF's ``grid_mapping`` and the CRS as a coordinate, so the
+    store reopens with its CRS with or without ``decode_coords="all"``.
+
+    ``source`` (default ``obj``, else the object of the same type ``obj``
+    was made from) is where each variable's reference is read (its
+    encoding, else its attrs); where it names no variable of ``obj``,
+    ``spatial_ref`` is used if ``obj`` has it. Returns ``obj`` (a Dataset
+    with the CRS variable made a coordinate); the variables' attrs and
+    encoding are changed in place.
+    """
+    source = obj if source is None else source
+    single = isinstance(obj, xr.DataArray)
+    present = set(obj.coords) if single else set(obj.variables)
+    refs = {}
+    for name in [None] if single else list(obj.data_vars):
+        var = obj if name is None else obj[name]
+        if not all(d in var.dims for d in dims):
+            continue
+        src = source if single else source.get(name, var)
+        ref = src.encoding.get("grid_mapping", src.attrs.get("grid_mapping"))
+        if ref is None or ref not in present:
+            ref = _DEFAULT_GRID_MAPPING if _DEFAULT_GRID_MAPPING in present else None
+        refs[name] = ref
+    if isinstance(obj, xr.Dataset):
+        promote = [r for r in set(refs.values()) if r is not None and r in obj.data_vars]
+        if promote:
+            obj = obj.set_coords(promote)
+    for name, ref in refs.items():
+        if ref is None:
+            continue
+        var = obj.variable if name is None else obj[name].variable
+        var.encoding.pop("grid_mapping", None)
+        var.attrs["grid_mapping"] = ref
+    return obj
 
 
 def window_transform(scene: Affine, row: int, col: int) -> Affine:

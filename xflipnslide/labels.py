@@ -12,7 +12,7 @@ import xarray as xr
 from ._labels import rasterize_array
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, XFlipNSlideWarning, require, warn
-from .georef import scene_transform
+from .georef import portable_grid_mapping, scene_transform
 
 __all__ = ["rasterize"]
 
@@ -41,8 +41,10 @@ def rasterize(
         A :class:`geopandas.GeoDataFrame`, or a path any
         :func:`geopandas.read_file` reads (GeoPackage, Shapefile, GeoJSON...).
     like
-        The scene (or anything on its grid, with a CRS and regular 1-D
-        spatial coordinates).
+        The scene (or anything on its grid): an xarray DataArray or Dataset
+        with a CRS and regular 1-D spatial coordinates (evenly spaced: an
+        irregular grid is an :class:`~xflipnslide.errors.IrregularGridError`;
+        regrid or reproject it first).
     column
         The column holding each geometry's value (a number: map class names
         to numbers first, e.g. ``gdf.assign(cls=gdf.name.map({...}))``);
@@ -54,21 +56,32 @@ def rasterize(
         Burn every pixel a geometry touches, not only those whose centre it
         covers.
     dtype
-        Of the result; a value that does not fit it is an error, not cast.
+        Of the result; a value that does not fit it (out of range, or not a
+        whole number for an integer dtype) is an error naming a dtype that
+        fits, never a cast.
     dims
         ``(row_dim, column_dim)`` of ``like``, found by name by default.
 
     Returns
     -------
     DataArray
-        ``(y, x)`` with ``like``'s spatial coordinates and CRS, named
-        ``"label"``; lazy, chunked like ``like``, when ``like`` is dask-backed.
+        ``(y, x)`` with ``like``'s spatial coordinates and CRS (the
+        ``spatial_ref`` coordinate, named in the ``grid_mapping`` attr, so a
+        store it is written to reopens with its CRS), named ``"label"``;
+        lazy, chunked like ``like``, when ``like`` is dask-backed.
 
     Examples
     --------
     >>> labels = xflipnslide.rasterize("fields.gpkg", like=scene, column="class")  # doctest: +SKIP
     >>> tiles = xr.Dataset({"image": scene, "label": labels}).fns.tile(256)  # doctest: +SKIP
     """
+    if not isinstance(like, (xr.DataArray, xr.Dataset)):
+        raise InvalidParameterError(
+            f"rasterize needs like= the scene as an xarray DataArray or Dataset with y/x "
+            f"coordinates and a CRS; got {type(like).__name__}. Open it with "
+            "xflipnslide.open_image(path) or rioxarray.open_rasterio(path), or wrap an array: "
+            "xr.DataArray(a, dims=('y', 'x'), coords={'y': ..., 'x': ...}).rio.write_crs(...)"
+        )
     gpd = require("geopandas", "vector", "rasterize")
     if isinstance(vector, (str, os.PathLike)):
         vector = gpd.read_file(vector)
@@ -89,12 +102,12 @@ def rasterize(
             XFlipNSlideWarning,
         )
     dtype = np.dtype(dtype)
-    values = _values(vector, column, burn, dtype)
-    _check_fits(np.asarray([fill]), dtype, "fill")
+    values = _values(vector, column, burn)
+    _check_fits(values, fill, dtype)
     geoms = vector.geometry.values
     keep = ~(vector.geometry.is_empty | vector.geometry.isna()).to_numpy()
     shapes = [(g, v) for g, v, k in zip(geoms, values.tolist(), keep) if k]
-    transform = scene_transform(like, (ydim, xdim))
+    transform = scene_transform(like, (ydim, xdim), what="rasterize(like=)")
     shape = (like.sizes[ydim], like.sizes[xdim])
     chunks = None
     sizes = like.chunksizes if like.chunks else {}
@@ -105,10 +118,12 @@ def rasterize(
     )
     coords = {d: like[d].variable for d in (ydim, xdim) if d in like.coords}
     out = xr.DataArray(data, dims=(ydim, xdim), coords=coords, name="label")
-    return out.rio.write_crs(crs) if crs is not None else out
+    if crs is None:
+        return out
+    return portable_grid_mapping(out.rio.write_crs(crs), (ydim, xdim))
 
 
-def _values(vector, column, burn, dtype: np.dtype) -> np.ndarray:
+def _values(vector, column, burn) -> np.ndarray:
     if column is None:
         values = np.full(len(vector), burn)
     else:
@@ -122,19 +137,60 @@ def _values(vector, column, burn, dtype: np.dtype) -> np.ndarray:
                 f"column {column!r} holds {values.dtype} values; labels must be numbers: map "
                 f"them first, e.g. gdf.assign(cls=gdf[{column!r}].map({{'water': 1, ...}}))"
             )
-    _check_fits(values, dtype, "values")
     return values
 
 
-def _check_fits(values: np.ndarray, dtype: np.dtype, what: str) -> None:
-    values = np.asarray(values, dtype=float)
-    if np.isnan(values).any():
-        raise InvalidParameterError(f"rasterize: the {what} include NaN; drop or fill them first")
+#: Integer dtypes, smallest first, that rasterize suggests for values that do not fit.
+_INTEGERS = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
+
+
+def _check_fits(values: np.ndarray, fill: float, dtype: np.dtype) -> None:
+    """Raise unless every value and the fill are finite and ``dtype`` holds
+    them (integers: exactly; floats: in range); the message names a dtype
+    that holds them all."""
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InvalidParameterError(
+            f"rasterize: dtype must be an integer or float dtype; got {dtype}. Pass e.g. "
+            "dtype='uint8' for class ids or dtype='float32' for continuous values"
+        )
+    parts = {"values": np.asarray(values, dtype=float), "fill": np.asarray([fill], dtype=float)}
+    for what, v in parts.items():
+        if not np.isfinite(v).all():
+            raise InvalidParameterError(
+                f"rasterize: the {what} include NaN or infinity; drop or fill them first"
+            )
+    everything = np.concatenate(list(parts.values()))
+    for what, v in parts.items():
+        bad = _misfits(v, dtype)
+        if bad.any():
+            why = (
+                "are not whole numbers"
+                if np.issubdtype(dtype, np.integer) and (v[bad] != np.round(v[bad])).any()
+                else "are out of its range"
+            )
+            raise InvalidParameterError(
+                f"rasterize: {what} {v[bad][:3].tolist()} do not fit dtype {dtype} (they {why}); "
+                f"pass dtype={_fitting_dtype(everything)!r}"
+            )
+
+
+def _misfits(v: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Where ``dtype`` does not hold the finite ``v`` (integers: exactly)."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        bad = (values < info.min) | (values > info.max) | (values != np.round(values))
-        if bad.any():
-            raise InvalidParameterError(
-                f"rasterize: {what} {values[bad][:3].tolist()} do not fit dtype {dtype}; "
-                "pass a wider dtype (e.g. dtype='int32')"
-            )
+        return (v < info.min) | (v > info.max) | (v != np.round(v))
+    return np.abs(v) > np.finfo(dtype).max
+
+
+def _fitting_dtype(values: np.ndarray) -> str:
+    """The smallest dtype holding every value: an integer dtype for whole
+    numbers, else a float one."""
+    if (values == np.round(values)).all():
+        lo, hi = float(values.min()), float(values.max())
+        for name in _INTEGERS:
+            info = np.iinfo(name)
+            if info.min <= lo and hi <= info.max:
+                return name
+    if (np.abs(values) <= np.finfo(np.float32).max).all():
+        return "float32"
+    return "float64"

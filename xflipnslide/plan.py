@@ -98,6 +98,24 @@ class TilePlan:
     def __len__(self) -> int:
         return int(self.rows.size)
 
+    def __dask_tokenize__(self) -> tuple:
+        """Everything that decides the tiles (dask's token for graph names): two
+        plans that select different windows or codes never share a name."""
+        return (
+            "xflipnslide.TilePlan",
+            self.shape,
+            self.tile_size,
+            self.strategy,
+            self.edge,
+            self.offset,
+            self.extent,
+            self.stride,
+            self.rows,
+            self.cols,
+            self.codes,
+            self.grids,
+        )
+
     @property
     def pad(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """Reflect padding ``((top, bottom), (left, right))`` the windows reach into."""

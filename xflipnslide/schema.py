@@ -22,7 +22,8 @@ import numpy as np
 import xarray as xr
 
 from .dims import find_spatial_dims
-from .errors import InvalidParameterError, InvalidTilesError
+from .errors import InvalidParameterError, InvalidTilesError, SceneTooSmallError
+from .georef import axis_grid, grid_tolerance
 
 __all__ = [
     "COL",
@@ -37,11 +38,14 @@ __all__ = [
     "T_Xarray",
     "TileGeometry",
     "center_name",
+    "check_on_grid",
     "geometry_attrs",
     "portable_attrs",
     "read_geometry",
+    "scene_coords",
     "tile_coords",
     "tiled_variables",
+    "window_centres",
     "write_geometry",
 ]
 
@@ -61,7 +65,7 @@ STATS_COORDS = ("fns_mean", "fns_std")
 #: was observed (not filled).
 OBSERVED = "fns_observed"
 
-TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE = (
+TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE, SCENE_TRANSFORM = (
     "fns_tile_size",
     "fns_strategy",
     "fns_edge",
@@ -69,10 +73,22 @@ TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE = (
     "fns_row_dim",
     "fns_col_dim",
     "fns_stride",
+    "fns_scene_transform",
 )
-#: Attributes ``tile`` writes (plain ints, strings and int lists: they
-#: survive Zarr, netCDF-4 and netCDF-3).
-GEOMETRY_ATTRS = (TILE_SIZE, STRATEGY, EDGE, SCENE_SHAPE, ROW_DIM, COL_DIM, STRIDE)
+#: Attributes ``tile`` writes (plain ints, floats, strings and lists of them:
+#: they survive Zarr, netCDF-4 and netCDF-3). ``fns_scene_transform`` (the
+#: scene's affine ``[a, b, c, d, e, f]``, rasterio's order) only where the
+#: scene has regular 1-D coordinates on both spatial dims.
+GEOMETRY_ATTRS = (
+    TILE_SIZE,
+    STRATEGY,
+    EDGE,
+    SCENE_SHAPE,
+    ROW_DIM,
+    COL_DIM,
+    STRIDE,
+    SCENE_TRANSFORM,
+)
 #: Attributes ``split`` adds to each subset.
 SPLIT, SPLIT_BLOCK_SIZE, SPLIT_SEED, SPLIT_DROPPED = (
     "fns_split",
@@ -94,9 +110,10 @@ def center_name(dim: Hashable) -> str:
     return f"{dim}_center"
 
 
-def geometry_attrs(plan, dims: tuple[Hashable, Hashable]) -> dict[str, Any]:
-    """The ``fns_*`` attrs describing ``plan`` (a :class:`~xflipnslide.TilePlan`)."""
-    return {
+def geometry_attrs(plan, dims: tuple[Hashable, Hashable], transform=None) -> dict[str, Any]:
+    """The ``fns_*`` attrs describing ``plan`` (a :class:`~xflipnslide.TilePlan`)
+    on a scene whose coordinates have the affine ``transform`` (or none)."""
+    out = {
         TILE_SIZE: int(plan.tile_size),
         STRATEGY: str(plan.strategy),
         EDGE: str(plan.edge),
@@ -105,6 +122,9 @@ def geometry_attrs(plan, dims: tuple[Hashable, Hashable]) -> dict[str, Any]:
         COL_DIM: str(dims[1]),
         STRIDE: int(plan.stride),
     }
+    if transform is not None:
+        out[SCENE_TRANSFORM] = [float(v) for v in list(transform)[:6]]
+    return out
 
 
 def tile_coords(plan) -> dict[Hashable, Any]:
@@ -146,9 +166,11 @@ def _is_identity(value, identity: float) -> bool:
         return False
 
 
-def write_geometry(obj: T_Xarray, plan, dims: tuple[Hashable, Hashable]) -> T_Xarray:
+def write_geometry(
+    obj: T_Xarray, plan, dims: tuple[Hashable, Hashable], transform=None
+) -> T_Xarray:
     """``obj`` with the geometry attrs on itself and on every tiled variable."""
-    attrs = geometry_attrs(plan, dims)
+    attrs = geometry_attrs(plan, dims, transform)
     obj.attrs.update(attrs)
     if isinstance(obj, xr.Dataset):
         for name in tiled_variables(obj):
@@ -177,6 +199,10 @@ class TileGeometry:
         As given to ``tile`` (``None`` where not recorded).
     rows, cols, codes
         Window origin and transform code of each tile, in tile order.
+    stride
+        The recorded window step (``None`` where not recorded).
+    transform
+        The scene's affine ``(a, b, c, d, e, f)`` (pixel corners), where recorded.
     """
 
     dims: tuple[Hashable, Hashable]
@@ -187,6 +213,8 @@ class TileGeometry:
     rows: np.ndarray
     cols: np.ndarray
     codes: np.ndarray
+    stride: int | None = None
+    transform: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -202,14 +230,19 @@ def _attrs_of(tiles: xr.DataArray | xr.Dataset) -> Mapping[Hashable, Any]:
         attrs = tiles[name].attrs
         if SCENE_SHAPE not in attrs:
             continue
-        mine = {k: attrs.get(k) for k in GEOMETRY_ATTRS}
-        if found is not None and mine != {k: found.get(k) for k in GEOMETRY_ATTRS}:
+        mine = _plain(attrs)
+        if found is not None and mine != _plain(found):
             raise InvalidTilesError(
                 f"the tiled variables record different geometries ({dict(found)} vs {mine}): "
                 "they come from different tilings; keep one tiling per Dataset"
             )
         found = attrs
     return found or {}
+
+
+def _plain(attrs: Mapping[Hashable, Any]) -> dict[str, Any]:
+    """The geometry attrs as plain Python values (netCDF gives lists back as arrays)."""
+    return {k: np.asarray(attrs[k]).tolist() if k in attrs else None for k in GEOMETRY_ATTRS}
 
 
 def read_geometry(
@@ -236,8 +269,12 @@ def read_geometry(
     InvalidTilesError
         For anything that would make the tiles put back wrongly: transform
         codes outside 0..7, windows outside the recorded scene, a window and
-        code repeated, or tiles of several scenes mixed together (the same
-        window with different georeferenced centres).
+        code repeated, a window or code that is not in the plan the tiles
+        record (tiles of another scene, crop or tiling mixed in), window
+        centres that are not where the recorded scene transform puts them
+        (tiles of another grid mixed in), or tiles cut at another size.
+
+    Only coordinates and attrs are read, never pixel data.
     """
     if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
         raise InvalidParameterError(
@@ -258,7 +295,15 @@ def read_geometry(
             f"along ({ydim!r}, {xdim!r})"
         )
     size = int(tiles.sizes[ydim])
+    recorded = attrs.get(TILE_SIZE)
+    if recorded is not None and int(recorded) != size:
+        raise InvalidTilesError(
+            f"the tiles are {size} x {size} px but were cut as {int(recorded)} px tiles "
+            f"(attr {TILE_SIZE}): their pixels no longer match the windows. Give outputs at the "
+            "tiles' own size (resample them first)"
+        )
     shape = attrs.get(SCENE_SHAPE)
+    stride, transform = attrs.get(STRIDE), attrs.get(SCENE_TRANSFORM)
     geometry = TileGeometry(
         dims=(ydim, xdim),
         tile_size=size,
@@ -268,8 +313,12 @@ def read_geometry(
         rows=_integers(tiles, ROW),
         cols=_integers(tiles, COL),
         codes=_integers(tiles, TRANSFORM).astype(np.int8),
+        stride=int(stride) if stride is not None else None,
+        transform=tuple(float(v) for v in transform) if transform is not None else None,
     )
     _check_windows(tiles, geometry)
+    _check_plan(geometry)
+    _check_centres(tiles, geometry)
     return geometry
 
 
@@ -340,32 +389,147 @@ def _check_windows(tiles, g: TileGeometry) -> None:
             )
 
 
+def _check_plan(g: TileGeometry) -> None:
+    """Every (window, code) must be one the recorded plan has."""
+    if g.scene_shape is None or g.strategy is None or g.edge is None or not len(g):
+        return
+    from .plan import plan_tiles
+
+    stride = g.stride if g.strategy == "overlap" else None
+    try:
+        plan = plan_tiles(g.scene_shape, g.tile_size, g.strategy, edge=g.edge, stride=stride)
+    except (InvalidParameterError, SceneTooSmallError) as exc:
+        raise InvalidTilesError(
+            f"the geometry the tiles record is not one tile() makes ({exc}): keep the fns_* "
+            "attrs tile() wrote"
+        ) from exc
+    h, w = g.scene_shape
+    T = g.tile_size
+
+    def keys(rows, cols, codes):
+        # windows lie in (-T, H) x (-T, W) (checked before): one int per (row, col, code)
+        return ((rows + T) * (w + 2 * T) + (cols + T)) * 8 + codes.astype(np.int64)
+
+    stray = ~np.isin(keys(g.rows, g.cols, g.codes), keys(plan.rows, plan.cols, plan.codes))
+    if stray.any():
+        k = int(np.flatnonzero(stray)[0])
+        raise InvalidTilesError(
+            f"{int(stray.sum())} tiles are not windows of the plan the tiles record "
+            f"(strategy={g.strategy!r}, edge={g.edge!r}, tile_size={T} on the {h} x {w} "
+            f"scene); tile {k} has row={int(g.rows[k])}, col={int(g.cols[k])}, "
+            f"transform={int(g.codes[k])}. Tiles of another scene, crop or tiling were mixed "
+            "in (e.g. by xr.concat): untile each tiling on its own"
+        )
+
+
+def _check_centres(tiles, g: TileGeometry) -> None:
+    """Window centres must be where the recorded scene transform puts them."""
+    if g.transform is None or not len(g):
+        return
+    a, b, c, d, e, f = g.transform[:6]
+    u = g.cols + g.tile_size / 2  # window centre, in pixel corners
+    v = g.rows + g.tile_size / 2
+    for dim, predicted, step in zip(g.dims, (d * u + e * v + f, a * u + b * v + c), (e, a)):
+        name = center_name(dim)
+        if name not in tiles.coords:
+            continue
+        centres = np.asarray(tiles[name].values, dtype=float)
+        off = np.abs(centres - predicted)
+        tol = grid_tolerance(step, predicted)
+        bad = ~(off <= tol)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InvalidTilesError(
+                f"{int(bad.sum())} tiles have a {name!r} that is not where the scene the tiles "
+                f"record (attr {SCENE_TRANSFORM}) puts their window: tile {k} (row="
+                f"{int(g.rows[k])}, col={int(g.cols[k])}) is at {centres[k]!r}, its window "
+                f"at {float(predicted[k])!r}. Tiles of another scene or grid were mixed in (e.g. "
+                "by xr.concat): untile each scene's tiles on their own"
+            )
+
+
 def scene_coords(
     tiles: xr.DataArray | xr.Dataset, g: TileGeometry, shape: tuple[int, int]
 ) -> dict[Hashable, xr.Variable]:
-    """Regular spatial coordinates of the scene, rebuilt from the window centres."""
+    """Regular spatial coordinates of the scene: from the recorded scene
+    transform, else fitted to the window centres (which must then lie on a
+    regular grid: otherwise an :class:`InvalidTilesError` asks for ``like=``)."""
     coords = {}
+    if g.transform is not None and g.transform[1] == 0 and g.transform[3] == 0:
+        a, _, c, _, e, f = g.transform[:6]
+        for dim, size, start, step in zip(g.dims, shape, (f, c), (e, a)):
+            name = center_name(dim)
+            attrs = tiles[name].attrs if name in tiles.coords else {}
+            values = start + step * (np.arange(size) + 0.5)
+            coords[dim] = xr.Variable(dim, values, attrs=attrs)
+        return coords
     for dim, origins, size in zip(g.dims, (g.rows, g.cols), shape):
         name = center_name(dim)
         if name not in tiles.coords or len(np.unique(origins)) < 2:
             continue
         centres = np.asarray(tiles[name].values, float)
-        slope, intercept = np.polyfit(origins + (g.tile_size - 1) / 2, centres, 1)
+        pos = origins + (g.tile_size - 1) / 2
+        slope, intercept = np.polyfit(pos, centres, 1)
+        off = np.abs(centres - (intercept + slope * pos))
+        if not float(off.max()) <= grid_tolerance(slope, centres):
+            raise InvalidTilesError(
+                f"the window centres {name!r} are not on a regular grid (up to "
+                f"{float(off.max()):g} off, in {dim!r} units), so the scene's {dim!r} "
+                "coordinates cannot be rebuilt from them: pass like= the scene the tiles were "
+                "cut from"
+            )
         coords[dim] = xr.Variable(dim, intercept + slope * np.arange(size), attrs=tiles[name].attrs)
     return coords
+
+
+def check_on_grid(
+    tiles: xr.DataArray | xr.Dataset,
+    g: TileGeometry,
+    like: xr.DataArray | xr.Dataset,
+    like_dims: tuple[Hashable, Hashable],
+) -> None:
+    """Refuse ``like`` when the tiles' window centres are not where ``like``'s
+    1-D spatial coordinates put their windows (another scene or grid)."""
+    for dim, src, origins in zip(g.dims, like_dims, (g.rows, g.cols)):
+        name = center_name(dim)
+        if name not in tiles.coords or src not in like.coords or not len(origins):
+            continue
+        coord = like.coords[src]
+        if coord.ndim != 1 or coord.dtype.kind not in "iuf" or coord.size < 2:
+            continue
+        values = np.asarray(coord.values)
+        predicted = _interp(origins + (g.tile_size - 1) / 2, values.astype(float))
+        centres = np.asarray(tiles[name].values, dtype=float)
+        step = float(np.median(np.abs(np.diff(values.astype(float)))))
+        tol = grid_tolerance(step, values, values.dtype) + grid_tolerance(step, centres)
+        bad = ~(np.abs(centres - predicted) <= tol)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InvalidTilesError(
+                f"like= is not the grid the tiles were cut from: tile {k}'s {name!r} is "
+                f"{centres[k]!r} but its window (row={int(g.rows[k])}, col={int(g.cols[k])}) "
+                f"lies at {float(predicted[k])!r} on like='s {src!r} coordinates. Pass the "
+                "scene the tiles come from (or drop like= to use the grid the tiles record)"
+            )
 
 
 def window_centres(
     obj: xr.DataArray | xr.Dataset, plan, dims: tuple[Hashable, Hashable]
 ) -> dict[Hashable, xr.Variable]:
-    """``{dim}_center`` coordinates: each window's centre in ``obj``'s 1-D
-    numeric index coordinates (linear between pixels, extrapolated beyond)."""
+    """``{dim}_center`` coordinates: each window's centre on ``obj``'s regular
+    1-D numeric index coordinates (``first + step * (origin + (T - 1) / 2)``,
+    so padded windows extrapolate the grid)."""
     out = {}
     for dim, origins in zip(dims, (plan.rows, plan.cols)):
-        if dim in obj.indexes and np.issubdtype(obj[dim].dtype, np.number):
-            values = np.asarray(obj[dim].values, dtype=float)
-            centre = _interp(origins + (plan.tile_size - 1) / 2, values)
-            out[center_name(dim)] = xr.Variable(TILE_DIM, centre, attrs=obj[dim].attrs)
+        if dim not in obj.indexes or not np.issubdtype(obj[dim].dtype, np.number):
+            continue
+        pos = origins + (plan.tile_size - 1) / 2
+        grid = axis_grid(obj, dim)
+        if grid is not None:
+            centre = grid[0] + grid[1] * pos
+        else:  # a single pixel along dim
+            centre = _interp(pos, np.asarray(obj[dim].values, dtype=float))
+        out[center_name(dim)] = xr.Variable(TILE_DIM, centre, attrs=obj[dim].attrs)
     return out
 
 

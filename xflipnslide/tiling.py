@@ -28,7 +28,12 @@ from .errors import (
     check_positive_int,
     warn,
 )
-from .georef import windows_intersecting
+from .georef import (
+    check_regular_grid,
+    coords_transform,
+    portable_grid_mapping,
+    windows_intersecting,
+)
 from .plan import Edge, Strategy, TilePlan, plan_tiles, window_fractions
 from .schema import TILE_DIM, T_Xarray
 
@@ -105,11 +110,14 @@ def tile(
         coordinates, ``{row_dim}_center`` / ``{column_dim}_center``, the
         window's centre, and ``valid_fraction`` (float32: the share of the
         window's pixels observed in every band, from ``preprocess``'s
-        ``fns_observed`` mask; 1 where no mask is known). The CRS (``spatial_ref``), other coordinates and the
-        attrs are kept, except that CF encoding attrs (``_FillValue``,
-        ``scale_factor``...) are renamed so a store reopens with the values
-        and dtype written (see :doc:`/tile-format`); ``fns_*`` attrs on the
-        result and on each tiled variable record the geometry. Dask input gives
+        ``fns_observed`` mask; 1 where no mask is known). The CRS
+        (``spatial_ref``, a coordinate named in each tiled variable's
+        ``grid_mapping`` attr, so a store reopens with it), other
+        coordinates and the attrs are kept, except that CF encoding attrs
+        (``_FillValue``, ``scale_factor``...) are renamed so a store reopens
+        with the values and dtype written (see :doc:`/tile-format`);
+        ``fns_*`` attrs on the result and on each tiled variable record the
+        geometry (the scene's affine transform included). Dask input gives
         lazy output chunked along ``tile`` only; numpy input gives numpy.
 
     Raises
@@ -117,6 +125,10 @@ def tile(
     InvalidParameterError, SceneTooSmallError, SpatialDimsError
         Before any pixel is read, for a bad option, a scene below the
         minimum size or spatial dims that cannot be found.
+    IrregularGridError
+        For 1-D spatial coordinates that are not evenly spaced (see
+        :func:`xflipnslide.georef.check_regular_grid`): regrid or reproject
+        first.
 
     Notes
     -----
@@ -146,6 +158,7 @@ def tile(
             f"the input already has a {TILE_DIM!r} dimension: tile a scene, not tiles "
             f"(rename it with .rename({TILE_DIM}=...) if it means something else)"
         )
+    check_regular_grid(obj, (ydim, xdim), what="tile")
     tiled, kept = _split_variables(obj, ydim, xdim)
     for name, var in tiled.items():
         check_known_chunks(
@@ -179,7 +192,8 @@ def tile(
         data_vars = {name: tile_var(var) for name, var in tiled.items()}
         data_vars.update(kept)
         out = xr.Dataset(data_vars, coords=coords, attrs=attrs)[[*obj.data_vars]]
-    return schema.write_geometry(out, plan, (ydim, xdim))
+    out = portable_grid_mapping(out, (ydim, xdim), source=obj)
+    return schema.write_geometry(out, plan, (ydim, xdim), coords_transform(obj, (ydim, xdim)))
 
 
 def _observed_mask(obj, ydim, xdim) -> xr.DataArray | None:
@@ -304,9 +318,8 @@ def _tile_variable(var: xr.Variable, plan: TilePlan, ydim, xdim, per: int) -> xr
     other = [d for d in var.dims if d not in (ydim, xdim)]
     var = var.transpose(*other, ydim, xdim)
     out = tile_array(var.data, plan, tile_chunks=per)
-    encoding = {k: v for k, v in var.encoding.items() if k == "grid_mapping"}
     attrs = schema.portable_attrs(var.attrs)
-    return xr.Variable((TILE_DIM, *other, ydim, xdim), out, attrs=attrs, encoding=encoding)
+    return xr.Variable((TILE_DIM, *other, ydim, xdim), out, attrs=attrs)
 
 
 def _tile_coords(obj, plan: TilePlan, ydim, xdim, tile_var) -> dict[Hashable, Any]:
@@ -355,9 +368,12 @@ def untile(
         floored at 1e-3 of their peak so edge pixels keep a small weight.
     like
         The scene (or anything on its grid) to align to: the output takes its
-        spatial sizes and coordinates. Without it the grid is rebuilt from
-        the tiles alone: the scene shape from the ``fns_scene_shape`` attr
-        and regular spatial coordinates from the ``{dim}_center`` coords.
+        spatial sizes and coordinates; the tiles' window centres must lie on
+        its coordinates. Without it the grid is rebuilt from the tiles
+        alone: the scene shape from the ``fns_scene_shape`` attr and the
+        coordinates from the ``fns_scene_transform`` attr (tiles that do
+        not record it: from the ``{dim}_center`` coords, which must then lie
+        on a regular grid).
     chunks
         Dask output chunk side along y and x (a positive int, or a size such
         as ``"64MiB"``); default ``like``'s chunks, else blocks of a multiple
@@ -379,8 +395,12 @@ def untile(
     ------
     InvalidTilesError
         Before any pixel work, for tiles whose geometry cannot be trusted:
-        codes outside 0..7, windows outside the scene, no tile at all, or
-        tiles of several scenes mixed (see :func:`xflipnslide.schema.read_geometry`).
+        codes outside 0..7, windows outside the scene, no tile at all,
+        windows or codes that are not in the recorded plan, window centres
+        off the recorded scene grid (tiles of several scenes or crops
+        mixed; see :func:`xflipnslide.schema.read_geometry`), window
+        centres off ``like``'s grid, or, without ``like=``, centres that
+        are not on a regular grid (pass ``like=``).
 
     Examples
     --------
@@ -404,6 +424,7 @@ def untile(
     shape, spatial_coords = _scene_grid(tiles, like, g)
     if like is not None and len(g):
         _check_windows_fit(g, shape)
+        schema.check_on_grid(tiles, g, like, _like_dims(like, g.dims))
     out_chunks = _like_chunks(like, g.dims) if chunks is None and like is not None else chunks
 
     def back(var: xr.Variable) -> xr.Variable:
@@ -439,9 +460,7 @@ def _scene_grid(tiles, like, g: schema.TileGeometry):
     """Scene shape and spatial coordinates, from ``like`` or from the tiles."""
     ydim, xdim = g.dims
     if like is not None:
-        ly, lx = find_spatial_dims(
-            like, (ydim, xdim) if ydim in like.dims and xdim in like.dims else None
-        )
+        ly, lx = _like_dims(like, g.dims)
         shape = (like.sizes[ly], like.sizes[lx])
         if g.scene_shape is not None and g.scene_shape != shape:
             raise InvalidParameterError(
@@ -466,8 +485,17 @@ def _scene_grid(tiles, like, g: schema.TileGeometry):
     return g.scene_shape, coords
 
 
+def _like_dims(like, dims) -> tuple[Hashable, Hashable]:
+    if not isinstance(like, (xr.DataArray, xr.Dataset)):
+        raise InvalidParameterError(
+            f"like= takes the scene the tiles were cut from (an xarray DataArray or Dataset); "
+            f"got {type(like).__name__}"
+        )
+    return find_spatial_dims(like, dims if all(d in like.dims for d in dims) else None)
+
+
 def _like_chunks(like, dims):
-    ly, lx = find_spatial_dims(like, dims if all(d in like.dims for d in dims) else None)
+    ly, lx = _like_dims(like, dims)
     sizes = like.chunksizes
     if ly not in sizes or lx not in sizes:
         return None
@@ -489,6 +517,12 @@ def load(obj: T_Xarray) -> T_Xarray:
     --------
     >>> tiles = xflipnslide.open_image("scene.tif").fns.tile(256).fns.load()  # doctest: +SKIP
     """
+    if not isinstance(obj, (xr.DataArray, xr.Dataset)):
+        raise InvalidParameterError(
+            f"load takes an xarray DataArray or Dataset (the tiles from tile(), or any lazy "
+            f"object); got {type(obj).__name__}. Pass the tiles: "
+            "xflipnslide.load(scene.fns.tile(256))"
+        )
     if isinstance(obj, xr.DataArray):
         variables = {**{n: c.variable for n, c in obj.coords.items()}, None: obj.variable}
     else:
