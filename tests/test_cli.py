@@ -174,7 +174,7 @@ def test_cli_constants_mirror_the_package():
 
     assert cli.STRATEGIES == plan.STRATEGIES
     assert cli.PLANETARY_COMPUTER == io.PLANETARY_COMPUTER
-    assert cli.VARIABLE == schema.IMAGE and cli.TILE_SIZE_ATTR == schema.TILE_SIZE
+    assert cli.VARIABLE == schema.IMAGE
 
 
 def test_cli_stores_use_the_tile_store_codec(tmp_path, scene):

@@ -18,6 +18,7 @@ from .errors import (
     EmptySubsetError,
     FillReachError,
     FillReachWarning,
+    IncompleteStoreError,
     InvalidLabelsError,
     InvalidParameterError,
     InvalidTilesError,
@@ -34,6 +35,7 @@ from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .predict import predict
 from .preprocess import mask_clouds, preprocess
+from .store import open_tiles, to_zarr
 from .tiling import load, tile, untile
 
 try:
@@ -53,6 +55,7 @@ __all__ = [
     "EmptySubsetError",
     "FillReachError",
     "FillReachWarning",
+    "IncompleteStoreError",
     "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
@@ -70,6 +73,7 @@ __all__ = [
     "load_stac",
     "mask_clouds",
     "open_image",
+    "open_tiles",
     "plan_tiles",
     "predict",
     "preprocess",
@@ -79,6 +83,7 @@ __all__ = [
     "tf_dataset",
     "tfrecord_dataset",
     "tile",
+    "to_zarr",
     "torch_loader",
     "untile",
     "zarr_encoding",

@@ -15,6 +15,7 @@ from . import classes, export, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
+from . import store as _store
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
 
@@ -42,6 +43,7 @@ class _FnsAccessor:
     torch_loader = _forward(ml.torch_loader)
     tf_dataset = _forward(ml.tf_dataset)
     export_chips = _forward(export.export_chips)
+    to_zarr = _forward(_store.to_zarr)
     class_counts = _forward(classes.class_counts)
     tile_labels = _forward(classes.tile_labels)
 

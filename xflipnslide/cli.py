@@ -10,16 +10,15 @@ so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .errors import XFlipNSlideError
 
@@ -29,10 +28,15 @@ log = logging.getLogger("xflipnslide")
 #: (``tests/test_cli.py`` checks they agree).
 STRATEGIES = ("flipnslide", "overlap", "no_overlap")
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
-#: Where the tiles go in the stores the CLI writes, and what marks a tile
-#: store (mirror ``schema.IMAGE`` and ``schema.TILE_SIZE``, read before any
-#: heavy import; ``tests/test_cli.py`` checks they agree).
-VARIABLE, TILE_SIZE_ATTR = "image", "fns_tile_size"
+#: Where the tiles go in the stores the CLI writes (mirrors ``schema.IMAGE``,
+#: read before any heavy import; ``tests/test_cli.py`` checks they agree).
+VARIABLE = "image"
+#: The GeoTIFF tag ``predict`` writes into its output: ``--overwrite`` only
+#: replaces GeoTIFFs that carry it.
+PREDICT_TAG, PREDICT_TAG_VALUE = "FNS_WRITER", "xflipnslide predict"
+#: The figures ``demo`` saves, and the PNG text it writes into them (it only
+#: replaces PNGs that carry it).
+FIGURES, FIGURE_SOFTWARE = ("scene.png", "tiles.png", "samples.png"), "xflipnslide demo"
 
 
 class CliError(Exception):
@@ -161,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--image", default="image", help="image variable")
     exp.add_argument("--label", default=None, help="label variable (None: images only)")
     exp.add_argument("--shard-size", type=_positive, default=1000, help="tiles per shard")
+    exp.add_argument(
+        "--crs", default=None, help="the tiles' CRS when the store has none, e.g. EPSG:32621"
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it is an export")
 
     pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
@@ -180,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--variable", default=None, help="variable, for Zarr/netCDF inputs")
     pred.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
     pred.add_argument("--device", default=None, help="torch device, e.g. cuda (None: cpu)")
-    pred.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    pred.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it is a prediction written here"
+    )
     return p
 
 
@@ -238,13 +247,30 @@ def _one_line(exc: BaseException) -> str:
     (GDAL's "Read failed. See previous exception" points at its cause)."""
     seen = exc
     while seen is not None:
-        text = (str(seen).strip().splitlines() or [""])[0]
+        text = _first_line(str(seen))
         cause = seen.__cause__ or seen.__context__
         if text and "see previous exception" not in text.lower():
             known = isinstance(seen, (CliError, XFlipNSlideError, OSError, ValueError))
             return text if known else f"{type(seen).__name__}: {text}"
         seen = cause
     return type(exc).__name__
+
+
+def _first_line(text: str) -> str:
+    """A message's first line, with what it announces when it ends with a
+    colon: TorchScript puts the cause on the next line, or on the source line
+    it marks ``<--- HERE``."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head = lines[0]
+    if not head.endswith(":") or len(lines) == 1:
+        return head
+    here = next((k for k, line in enumerate(lines) if "<--- HERE" in line), None)
+    if here is None or here < 2:
+        return f"{head} {lines[1]}"
+    where = next((line for line in reversed(lines[:here]) if line.startswith("File ")), None)
+    return f"{head} {lines[here - 1]}" + (f" ({where})" if where else "")
 
 
 def _open_scene(path: str, variable: str | None = None, chunks: int = 2048, label=None):
@@ -290,64 +316,43 @@ def _open_netcdf(path: str):
             raise first from None
 
 
-def _is_tile_store(path: str) -> bool:
-    """True for a Zarr store this tool could have written (geometry attrs at its root)."""
-    for meta in ("zarr.json", ".zattrs"):
-        try:
-            with open(os.path.join(path, meta)) as f:
-                attrs = json.load(f)
-        except (OSError, ValueError):
-            continue
-        attrs = attrs.get("attributes", attrs) if meta == "zarr.json" else attrs
-        if isinstance(attrs, dict) and TILE_SIZE_ATTR in attrs:
-            return True
-    return False
+def _check_out(out: str, overwrite: bool, is_ours: Callable[[str], bool], what: str) -> None:
+    """Refuse an output path before any work (see ``xflipnslide.atomic``)."""
+    from .atomic import check_target
 
-
-def _check_out(out: str, overwrite: bool) -> None:
-    if not os.path.lexists(out):
-        return
-    if not overwrite:
-        raise CliError(f"{out} exists; pass --overwrite to replace it")
-    if not (os.path.isdir(out) and not os.path.islink(out) and _is_tile_store(out)):
-        raise CliError(
-            f"{out} exists and is not a tile store written by xflipnslide; --overwrite only "
-            "replaces those: choose another --out, or remove it yourself"
-        )
+    check_target(out, overwrite=overwrite, is_ours=is_ours, what=what, option="--overwrite")
 
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM interrupts like Ctrl-C, so the atomic writers remove their
+    temporaries."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _write(tiles, out: str, overwrite: bool) -> None:
-    """Write to a temporary store and move it in place, so a failed or
+    """Write a tile store atomically (``xflipnslide.to_zarr``): a failed or
     interrupted run (Ctrl-C, SIGTERM) leaves nothing half-written."""
     from dask.diagnostics import ProgressBar
 
-    from .io import zarr_encoding
+    from .store import to_zarr
 
-    _check_out(out, overwrite)
-    tmp = f"{out.rstrip('/')}.partial"
-    if os.path.lexists(tmp):
-        if not _is_tile_store(tmp) and os.listdir(tmp):
-            raise CliError(f"{tmp} exists and is not a partial tile store: remove it first")
-        shutil.rmtree(tmp)
-    ds = tiles.to_dataset(name=tiles.name or VARIABLE) if hasattr(tiles, "to_dataset") else tiles
-    encoding = zarr_encoding(ds)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with ProgressBar(minimum=1.0, out=sys.stderr):
-            ds.to_zarr(tmp, mode="w", consolidated=None, encoding=encoding)
-        if os.path.lexists(out):
-            _check_out(out, overwrite)
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _interruptible(), ProgressBar(minimum=1.0, out=sys.stderr):
+        to_zarr(tiles, out, overwrite=overwrite, name=VARIABLE)
+
+
+def _is_tile_store(path: str) -> bool:
+    from .store import is_tile_store
+
+    return is_tile_store(path)
 
 
 def _prepare_and_tile(scene, args, label=None):
@@ -367,6 +372,7 @@ def _prepare_and_tile(scene, args, label=None):
 
 
 def _tile(args) -> int:
+    _check_out(args.out, args.overwrite, _is_tile_store, "a tile store")
     scene = _open_scene(args.input, args.variable, args.chunks, args.label)
     tiles = _prepare_and_tile(scene, args, args.label)
     _write(tiles, args.out, args.overwrite)
@@ -377,7 +383,7 @@ def _tile(args) -> int:
 def _stac(args) -> int:
     from .io import load_stac
 
-    _check_out(args.out, args.overwrite)
+    _check_out(args.out, args.overwrite, _is_tile_store, "a tile store")
     scene = load_stac(
         bbox=args.bbox,
         datetime=args.datetime,
@@ -400,54 +406,87 @@ def _stac(args) -> int:
 
 
 def _export(args) -> int:
-    import xarray as xr
+    from .export import export_chips, is_export
+    from .store import open_tiles
 
-    from .export import export_chips
-
+    _check_out(args.out, args.overwrite, is_export, "an export")
     if not os.path.isdir(args.tiles):
         raise CliError(f"no tile store at {args.tiles}")
-    tiles = xr.open_zarr(args.tiles)
+    tiles = open_tiles(args.tiles)
 
     def progress(done: int, total: int) -> None:
         print(f"\rexported {done} / {total} tiles", end="", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        out = export_chips(
-            tiles,
-            args.out,
-            format=args.format,
-            image=args.image,
-            label=args.label,
-            shard_size=args.shard_size,
-            overwrite=args.overwrite,
-            progress=progress,
-        )
+        with _interruptible():
+            out = export_chips(
+                tiles,
+                args.out,
+                format=args.format,
+                image=args.image,
+                label=args.label,
+                shard_size=args.shard_size,
+                crs=args.crs,
+                overwrite=args.overwrite,
+                progress=progress,
+            )
     finally:
-        signal.signal(signal.SIGTERM, previous)
         print(file=sys.stderr)
     print(f"wrote {tiles.sizes['tile']} tiles as {args.format} to {out}")
     return 0
 
 
+def _is_prediction(path: str) -> bool:
+    """True for a GeoTIFF ``xflipnslide predict`` wrote (its tag)."""
+    import rasterio
+
+    if not os.path.isfile(path):
+        return False
+    with rasterio.open(path) as f:
+        return f.tags().get(PREDICT_TAG) == PREDICT_TAG_VALUE
+
+
+def _load_model(torch, path: str, device: str | None):
+    """The TorchScript model at ``path``, or a one-line error with the cause."""
+    try:
+        return torch.jit.load(path, map_location=device or "cpu")
+    except Exception as exc:
+        raise CliError(f"cannot load {path} as TorchScript: {_model_problem(path, exc)}") from exc
+
+
+def _model_problem(path: str, exc: BaseException) -> str:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    pickled = any(n.endswith("data.pkl") for n in names)
+    if pickled and not any(n.endswith("constants.pkl") for n in names):
+        return (
+            "it is a torch.save() checkpoint (a pickled module or state_dict), not TorchScript: "
+            "save the model with torch.jit.script(model).save(path)"
+        )
+    return _one_line(exc)
+
+
 def _predict(args) -> int:
     from dask.diagnostics import ProgressBar
 
+    from .atomic import write_file
     from .errors import require
     from .predict import predict
     from .preprocess import preprocess
 
     torch = require("torch", "torch", "xflipnslide predict")
-    if os.path.lexists(args.out) and not args.overwrite:
-        raise CliError(f"{args.out} exists; pass --overwrite to replace it")
     if os.path.isdir(args.out):
         raise CliError(f"{args.out} is a folder; --out names the GeoTIFF to write")
+    what = "a prediction GeoTIFF"
+    _check_out(args.out, args.overwrite, _is_prediction, what)
     if not os.path.exists(args.model):
         raise CliError(f"no such model file: {args.model}")
-    try:
-        model = torch.jit.load(args.model, map_location=args.device or "cpu")
-    except Exception as exc:
-        raise CliError(f"cannot load {args.model} as TorchScript: {_one_line(exc)}") from exc
+    model = _load_model(torch, args.model, args.device)
     scene = _open_scene(args.scene, args.variable, args.chunks)
     if not hasattr(scene, "to_dataset"):
         raise CliError(f"{args.scene} holds several variables: pick one with --variable")
@@ -465,19 +504,19 @@ def _predict(args) -> int:
     )
     if args.labels:
         pred = pred.argmax("class").astype("uint8")
-    tmp = f"{args.out}.partial.tif"
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
+    with (
+        _interruptible(),
+        write_file(
+            args.out,
+            overwrite=args.overwrite,
+            is_ours=_is_prediction,
+            what=what,
+            option="--overwrite",
+        ) as tmp,
+    ):
         with ProgressBar(minimum=1.0, out=sys.stderr):
             pred = pred.compute()
-        pred.rio.to_raster(tmp, driver="COG")
-        os.replace(tmp, args.out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        pred.rio.to_raster(tmp, driver="COG", tags={PREDICT_TAG: PREDICT_TAG_VALUE})
     what = "labels" if args.labels else f"{pred.sizes['class']} class scores"
     print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {args.out}")
     return 0
@@ -493,30 +532,53 @@ def _figures(scene, ready, tiles, out: str, tile_size: int) -> list[str]:
     except ImportError:
         log.warning('figures skipped: install matplotlib (pip install "xflipnslide[viz]")')
         return []
+    from .atomic import write_file
     from .plot import plot_rgb, plot_samples, plot_tiles
 
     paths = []
     masked = scene.where(scene != 0)
-    figs = {
-        "scene.png": plot_rgb(masked, title="sample scene (nodata transparent)"),
-        "tiles.png": plot_tiles(masked, tile_size, "flipnslide"),
-        "samples.png": plot_samples(tiles),
-    }
+    figs = dict(
+        zip(
+            FIGURES,
+            (
+                plot_rgb(masked, title="sample scene (nodata transparent)"),
+                plot_tiles(masked, tile_size, "flipnslide"),
+                plot_samples(tiles),
+            ),
+        )
+    )
     for name, fig in figs.items():
         path = os.path.join(out, name)
-        fig.savefig(path, dpi=90)
+        with write_file(path, overwrite=True, is_ours=_is_demo_figure, what="a demo figure") as tmp:
+            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": FIGURE_SOFTWARE})
         plt.close(fig)
         paths.append(path)
     return paths
 
 
+def _is_demo_figure(path: str) -> bool:
+    """True for a PNG ``xflipnslide demo`` saved (its Software text)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.format == "PNG" and image.text.get("Software") == FIGURE_SOFTWARE
+
+
 def _demo(args) -> int:
+    import importlib.util
+
     from .io import open_image, sample_scene_path
     from .plan import TRANSFORMS
     from .preprocess import preprocess
     from .tiling import tile
 
     os.makedirs(args.out, exist_ok=True)
+    stores = {strategy: os.path.join(args.out, f"{strategy}.zarr") for strategy in STRATEGIES}
+    for path in stores.values():  # replaced only when ours, checked before any work
+        _check_out(path, True, _is_tile_store, "a tile store")
+    if importlib.util.find_spec("matplotlib") is not None:
+        for name in FIGURES:
+            _check_out(os.path.join(args.out, name), True, _is_demo_figure, "a demo figure")
     scene = open_image(sample_scene_path()).load()
     print(
         f"sample scene: Landsat 8, bands {', '.join(map(str, scene.band.values))}, "
@@ -535,7 +597,7 @@ def _demo(args) -> int:
     for strategy in STRATEGIES:
         start = time.perf_counter()
         tiles = tile(ready, args.tile_size, strategy)
-        _write(tiles.rename(VARIABLE), os.path.join(args.out, f"{strategy}.zarr"), overwrite=True)
+        _write(tiles.rename(VARIABLE), stores[strategy], overwrite=True)
         seconds = time.perf_counter() - start
         codes = tiles.transform.values
         per_code = "  ".join(f"{c}:{int((codes == c).sum())}" for c in sorted(set(codes.tolist())))

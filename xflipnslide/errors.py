@@ -20,6 +20,7 @@ __all__ = [
     "EmptySubsetError",
     "FillReachError",
     "FillReachWarning",
+    "IncompleteStoreError",
     "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
@@ -141,3 +142,8 @@ class InvalidLabelsError(InvalidParameterError):
 class IrregularGridError(InvalidParameterError):
     """The spatial coordinates are not evenly spaced, so pixels have no single
     size and windows no single geotransform: regrid or reproject first."""
+
+
+class IncompleteStoreError(InvalidTilesError):
+    """A tile store that is not whole: its writer stopped before the end (no
+    completion record), or chunks were lost since (deleted, not copied)."""

@@ -2,11 +2,14 @@
 sharded TFRecord, WebDataset tar shards.
 
 Every export streams the tiles chunk by chunk (one tile chunk computed or
-read at a time), writes into ``DIRECTORY.partial`` and moves it into place
-only when complete, so an interrupted export leaves no half-written set.
+read at a time) into a fresh hidden folder beside the target and moves it
+into place only when complete (:mod:`xflipnslide.atomic`), so an
+interrupted or failed export (Ctrl-C, a full disk) leaves the disk as it
+was, and ``overwrite=True`` replaces only an earlier export.
 
-* **GeoTIFF** chips are written with rasterio, each with the CRS and its
-  exact geotransform: the window's transform composed with the tile's D4
+* **GeoTIFF** chips are written with rasterio, each with the CRS (the
+  tiles' own, or ``crs=``: chips without one are refused) and its exact
+  geotransform: the window's transform composed with the tile's D4
   transform (:func:`xflipnslide.georef.tile_transform`), so a GIS draws a
   rotated or reflected chip in place.
 * **TFRecord** framing and the ``tf.train.Example`` protobuf are written
@@ -20,12 +23,12 @@ only when complete, so an interrupted export leaves no half-written set.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
 import json
 import os
-import shutil
 import struct
 import tarfile
 from collections.abc import Callable, Hashable
@@ -34,17 +37,24 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from . import schema
+from . import atomic, schema
 from .errors import InvalidParameterError, check_positive_int, require
 from .georef import scene_transform, tile_transform, window_bounds
 from .schema import IMAGE, TILE_DIM
 
-__all__ = ["FEATURE_DESCRIPTION", "FORMATS", "export_chips", "tfrecord_dataset"]
+__all__ = [
+    "FEATURE_DESCRIPTION",
+    "FORMATS",
+    "MARKER",
+    "export_chips",
+    "is_export",
+    "tfrecord_dataset",
+]
 
 FORMATS = ("geotiff", "tfrecord", "webdataset")
 #: The per-tile integers every format records, named as in the tile format.
 META = (TILE_DIM, schema.ROW, schema.COL, schema.TRANSFORM)
-#: The marker file every export writes; ``overwrite=True`` only replaces
+#: The manifest every export writes last; ``overwrite=True`` only replaces
 #: folders that hold it.
 MARKER = "fns_export.json"
 
@@ -73,6 +83,7 @@ def export_chips(
     image: Hashable = IMAGE,
     label: Hashable | None = None,
     shard_size: int = 1000,
+    crs: Any = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
@@ -85,7 +96,7 @@ def export_chips(
         from Zarr): a DataArray of images, or a Dataset with ``image`` and,
         optionally, ``label`` variables.
     directory
-        The folder to create.
+        The folder to create. Its parent folder must exist.
     format
         ``"geotiff"``: ``images/`` and ``labels/`` folders of one GeoTIFF
         per tile (same zero-padded name in both, ArcGIS's "Classified
@@ -100,6 +111,11 @@ def export_chips(
         Variable names in a Dataset.
     shard_size
         Tiles per TFRecord or tar shard.
+    crs
+        The tiles' CRS (anything :meth:`rasterio.crs.CRS.from_user_input`
+        reads, e.g. ``"EPSG:32621"``) when they carry none: GeoTIFF chips
+        without a CRS are refused. Tiles that carry a CRS need none; a
+        different one is refused.
     overwrite
         Replace ``directory`` if it holds an earlier export (never anything
         else).
@@ -110,7 +126,14 @@ def export_chips(
     -------
     str
         The directory written. It holds ``fns_export.json`` (format, count,
-        dtypes, shapes, CRS) besides the chips.
+        dtypes, shapes, CRS), written last, besides the chips.
+
+    Raises
+    ------
+    InvalidParameterError
+        Before anything is computed: an unknown format, variable or CRS,
+        GeoTIFF chips without a CRS, an empty or unwritable ``directory``,
+        an existing one without ``overwrite``, or one that is not an export.
 
     Examples
     --------
@@ -123,44 +146,85 @@ def export_chips(
     shard_size = check_positive_int(shard_size, "shard_size")
     g = schema.read_geometry(tiles, what="export_chips")
     x, y = _variables(tiles, image, label)
-    directory = os.fspath(directory)
-    _check_target(directory, overwrite)
-    tmp = directory.rstrip("/") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    writer = {"geotiff": _GeoTiffWriter, "tfrecord": _TFRecordWriter, "webdataset": _TarWriter}[
-        format
-    ](tmp, tiles, g, x, y, shard_size)
-    try:
-        done, n = 0, len(g)
-        for a, b in _chunk_ranges(x):
-            xs = np.asarray(x.isel({TILE_DIM: slice(a, b)}).values)
-            ys = np.asarray(y.isel({TILE_DIM: slice(a, b)}).values) if y is not None else None
-            for k in range(b - a):
-                writer.write(a + k, xs[k], ys[k] if ys is not None else None)
-            done += b - a
-            if progress is not None:
-                progress(done, n)
+    crs = _crs(tiles, crs, format)
+    writers = {"geotiff": _GeoTiffWriter, "tfrecord": _TFRecordWriter, "webdataset": _TarWriter}
+    with atomic.write_dir(
+        directory, overwrite=overwrite, is_ours=is_export, what="an export"
+    ) as tmp:
+        writer = writers[format](tmp, tiles, g, x, y, shard_size, crs)
+        try:
+            done, n = 0, len(g)
+            for a, b in _chunk_ranges(x):
+                xs = np.asarray(x.isel({TILE_DIM: slice(a, b)}).values)
+                ys = np.asarray(y.isel({TILE_DIM: slice(a, b)}).values) if y is not None else None
+                for k in range(b - a):
+                    writer.write(a + k, xs[k], ys[k] if ys is not None else None)
+                done += b - a
+                if progress is not None:
+                    progress(done, n)
+        except BaseException:
+            writer.abort()  # never raises over the original error
+            raise
         writer.close()
         meta = {
             "format": format,
             "count": len(g),
+            "shard_size": shard_size,
             "image": {"dtype": x.dtype.name, "shape": list(x.shape[1:])},
             "label": {"dtype": y.dtype.name, "shape": list(y.shape[1:])} if y is not None else None,
-            "crs": writer.crs_wkt,
+            "crs": crs.to_wkt() if crs is not None else None,
             "tile_size": g.tile_size,
             "scene_shape": list(g.scene_shape) if g.scene_shape else None,
         }
         with open(os.path.join(tmp, MARKER), "w") as f:
             json.dump(meta, f, indent=1)
-        if os.path.lexists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        writer.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return os.fspath(directory)
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """True for a folder holding an export of :func:`export_chips` (its
+    manifest ``fns_export.json``)."""
+    return _manifest(os.fspath(path)) is not None
+
+
+def _manifest(directory: str) -> dict | None:
+    try:
+        with open(os.path.join(directory, MARKER)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") in FORMATS else None
+
+
+def _crs(tiles, crs, format: str):
+    """The CRS the chips carry: the tiles' own, else ``crs``; GeoTIFF chips
+    need one."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    have = tiles.rio.crs
+    if crs is None:
+        if have is None and format == "geotiff":
+            raise InvalidParameterError(
+                "the tiles carry no CRS (no spatial_ref coordinate), so GeoTIFF chips would not "
+                "be placed on the ground: pass crs= to export_chips (e.g. crs='EPSG:32621'; "
+                "--crs in the CLI), or tile a scene that has one (scene.rio.write_crs(...))"
+            )
+        return have
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        given = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InvalidParameterError(
+            f"crs={crs!r} is not a CRS rasterio reads: give e.g. 'EPSG:32621' or a WKT string"
+        ) from exc
+    if have is not None and have != given:
+        raise InvalidParameterError(
+            f"the tiles carry the CRS {have.to_string()} and crs={crs!r} says otherwise: drop "
+            "crs=, or reproject the scene before tiling"
+        )
+    return given
 
 
 def _variables(tiles, image, label):
@@ -186,27 +250,14 @@ def _chunk_ranges(x: xr.DataArray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]
 
 
-def _check_target(directory: str, overwrite: bool) -> None:
-    if not os.path.lexists(directory):
-        return
-    if not overwrite:
-        raise InvalidParameterError(f"{directory} exists; pass overwrite=True to replace it")
-    if not os.path.isfile(os.path.join(directory, MARKER)):
-        raise InvalidParameterError(
-            f"{directory} exists and is not an export written by xflipnslide; overwrite=True "
-            "only replaces those: choose another directory"
-        )
-
-
 def _name(k: int, n: int) -> str:
     return f"{k:0{max(len(str(n - 1)), 1)}d}"
 
 
 class _Writer:
-    crs_wkt: str | None = None
-
-    def __init__(self, root, tiles, g, x, y, shard_size):
+    def __init__(self, root, tiles, g, x, y, shard_size, crs):
         self.root, self.tiles, self.g, self.shard_size = root, tiles, g, shard_size
+        self.crs = crs
         self.n = len(g)
         self.meta = {
             name: np.asarray(tiles[name].values)
@@ -218,7 +269,10 @@ class _Writer:
         pass
 
     def abort(self) -> None:
-        self.close()
+        """Close what is open after a failure; never raises (a full disk fails
+        the close too), so the original error is the one reported."""
+        with contextlib.suppress(Exception):
+            self.close()
 
     def tile_meta(self, k: int) -> dict[str, Any]:
         out = {
@@ -238,11 +292,7 @@ class _GeoTiffWriter(_Writer):
     def __init__(self, *args):
         super().__init__(*args)
         import rasterio  # noqa: F401
-        import rioxarray  # noqa: F401
 
-        crs = self.tiles.rio.crs
-        self.crs = crs
-        self.crs_wkt = crs.to_wkt() if crs is not None else None
         self.scene = _scene_affine(self.tiles, self.g)
         for sub in ("images", "labels"):
             os.makedirs(os.path.join(self.root, sub))
@@ -447,6 +497,14 @@ class _TarWriter(_Sharded):
         self._add(f"{key}.json", json.dumps(self.tile_meta(k)).encode())
 
 
+def _shards(directory: str, meta: dict, suffix: str) -> list[str]:
+    """The shard files an export holds (from its manifest: count and shard size)."""
+    if "shard_size" not in meta:  # written before the manifest recorded it
+        return sorted(n for n in os.listdir(directory) if n.endswith(suffix))
+    n = -(-int(meta["count"]) // int(meta["shard_size"]))
+    return [f"shard-{k:05d}{suffix}" for k in range(n)]
+
+
 def tfrecord_dataset(directory: str | os.PathLike, *, label: bool | None = None) -> Any:
     """A ``tf.data.Dataset`` of ``(image, label)`` (or images) from a
     TFRecord export, decoded to the dtypes and shapes written.
@@ -457,13 +515,34 @@ def tfrecord_dataset(directory: str | os.PathLike, *, label: bool | None = None)
         A folder written by :func:`export_chips` with ``format="tfrecord"``.
     label
         Yield labels too (default: when the export has them).
+
+    Raises
+    ------
+    InvalidParameterError
+        ``directory`` is not a TFRecord export of :func:`export_chips` (no
+        manifest, another format) or misses some of its shards.
     """
-    tf = require("tensorflow", "tensorflow", "tfrecord_dataset")
     directory = os.fspath(directory)
-    with open(os.path.join(directory, MARKER)) as f:
-        meta = json.load(f)
-    if meta.get("format") != "tfrecord":
-        raise InvalidParameterError(f"{directory} holds a {meta.get('format')!r} export")
+    meta = _manifest(directory)
+    if meta is None:
+        raise InvalidParameterError(
+            f"{directory} is not an export of export_chips (no readable {MARKER} in it): export "
+            "the tiles with export_chips(tiles, directory, format='tfrecord'), or read other "
+            "TFRecord files with tf.data.TFRecordDataset(files)"
+        )
+    if meta["format"] != "tfrecord":
+        raise InvalidParameterError(
+            f"{directory} holds a {meta['format']!r} export, not TFRecord: export with "
+            "format='tfrecord'"
+        )
+    shards = _shards(directory, meta, ".tfrecord")
+    missing = [n for n in shards if not os.path.isfile(os.path.join(directory, n))]
+    if missing:
+        raise InvalidParameterError(
+            f"{directory} is missing {len(missing)} of its {len(shards)} shards ({missing[0]}, "
+            "...): copy the export again, or export the tiles again"
+        )
+    tf = require("tensorflow", "tensorflow", "tfrecord_dataset")
     with_label = meta["label"] is not None if label is None else bool(label)
     spec = {"image": tf.io.FixedLenFeature([], tf.string)}
     spec.update({key: tf.io.FixedLenFeature([], tf.int64) for key in META})
@@ -480,7 +559,5 @@ def tfrecord_dataset(directory: str | os.PathLike, *, label: bool | None = None)
         x = decode(ex["image"], "image")
         return (x, decode(ex["label"], "label")) if with_label else x
 
-    files = sorted(
-        os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".tfrecord")
-    )
+    files = [os.path.join(directory, n) for n in shards]
     return tf.data.TFRecordDataset(files).map(parse)

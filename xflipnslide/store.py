@@ -1,0 +1,261 @@
+"""Tile stores: tiles written to Zarr whole or not at all, and opened only
+when whole.
+
+:func:`to_zarr` writes through :mod:`xflipnslide.atomic` (a fresh hidden
+store beside the target, moved into place when complete) with the tile-store
+encoding (:func:`xflipnslide.zarr_encoding`), and writes last, into the
+store's attrs, a completion record: how many chunks zarr holds for each
+array. :func:`open_tiles` compares that record with zarr's own count of
+initialised chunks (``Array.nchunks_initialized``, a listing of the store:
+no pixel is read) and refuses a store whose writer stopped before the end
+(no record) or that lost chunks since (deleted, or not copied), which
+xarray would otherwise read as fill values (NaN or 0 tiles, every transform
+code 0) without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Hashable
+from typing import Any
+
+import xarray as xr
+
+from . import atomic, schema
+from .errors import IncompleteStoreError, InvalidParameterError
+
+__all__ = ["COMPLETE", "is_tile_store", "open_tiles", "to_zarr"]
+
+#: The completion record in a tile store's root attrs, written last by
+#: :func:`to_zarr`: ``{"chunks": {array name: number of chunks written}}``.
+#: It marks a store this package wrote (the only stores ``overwrite=True``
+#: replaces); :func:`open_tiles` drops it from the attrs it returns.
+COMPLETE = "fns_complete"
+
+#: ``to_zarr`` keywords that would write part of a store, elsewhere or later.
+_REFUSED = ("store", "mode", "group", "append_dim", "region", "compute")
+# zarr-python 3 warns on every consolidated write; xarray asks for one.
+_CONSOLIDATED_NOTICE = "Consolidated metadata is currently not part"
+
+
+def to_zarr(
+    tiles: xr.DataArray | xr.Dataset,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    name: Hashable = schema.IMAGE,
+    **kwargs: Any,
+) -> str:
+    """Write tiles to a Zarr store atomically, with a completion record.
+
+    The store is written under a fresh hidden name beside ``path`` and moved
+    into place when complete, so an interrupted write (Ctrl-C, SIGTERM, a
+    full disk) leaves no store and nothing else changed. Read it back with
+    :func:`open_tiles`, which checks it is whole.
+
+    Parameters
+    ----------
+    tiles
+        Output of :func:`xflipnslide.tile` (in memory or lazy; a subset, or
+        tiles reopened from a store). A DataArray is written as the
+        variable ``name``.
+    path
+        The store to create (a local folder, ``.zarr`` by convention).
+    overwrite
+        Replace ``path`` if it is a tile store written by this function
+        (never anything else).
+    name
+        Variable name for a DataArray without a name.
+    **kwargs
+        Passed to :meth:`xarray.Dataset.to_zarr` (``zarr_format``,
+        ``consolidated``, ``write_empty_chunks``, ...). ``encoding`` is
+        merged over :func:`xflipnslide.zarr_encoding` (Zstandard level 1).
+        ``mode``, ``group``, ``append_dim``, ``region`` and ``compute`` are
+        refused: a tile store is written whole.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``path`` exists (without ``overwrite``) or is not a tile store, its
+        folder is missing or not writable, or a refused keyword is given;
+        all before anything is computed.
+
+    Examples
+    --------
+    >>> tiles.fns.to_zarr("tiles.zarr")  # doctest: +SKIP
+    >>> tiles = xflipnslide.open_tiles("tiles.zarr")  # doctest: +SKIP
+    """
+    from .io import zarr_encoding
+
+    refused = [k for k in _REFUSED if k in kwargs]
+    if refused:
+        raise InvalidParameterError(
+            f"to_zarr writes a whole tile store; it takes no {', '.join(refused)}= (write a new "
+            "store, or use xarray's own to_zarr for partial writes)"
+        )
+    if isinstance(tiles, xr.DataArray):
+        tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
+    schema.read_geometry(tiles, what="to_zarr")  # tiles only, their geometry checked
+    ds = tiles.copy(deep=False)
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
+    # Lazy text coordinates (``grid``) are small: xarray loads them to pick a
+    # dtype anyway, with a warning; load them here.
+    ds = ds.assign_coords(
+        {n: c.compute() for n, c in ds.coords.items() if c.dtype == object and c.chunks}
+    )
+    encoding = zarr_encoding(ds)
+    if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
+        from numcodecs import Zstd
+
+        from .io import ZSTD_LEVEL
+
+        encoding = {var: {"compressors": (Zstd(level=ZSTD_LEVEL),)} for var in encoding}
+    for var, options in (kwargs.pop("encoding", None) or {}).items():
+        encoding[var] = {**encoding.get(var, {}), **options}
+    consolidated = kwargs.get("consolidated")
+    writing = atomic.write_dir(
+        path, overwrite=overwrite, is_ours=is_tile_store, what="a tile store"
+    )
+    with writing as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED_NOTICE)
+        ds.to_zarr(tmp, mode="w", encoding=encoding, **kwargs)
+        _write_record(tmp, consolidated is not False)
+    return os.fspath(path)
+
+
+def _write_record(path: str, consolidate: bool) -> None:
+    """Count each array's chunks and write the completion record (last)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    chunks = {name: int(array.nchunks_initialized) for name, array in group.arrays()}
+    group.attrs[COMPLETE] = {"chunks": dict(sorted(chunks.items()))}
+    if consolidate:
+        zarr.consolidate_metadata(path)
+
+
+def _root_attrs(path: str) -> dict:
+    """The root attrs of a local Zarr store (v3 or v2), read as plain JSON."""
+    for meta in ("zarr.json", ".zattrs"):
+        try:
+            with open(os.path.join(path, meta)) as f:
+                attrs = json.load(f)
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", {}) if meta == "zarr.json" else attrs
+        if isinstance(attrs, dict):
+            return attrs
+    return {}
+
+
+def is_tile_store(path: str | os.PathLike) -> bool:
+    """True for a local folder holding a complete tile store written by
+    :func:`to_zarr` (its completion record at the root)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return False
+    record = _root_attrs(path).get(COMPLETE)
+    return isinstance(record, dict) and isinstance(record.get("chunks"), dict)
+
+
+def open_tiles(path: str | os.PathLike, **open_zarr_kwargs: Any) -> xr.Dataset:
+    """Open a tile store lazily, after checking it is whole.
+
+    Parameters
+    ----------
+    path
+        A store written by :func:`to_zarr` (``tiles.fns.to_zarr``, or the
+        ``xflipnslide tile`` command).
+    **open_zarr_kwargs
+        Passed to :func:`xarray.open_zarr` (``chunks``, ``storage_options``,
+        ...).
+
+    Returns
+    -------
+    Dataset
+        The tiles, dask-backed, as written (the completion record is not
+        among the attrs).
+
+    Raises
+    ------
+    IncompleteStoreError
+        The store has no completion record (its writer stopped before the
+        end, or it was written without :func:`to_zarr`), or holds fewer (or
+        other) chunks than were written: deleted, or not copied. Only the
+        store's listing is read for this check, no pixel.
+    InvalidParameterError
+        No Zarr store at ``path``.
+
+    Examples
+    --------
+    >>> tiles = xflipnslide.open_tiles("tiles.zarr")  # doctest: +SKIP
+    >>> loader = tiles.fns.torch_loader(32, shuffle=True, seed=0)  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if "group" in open_zarr_kwargs:
+        raise InvalidParameterError("open_tiles opens a whole tile store; it takes no group=")
+    check_complete(
+        path,
+        storage_options=open_zarr_kwargs.get("storage_options"),
+        zarr_format=open_zarr_kwargs.get("zarr_format"),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED_NOTICE)
+        ds = xr.open_zarr(path, **open_zarr_kwargs)
+    ds.attrs.pop(COMPLETE, None)
+    return ds
+
+
+def check_complete(
+    path: str, *, storage_options: dict | None = None, zarr_format: int | None = None
+) -> None:
+    """Raise :class:`~xflipnslide.IncompleteStoreError` unless the store at
+    ``path`` holds every chunk its completion record counts."""
+    import zarr
+
+    try:
+        group = zarr.open_group(
+            path,
+            mode="r",
+            use_consolidated=False,
+            storage_options=storage_options,
+            zarr_format=zarr_format,
+        )
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
+        raise InvalidParameterError(
+            f"no Zarr store at {path}: give the folder written by to_zarr or xflipnslide tile"
+        ) from exc
+    record = group.attrs.get(COMPLETE)
+    counts = record.get("chunks") if isinstance(record, dict) else None
+    if not isinstance(counts, dict):
+        raise IncompleteStoreError(
+            f"{path} has no completion record: its writer stopped before the end, or it was "
+            "not written with xflipnslide's to_zarr. Write the tiles again with "
+            "tiles.fns.to_zarr(path, overwrite=True); a store you trust opens with "
+            "xarray.open_zarr"
+        )
+    problems = []
+    for name, written in counts.items():
+        try:
+            array = group[name]
+        except KeyError:
+            problems.append(f"the array {name!r} is missing")
+            continue
+        found = int(array.nchunks_initialized)
+        if found < written:
+            problems.append(f"{written - found} of the {written} chunks of {name!r} are missing")
+        elif found > written:
+            problems.append(f"{name!r} holds {found} chunks where {written} were written")
+    if problems:
+        raise IncompleteStoreError(
+            f"{path} is not the store that was written: {'; '.join(problems)} (deleted, changed "
+            "or not copied since). Copy the store again, or write the tiles again with "
+            "tiles.fns.to_zarr(path, overwrite=True)"
+        )
