@@ -10,9 +10,17 @@ neighbouring chunks (one task per chunk, in one graph layer); the kernel then kn
 whether its nearest valid pixel is provably the scene's nearest (it is
 closer than every cut side of block + halo). Pixels where that is not
 proven take the nearest valid pixel in block + halo, or the slice's
-``fallback`` (its mean) if there is none; they are counted, and the task
+mean if there is none; they are counted, and the task
 warns with :class:`FillReachWarning` or, with ``strict=True``, raises
 :class:`FillReachError`.
+
+What is invented is said with a :class:`DataFilledWarning`: on numpy by the
+caller (the shares are known at once), on dask by each task that fills
+pixels, when it runs. The tasks read each slice's count of valid pixels
+from the statistics pass they depend on anyway (for the fallback mean), so
+every task of a band chunk gives the same message, with the scene-wide
+share per slice, and Python shows it once. Nothing is computed while the
+graph is built.
 """
 
 from __future__ import annotations
@@ -28,10 +36,17 @@ import numpy as np
 from . import _graph
 from ._blocks import assemble, chunk_bounds, chunk_span, local_slices
 from ._tiling import check_known_chunks, threads
-from .errors import AllMissingError, FillReachError, FillReachWarning, XFlipNSlideWarning, warn
+from .errors import (
+    AllMissingError,
+    DataFilledWarning,
+    FillReachError,
+    FillReachWarning,
+    XFlipNSlideWarning,
+    warn,
+)
 from .kernels import fill_nearest, nearest_valid
 
-__all__ = ["fill_array", "prepare_chunks"]
+__all__ = ["fill_array", "filled_message", "prepare_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +58,55 @@ def _fill_slices(
     fallback: np.ndarray,
     names: dict,
     threads: int = 1,
-) -> tuple[np.ndarray, int]:
-    """Fill the core of each spatial slice of ``block`` (``(*other, H, W)``)."""
+) -> tuple[np.ndarray, int, int]:
+    """Fill the core of each spatial slice of ``block`` (``(*other, H, W)``):
+    the filled core, the pixels not provably exact, the pixels filled."""
     y0, y1, x0, x1 = core
     out = np.empty((*block.shape[:-2], y1 - y0, x1 - x0), dtype=block.dtype)
     core_a, halo_a = np.asarray(core, np.int64), np.asarray(halo, np.bool_)
 
-    def one(idx) -> int:
+    def one(idx) -> tuple[int, int]:
         plane = np.ascontiguousarray(block[idx])
         valid = ~np.isnan(plane)
         fb = float(fallback[idx]) if fallback.ndim else float(fallback)
         if valid.all():
             out[idx] = plane[y0:y1, x0:x1]
-            return 0
+            return 0, 0
+        filled = int((~valid[y0:y1, x0:x1]).sum())
         n = fill_nearest(plane, valid, core_a, halo_a, fb, out[idx])
         if n and math.isnan(fb):
             raise AllMissingError(
                 f"{names.get(idx, 'the data')} has no valid pixel at all, so its "
                 "gaps cannot be filled: drop it, or check the nodata value"
             )
-        return n
+        return n, filled
 
     slices = list(np.ndindex(block.shape[:-2]))
     if threads > 1 and len(slices) > 1:  # the kernel releases the GIL
         with ThreadPoolExecutor(min(threads, len(slices))) as pool:
-            beyond = sum(pool.map(one, slices))
+            counts = list(pool.map(one, slices))
     else:
-        beyond = sum(map(one, slices))
-    return out, beyond
+        counts = list(map(one, slices))
+    return out, sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def filled_message(shares: list[tuple[str, float]]) -> str:
+    """The :class:`DataFilledWarning` text for the missing share of each
+    slice that has gaps (``[("band=red", 0.165), ...]``): one wording for
+    numpy and dask."""
+    listed = ", ".join(f"{lab}: {m:.1%}" for lab, m in shares[:6])
+    if len(shares) > 6:
+        listed += f", and {len(shares) - 6} more"
+    hint = (
+        " More than a quarter of a band is invented: tile with min_valid=... to drop "
+        "mostly-filled tiles (each tile's valid_fraction records its share)."
+        if max(m for _, m in shares) > 0.25
+        else " Each tile's valid_fraction records its observed share."
+    )
+    return (
+        "preprocess: missing pixels (nodata, NaN or infinite) are filled from their nearest "
+        f"valid neighbour ({listed}).{hint}"
+    )
 
 
 def _slice_names(labels: list[str] | None, shape: tuple[int, ...]) -> dict:
@@ -80,13 +116,21 @@ def _slice_names(labels: list[str] | None, shape: tuple[int, ...]) -> dict:
 
 
 def fill_array(
-    x, fallback=None, *, reach: int = 512, strict: bool = False, labels: list[str] | None = None
+    x,
+    slice_stats=None,
+    *,
+    reach: int = 512,
+    strict: bool = False,
+    labels: list[str] | None = None,
 ):
     """Nearest fill of every spatial slice of ``x``: exact on numpy; on dask
-    one task per chunk reading a halo of ``reach`` pixels (``fallback``: one
-    value per slice, a dask array, for pixels with nothing valid in reach)."""
+    one task per chunk reading a halo of ``reach`` pixels. ``slice_stats``
+    (dask only, required there): the ``(*x.shape[:-2], 3)`` mean, std and
+    valid count of each slice, as :func:`._stats.band_stats_array` gives
+    them, lazy: the mean for pixels with nothing valid in reach, the count
+    for the :class:`DataFilledWarning` each filling task gives."""
     if _graph.is_lazy(x):
-        return _fill_dask(x, fallback, reach=reach, strict=strict, labels=labels)
+        return _fill_dask(x, slice_stats, reach=reach, strict=strict, labels=labels)
     return _fill_numpy(np.asarray(x), labels=labels)
 
 
@@ -117,7 +161,7 @@ def _fill_numpy(x: np.ndarray, *, labels: list[str] | None = None) -> np.ndarray
     h, w = x.shape[-2:]
     names = _slice_names(labels, x.shape[:-2])
     fallback = np.full(x.shape[:-2], np.nan)
-    out, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names, threads())
+    out, _, _ = _fill_slices(x, (0, h, 0, w), (False,) * 4, fallback, names, threads())
     return out
 
 
@@ -148,14 +192,15 @@ def _pick(nested: list, depth: int, ry: int, rx: int) -> np.ndarray:
     return nested[ry][rx]
 
 
-def _fill_block(nested, fallback, *, edges, core, scene, depth, names, strict, reach, where):
+def _fill_block(nested, stats, *, edges, core, scene, depth, names, strict, reach, where):
     """Task body: fill one chunk from itself plus a halo sized to its gaps.
 
     The neighbours within ``reach`` are the task's inputs; the halo actually
     assembled is only as wide as the chunk's largest gap (its missing pixels'
     nearest valid pixel within the chunk, rounded up), which keeps the fill
     exact while a chunk with small gaps costs about its own size, not
-    ``(chunk + 2 reach)²``.
+    ``(chunk + 2 reach)²``. ``stats``: the ``(*slices, 3)`` mean, std and
+    valid count of the chunk's slices over the whole scene.
     """
     (yedges, xedges), (gy0, gy1, gx0, gx1), (h, w) = edges, core, scene
     ry, rx = yedges.index(gy0), xedges.index(gx0)
@@ -181,7 +226,10 @@ def _fill_block(nested, fallback, *, edges, core, scene, depth, names, strict, r
     )
     local = (gy0 - ysl.start, gy1 - ysl.start, gx0 - xsl.start, gx1 - xsl.start)
     halo = (ysl.start > 0, ysl.stop < h, xsl.start > 0, xsl.stop < w)
-    out, beyond = _fill_slices(block, local, halo, np.asarray(fallback), names)
+    stats = np.asarray(stats, np.float64)
+    out, beyond, filled = _fill_slices(block, local, halo, stats[..., 0], names)
+    if filled:
+        _warn_filled(stats[..., 2], h * w, names)
     if beyond:
         msg = (
             f"{beyond} filled pixels of block {where} have no valid pixel provably nearest "
@@ -195,22 +243,41 @@ def _fill_block(nested, fallback, *, edges, core, scene, depth, names, strict, r
     return out
 
 
-def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
+def _warn_filled(counts: np.ndarray, pixels: int, names: dict) -> None:
+    """From a filling task: the scene-wide missing share of every slice of
+    its chunk that has gaps (the same text from every task of the chunk's
+    slices, which Python then shows once)."""
+    shares = [
+        (names.get(idx, "the data"), 1 - float(counts[idx]) / pixels)
+        for idx in np.ndindex(counts.shape)
+        if counts[idx] < pixels
+    ]
+    if shares:
+        message = filled_message(shares)
+        log.info(message)
+        warn(message, DataFilledWarning)
+
+
+def _fill_dask(x, slice_stats, *, reach: int, strict: bool = False, labels=None):
     """Lazy nearest fill of every spatial slice of a dask array.
 
     One task per chunk, depending directly on the input chunks within
     ``reach`` of it (one graph layer; no rechunking, whatever the chunk
-    sizes). ``fallback`` holds one value per slice (shape ``x.shape[:-2]``),
-    used only where a chunk and its halo have no valid pixel at all; NaN
-    there means the slice has no valid pixel anywhere, an error.
+    sizes), and on the statistics of its slices: ``slice_stats``, shape
+    ``(*x.shape[:-2], 3)`` (mean, std, valid count). The mean is used only
+    where a chunk and its halo have no valid pixel at all; NaN there means
+    the slice has no valid pixel anywhere, an error. The layer's name is a
+    token of the input, the statistics and every option.
     """
     from dask.base import tokenize
     from dask.utils import apply
 
     check_known_chunks(x)
+    if slice_stats is None or tuple(slice_stats.shape) != (*x.shape[:-2], 3):
+        raise ValueError("the dask fill needs each slice's (mean, std, count)")
     h, w = x.shape[-2:]
-    fb = fallback.rechunk(x.chunks[:-2]) if fallback.ndim else fallback
-    name = "fns-fill-" + tokenize(x, fb, reach, strict, labels)
+    st = slice_stats.rechunk((*x.chunks[:-2], (3,)))
+    name = "fns-fill-" + tokenize(x, x.chunks, st, reach, strict, labels)
     bounds = [chunk_bounds(c) for c in x.chunks]
     (ybounds, xbounds), other_shape = bounds[-2:], x.shape[:-2]
     dsk = {}
@@ -230,12 +297,12 @@ def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
         names = {}
         if labels:
             for local in np.ndindex(shape):
-                g = tuple(st + i for st, i in zip(starts, local))
+                g = tuple(s0 + i for s0, i in zip(starts, local))
                 names[local] = labels[int(np.ravel_multi_index(g, other_shape))]
         dsk[(name, *idx)] = (
             apply,
             _fill_block,
-            [nested, (fb.name, *o) if fb.ndim else fb],
+            [nested, (st.name, *o, 0)],
             {
                 "edges": edges,
                 "core": core,
@@ -247,4 +314,4 @@ def _fill_dask(x, fallback, *, reach: int, strict: bool = False, labels=None):
                 "where": tuple(idx),
             },
         )
-    return _graph.array(name, dsk, x.chunks, x.dtype, [x, fb] if fb.ndim else [x])
+    return _graph.array(name, dsk, x.chunks, x.dtype, [x, st])

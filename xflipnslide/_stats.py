@@ -23,7 +23,8 @@ __all__ = ["band_stats_array", "standardize_array"]
 
 def _merge(parts: np.ndarray) -> np.ndarray:
     """Merge ``(..., k, 3)`` moments ``(n, mean, m2)`` over axis -2 into
-    ``(..., 2)`` ``(mean, std)``; NaN where there is no value at all."""
+    ``(..., 3)`` ``(mean, std, n)``; mean and std NaN where there is no
+    value at all."""
     n, mean, m2 = parts[..., 0], parts[..., 1], parts[..., 2]
     total = n.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -31,7 +32,7 @@ def _merge(parts: np.ndarray) -> np.ndarray:
         dev = np.where(n > 0, m2 + n * (mean - grand[..., None]) ** 2, 0).sum(-1)
         std = np.sqrt(dev / total)
     grand = np.where(total > 0, grand, np.nan)
-    return np.stack([grand, np.where(total > 0, std, np.nan)], axis=-1)
+    return np.stack([grand, np.where(total > 0, std, np.nan), total], axis=-1)
 
 
 def _block_moments(block: np.ndarray, nband: int) -> np.ndarray:
@@ -44,12 +45,17 @@ def _block_moments(block: np.ndarray, nband: int) -> np.ndarray:
 
 
 def band_stats_array(x, nband: int):
-    """Mean and population std (float64) of the non-NaN values of each
-    ``x[idx]`` for ``idx`` over the first ``nband`` axes: a ``(*band, 2)``
-    array, lazy for dask input (NaN for a band without any value)."""
+    """Mean, population std and count (float64) of the non-NaN values of
+    each ``x[idx]`` for ``idx`` over the first ``nband`` axes: a
+    ``(*band, 3)`` array, lazy for dask input (mean and std NaN for a band
+    without any value). The count tells the gap fill how much of each band
+    it invents."""
     if _graph.is_lazy(x):
         import dask.array as da
+        from dask.base import tokenize
 
+        # Layer names: a token of the input (its name fixes its values) and nband.
+        token = tokenize(x.name, x.chunks, nband)
         x = _graph.independent_copy(x)  # a second read, not the scene held in memory
         rest = x.ndim - nband
         parts = da.map_blocks(
@@ -59,11 +65,17 @@ def band_stats_array(x, nband: int):
             dtype=np.float64,
             chunks=(*x.chunks[:nband], *(((1,) * len(c)) for c in x.chunks[nband:]), (3,)),
             new_axis=x.ndim,
+            name=f"fns-moments-{token}",
         )
         flat = parts.reshape((*x.shape[:nband], -1, 3)) if rest != 1 else parts
         flat = flat.rechunk({nband: -1})
         return da.map_blocks(
-            _merge, flat, dtype=np.float64, drop_axis=nband, chunks=(*flat.chunks[:nband], (2,))
+            _merge,
+            flat,
+            dtype=np.float64,
+            drop_axis=nband,
+            chunks=(*flat.chunks[:nband], (3,)),
+            name=f"fns-stats-{token}",
         )
     x = np.asarray(x)
     bands = x.shape[:nband]
@@ -117,7 +129,17 @@ def standardize_array(x, mean, scale):
                 return da.from_array(stat, chunks=(*x.chunks[:nband], *((1,),) * (x.ndim - nband)))
             return stat
 
-        return da.map_blocks(_standardize_block, x, expand(mean), expand(scale), dtype=np.float32)
+        from dask.base import tokenize
+
+        mean, scale = expand(mean), expand(scale)
+        return da.map_blocks(
+            _standardize_block,
+            x,
+            mean,
+            scale,
+            dtype=np.float32,
+            name="fns-standardize-" + tokenize(x.name, x.chunks, mean, scale),
+        )
     x = np.asarray(x)
     mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
     big = math.prod(x.shape) > 1 << 17  # threads only pay off on large slices

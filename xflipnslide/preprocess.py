@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import product
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
-from ._fill import fill_array, prepare_chunks
+from ._fill import fill_array, filled_message, prepare_chunks
 from ._stats import band_stats_array, standardize_array
 from .dims import find_spatial_dims
 from .errors import (
@@ -22,7 +22,8 @@ from .errors import (
     check_positive_int,
     warn,
 )
-from .schema import OBSERVED, STATS_COORDS, T_Xarray
+from .georef import scene_transform
+from .schema import IMAGE, OBSERVED, STATS_COORDS, T_Xarray
 
 __all__ = [
     "LANDSAT_C2_QA_BITS",
@@ -31,6 +32,7 @@ __all__ = [
     "STATS_COORDS",
     "mask_clouds",
     "preprocess",
+    "read_stats",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def mask_clouds(
     qa: xr.DataArray,
     *,
     product: Literal["landsat-c2", "sentinel-2-l2a"] = "landsat-c2",
-    mask: Sequence[int | str] | None = None,
+    mask: int | str | Sequence[int | str] | None = None,
 ) -> T_Xarray:
     """Set the pixels a product's QA layer flags (clouds, shadows, ...) to NaN.
 
@@ -84,14 +86,21 @@ def mask_clouds(
         The image, ``(..., y, x)``; integer data become float32 (float64
         stays float64).
     qa
-        The QA layer on the same grid (and times): Landsat Collection 2
-        ``QA_PIXEL`` (uint16 bit flags; Planetary Computer asset
-        ``qa_pixel``) or Sentinel-2 L2A ``SCL`` (uint8 classes; asset
-        ``SCL``). A length-1 ``band`` dim is dropped.
+        The QA layer on the scene's grid: Landsat Collection 2 ``QA_PIXEL``
+        (uint16 bit flags; Planetary Computer asset ``qa_pixel``) or
+        Sentinel-2 L2A ``SCL`` (uint8 classes; asset ``SCL``): integers, or
+        floats holding whole numbers, NaN read as no data (fill / class 0).
+        It must lie on the scene's pixels exactly: the same ``y``/``x``
+        coordinates (or, without coordinates, the same shape and recorded
+        transform) and the same labels along any other dim it shares with
+        the scene (times, bands). Nothing is aligned, cropped or
+        reindexed; reproject a QA on another grid first, e.g.
+        ``qa.rio.reproject_match(scene)`` (nearest resampling, right for
+        flags). A length-1 ``band`` dim is dropped.
     product
         ``"landsat-c2"`` or ``"sentinel-2-l2a"``.
     mask
-        What to mask: Landsat bit numbers or names
+        What to mask: a Landsat bit number or name, or a list of them
         (:data:`LANDSAT_C2_QA_BITS`; default bits 0-5: fill, dilated cloud,
         cirrus, cloud, cloud shadow, snow), or SCL class values or names
         (:data:`SENTINEL2_SCL_CLASSES`; default 0, 1, 3, 8, 9, 10: no data,
@@ -104,6 +113,25 @@ def mask_clouds(
         ``scene`` with flagged pixels NaN (lazy for dask input), ready for
         :func:`preprocess`, whose ``fns_observed`` mask and the tiles'
         ``valid_fraction`` then count them as missing.
+
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown product or mask name; a QA that is not on the
+        scene's grid (the message gives the offset in pixels), or whose
+        times or bands differ from the scene's; a boolean QA; a ``uint8``
+        QA with ``product="landsat-c2"`` (``QA_PIXEL`` is uint16: that is
+        SCL). When the values are read (numpy: now; dask: when computed,
+        in each task): a float QA with values that are not whole numbers (an
+        interpolated QA), an SCL with values outside 0-11.
+
+    Warns
+    -----
+    DataDroppedWarning
+        With ``product="landsat-c2"``, when every QA value is 0-11 and some
+        are above 1, as Sentinel-2 SCL classes are: every real ``QA_PIXEL``
+        pixel but fill reads 256 or more (its confidence bits), and SCL read
+        as bits masks nearly everything (on dask: when computed).
 
     Examples
     --------
@@ -120,47 +148,188 @@ def mask_clouds(
         )
     if not isinstance(qa, xr.DataArray):
         raise InvalidParameterError(f"qa must be a DataArray on the scene's grid; got {type(qa)}")
+    if not isinstance(scene, (xr.DataArray, xr.Dataset)):
+        raise InvalidParameterError(
+            f"mask_clouds takes a DataArray or Dataset scene; got {type(scene).__name__}"
+        )
     if "band" in qa.dims and qa.sizes["band"] == 1:
         qa = qa.isel(band=0, drop=True)
-    if not np.issubdtype(qa.dtype, np.integer):
-        if np.issubdtype(qa.dtype, np.floating):
-            qa = qa.fillna(0 if product == "sentinel-2-l2a" else 1)  # no data / fill
-        qa = qa.astype(np.int64)
-    table = _QA_TABLES[product]
-    codes = _qa_codes(mask if mask is not None else QA_DEFAULTS[product], table, product)
-    if product == "landsat-c2":
-        bits = sum(1 << b for b in codes)
-        flagged = (qa & bits) != 0
-    else:
-        flagged = qa.isin(codes)
+    _check_qa_dtype(qa, product)
+    codes = _qa_codes(
+        mask if mask is not None else QA_DEFAULTS[product], _QA_TABLES[product], product
+    )
     missing = [d for d in qa.dims if d not in scene.dims]
     if missing:
         raise InvalidParameterError(
             f"qa has dims {missing} the scene lacks; select them first (e.g. qa.isel(...))"
         )
+    _check_same_grid(scene, qa)
+    flagged = xr.apply_ufunc(
+        _flag_qa,
+        qa.variable,  # no coordinates: the grid is checked, nothing is joined
+        kwargs={"product": product, "codes": tuple(codes)},
+        dask="parallelized",
+        output_dtypes=[bool],
+    )
+    keep = xr.DataArray(~flagged)
 
     def one(var: xr.DataArray) -> xr.DataArray:
         dtype = np.float64 if var.dtype == np.float64 else np.float32
-        return var.astype(dtype, copy=False).where(~flagged)
+        return var.astype(dtype, copy=False).where(keep)
 
     if isinstance(scene, xr.Dataset):
-        return scene.map(lambda v: one(v) if set(flagged.dims) <= set(v.dims) else v)
+        return scene.map(lambda v: one(v) if set(keep.dims) <= set(v.dims) else v)
     return one(scene).transpose(*scene.dims)
 
 
 def _qa_codes(mask, table: dict[int, str], product: str) -> list[int]:
+    """The bit numbers or class values ``mask`` names (one name or number, or
+    several)."""
     names = {v: k for k, v in table.items()}
+    if isinstance(mask, (str, bytes, numbers.Integral)) or not isinstance(mask, Iterable):
+        mask = [mask]
     out = []
     for item in mask:
         if isinstance(item, str) and item in names:
             out.append(names[item])
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and item in table:
+        elif isinstance(item, numbers.Integral) and not isinstance(item, bool) and item in table:
             out.append(int(item))
         else:
             raise InvalidParameterError(
-                f"mask= for {product!r} takes {sorted(table)} or {sorted(names)}; got {item!r}"
+                f"mask= for {product!r} takes one or a list of {sorted(table)} or "
+                f"{sorted(names)}; got {item!r}"
             )
     return out
+
+
+def _check_qa_dtype(qa: xr.DataArray, product: str) -> None:
+    """Refuse what the dtype alone shows is not this product's QA (free on dask)."""
+    dtype = qa.dtype
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InvalidParameterError(
+            f"qa has dtype {dtype}; QA layers are integers (Landsat QA_PIXEL uint16 bit flags, "
+            "Sentinel-2 SCL uint8 classes): pass the QA band itself, not a mask made from it"
+        )
+    if product == "landsat-c2" and np.issubdtype(dtype, np.integer) and dtype.itemsize < 2:
+        raise InvalidParameterError(
+            f"qa has dtype {dtype}, which cannot hold Landsat QA_PIXEL's 16 bits: a uint8 QA "
+            "is most likely Sentinel-2 SCL; pass product='sentinel-2-l2a'"
+        )
+
+
+def _flag_qa(qa: np.ndarray, *, product: str, codes: tuple[int, ...]) -> np.ndarray:
+    """Block function: True where ``qa`` flags a pixel, after checking its
+    values fit ``product`` (on dask this runs in each task, when computed).
+
+    A float QA (as odc-stac loads assets without a declared data type) must
+    hold whole numbers; NaN reads as no data (Landsat's fill bit, SCL class 0).
+    """
+    if qa.dtype.kind == "f":
+        nan = np.isnan(qa)
+        whole = np.isfinite(qa) & (qa == np.round(qa))
+        if not (nan | whole).all():
+            bad = qa[~(nan | whole)].flat[0]
+            raise InvalidParameterError(
+                f"qa is {qa.dtype} and holds {bad!r}, which is no QA flag or class: QA values "
+                "are whole numbers. A QA resampled with interpolation has lost its flags: "
+                "reproject it with nearest resampling (qa.rio.reproject_match(scene))"
+            )
+        qa = np.where(nan, 1 if product == "landsat-c2" else 0, qa).astype(np.int64)
+    if product == "landsat-c2":
+        if qa.size and int(qa.max()) <= 11 and bool((qa > 1).any()):
+            warn(
+                "mask_clouds: every QA value is between 0 and 11, as Sentinel-2 SCL classes are, "
+                "while every Landsat QA_PIXEL pixel but fill reads 256 or more (its confidence "
+                "bits); read as bits, SCL masks nearly everything. If this is SCL, pass "
+                "product='sentinel-2-l2a'",
+                DataDroppedWarning,
+            )
+        return (qa & sum(1 << b for b in codes)) != 0
+    if qa.size and (int(qa.min()) < 0 or int(qa.max()) > 11):
+        raise InvalidParameterError(
+            f"qa holds values from {int(qa.min())} to {int(qa.max())}, but Sentinel-2 SCL classes "
+            "run from 0 to 11: values above 255 are Landsat QA_PIXEL bit flags (pass "
+            "product='landsat-c2'); a no-data fill such as 255 can be mapped to class 0 first "
+            "(qa.where(qa != 255, 0))"
+        )
+    return np.isin(qa, codes)
+
+
+def _check_same_grid(scene: xr.DataArray | xr.Dataset, qa: xr.DataArray) -> None:
+    """Raise unless ``qa`` lies on the pixels (and labels) of ``scene``."""
+    spatial = find_spatial_dims(scene)
+    for d in qa.dims:
+        if qa.sizes[d] != scene.sizes[d]:
+            raise InvalidParameterError(
+                f"qa has {qa.sizes[d]} values along {d!r}, the scene {scene.sizes[d]}: the QA "
+                "must be on the scene's grid (and times); reproject or align it first, e.g. "
+                "qa.rio.reproject_match(scene)"
+            )
+    for d in qa.dims:
+        if d in spatial or d not in qa.indexes or d not in scene.indexes:
+            continue
+        if not qa.indexes[d].equals(scene.indexes[d]):
+            raise InvalidParameterError(
+                f"qa is labelled {qa[d].values.tolist()[:6]} along {d!r}, the scene "
+                f"{scene[d].values.tolist()[:6]}: give the QA the scene's {d!r} labels, in "
+                f"order (select or reorder it, e.g. qa.sel({d}=scene.{d}))"
+            )
+    if all(d in qa.indexes and d in scene.indexes for d in spatial):
+        for d in spatial:
+            _check_same_axis(d, np.asarray(scene[d].values), np.asarray(qa[d].values))
+        return
+    mine, theirs = _recorded_transform(scene, spatial), _recorded_transform(qa, spatial)
+    if mine is not None and theirs is not None and not theirs.almost_equals(mine, precision=1e-6):
+        col, row = ~mine * (theirs.c, theirs.f)
+        raise InvalidParameterError(
+            f"qa's transform {tuple(theirs)[:6]} differs from the scene's {tuple(mine)[:6]} "
+            f"(its origin lies {row:+.3g} rows, {col:+.3g} columns off): reproject or align it "
+            "onto the scene's grid first, e.g. qa.rio.reproject_match(scene)"
+        )
+
+
+def _check_same_axis(dim: Hashable, mine: np.ndarray, theirs: np.ndarray) -> None:
+    """Equal pixel-centre coordinates, within a millionth of a pixel."""
+    numeric = np.issubdtype(mine.dtype, np.number) and np.issubdtype(theirs.dtype, np.number)
+    if not numeric:
+        if not np.array_equal(mine, theirs):
+            raise InvalidParameterError(
+                f"qa's {dim!r} coordinates differ from the scene's: reproject or align it onto "
+                "the scene's grid first, e.g. qa.rio.reproject_match(scene)"
+            )
+        return
+    step = float(np.abs(np.diff(mine)).min()) if mine.size > 1 else 1.0
+    step = step or 1.0
+    off = (theirs.astype(np.float64) - mine.astype(np.float64)) / step
+    if np.abs(off).max(initial=0.0) > 1e-6:
+        k = int(np.abs(off).argmax())
+        raise InvalidParameterError(
+            f"qa's {dim!r} coordinates are offset from the scene's by {off[0]:+.4g} pixels at "
+            f"the first pixel (up to {off[k]:+.4g}; pixel size {step:g}): the QA must lie on "
+            "the scene's grid exactly, as nothing is cropped or aligned. Reproject or align it "
+            "first, e.g. qa.rio.reproject_match(scene)"
+        )
+
+
+def _recorded_transform(obj, spatial):
+    """The affine transform ``obj`` records (from its coordinates, or
+    rioxarray's ``GeoTransform``), or None for a plain array."""
+    if all(d in obj.indexes for d in spatial):
+        try:
+            return scene_transform(obj, spatial)
+        except InvalidParameterError:  # irregular coordinates: no one transform to compare
+            return None
+    try:
+        import rioxarray  # noqa: F401  (registers .rio)
+
+        if (
+            obj.rio.grid_mapping in obj.coords
+            and "GeoTransform" in obj.coords[obj.rio.grid_mapping].attrs
+        ):
+            return obj.rio.transform()
+    except Exception as exc:  # rioxarray missing, or unreadable metadata
+        log.debug("rioxarray gave no transform: %s", exc)
+    return None
 
 
 _FILLS = ("nearest", None)
@@ -190,9 +359,9 @@ def preprocess(
         variables with both spatial dims are each preprocessed on their own
         (one variable per band, as some readers give them; their statistics
         are the coordinates ``{name}_fns_mean`` / ``{name}_fns_std``).
-        In a Dataset, integer and boolean variables on the spatial dims
-        only (label masks, class maps) are left alone unless named in
-        ``variables``.
+        In a Dataset, integer and boolean variables are labels (masks,
+        class maps, with or without a ``band`` dim) and are left alone,
+        except a variable named ``image``; name others in ``variables``.
     nodata
         Value marking missing pixels (a number). By default taken from
         rioxarray (``rio.nodata``, ``rio.encoded_nodata``), then the
@@ -216,10 +385,13 @@ def preprocess(
         float32. A zero-variance band is only centred (divided by 1).
     stats
         Statistics to standardise with instead of the scene's own: a
-        previously preprocessed scene (its ``fns_mean``/``fns_std``
-        coordinates) or a mapping ``{"mean": ..., "std": ...}`` of scalars,
-        arrays over the band dims or DataArrays. Use the training scene's
-        statistics for validation and test scenes.
+        previously preprocessed scene, Dataset, or tiles of either (also
+        reopened from Zarr), read by :func:`read_stats` for each variable
+        (its own name's ``{name}_fns_mean``/``{name}_fns_std`` first, then
+        ``fns_mean``/``fns_std``, then the only ones there are), or a
+        mapping ``{"mean": ..., "std": ...}`` of scalars, arrays over the
+        band dims or DataArrays. Use the training scene's statistics for
+        validation and test scenes.
     dims
         ``(row_dim, column_dim)``, found by name by default.
     reach
@@ -239,8 +411,8 @@ def preprocess(
         :func:`numpy.datetime64` reads, e.g. ``"2023-06-15"``).
     variables
         Dataset only: the variables to preprocess (default: every variable
-        with both spatial dims except integer or boolean ones on the
-        spatial dims only).
+        with both spatial dims except integer or boolean ones, unless named
+        ``image``).
 
     Returns
     -------
@@ -257,8 +429,12 @@ def preprocess(
     Warns
     -----
     DataFilledWarning
-        When missing pixels are filled (invented): with the share per band
-        on numpy, and at compute time on dask.
+        When missing pixels are filled (invented), with the share per band:
+        on numpy at once; on dask when the result is computed (raised in the
+        fill tasks: seen under the threaded and synchronous schedulers; on a
+        ``dask.distributed`` cluster it stays in the workers' logs, so read
+        ``1 - out.fns_observed.mean()``, the share of pixels filled in some
+        band, or the tiles' ``valid_fraction``).
 
     Raises
     ------
@@ -304,10 +480,12 @@ def preprocess(
     if isinstance(obj, xr.Dataset):
         ydim, xdim = find_spatial_dims(obj, dims)
         out = obj.copy()
-        for name in _variables_to_process(obj, (ydim, xdim), variables):
+        names = _variables_to_process(obj, (ydim, xdim), variables)
+        # Each variable's statistics, found before any pixel work.
+        per_var = {name: _stats_for(stats, name, single=len(names) == 1) for name in names}
+        for name in names:
             var = obj[name]
-            var_stats = _dataset_stats(stats, name)
-            done = _preprocess_array(var, (ydim, xdim), stats=var_stats, **options)
+            done = _preprocess_array(var, (ydim, xdim), stats=per_var[name], **options)
             # Each variable has its own statistics: name them after it.
             renames = {c: f"{name}_{c}" for c in STATS_COORDS if c in done.coords}
             out[name] = done.drop_vars([*renames, OBSERVED])
@@ -324,6 +502,7 @@ def preprocess(
         )
     if variables is not None:
         raise InvalidParameterError("variables= is for Datasets; a DataArray is one variable")
+    stats = _stats_for(stats, obj.name, single=True)
     return _preprocess_array(obj, find_spatial_dims(obj, dims), stats=stats, **options)
 
 
@@ -350,36 +529,119 @@ def _variables_to_process(ds: xr.Dataset, spatial, variables) -> list[Hashable]:
                 f"spatial dims {tuple(spatial)}; those are {spatial_vars}"
             )
         return list(variables)
-    chosen = [n for n in spatial_vars if not _is_label(ds[n], spatial)]
+    chosen = [n for n in spatial_vars if not _is_label(n, ds[n])]
     left = [n for n in spatial_vars if n not in chosen]
     if left:
-        log.info("preprocess: leaving %s alone (integer or boolean on y/x only: labels)", left)
+        log.info("preprocess: leaving %s alone (integer or boolean: labels)", left)
     if not chosen:
         raise InvalidParameterError(
-            f"every variable of the Dataset looks like a label ({left}: integer or boolean, on "
-            "the spatial dims only), so preprocess leaves them alone: name the image variables "
-            "with variables=[...]"
+            f"every variable of the Dataset looks like a label ({left}: integer or boolean), so "
+            "preprocess leaves them alone: name the image variables with variables=[...]"
         )
     return chosen
 
 
-def _is_label(var: xr.DataArray, spatial) -> bool:
-    """Integer or boolean on the spatial dims only: a label mask or class map."""
+def _is_label(name: Hashable, var: xr.DataArray) -> bool:
+    """Integer or boolean, whatever its dims (a label mask, a class map, a
+    ``(band: 1, y, x)`` mask as ``open_image`` reads it), unless it is the
+    variable named ``image`` (the package's image variable)."""
     categorical = var.dtype == bool or np.issubdtype(var.dtype, np.integer)
-    return categorical and set(var.dims) <= set(spatial)
+    return categorical and name != IMAGE
 
 
-def _dataset_stats(stats, name: Hashable):
-    """The statistics of variable ``name`` from a preprocessed Dataset."""
-    if not isinstance(stats, xr.Dataset):
-        return stats
-    coords = [f"{name}_{c}" for c in STATS_COORDS]
-    if not all(c in stats.coords for c in coords):
+def read_stats(
+    obj: xr.DataArray | xr.Dataset, variable: Hashable | None = None
+) -> dict[str, xr.DataArray]:
+    """The standardisation statistics :func:`preprocess` recorded on ``obj``.
+
+    Parameters
+    ----------
+    obj
+        A preprocessed scene (its ``fns_mean`` / ``fns_std`` coordinates), a
+        preprocessed Dataset (``{name}_fns_mean`` / ``{name}_fns_std`` for
+        each variable), tiles of either, a variable taken out of them, or
+        any of these reopened from Zarr or netCDF.
+    variable
+        Whose statistics to read where ``obj`` holds several variables'.
+        By default: the unnamed ones (a preprocessed DataArray), else those
+        of ``obj``'s own name, else the only ones there are.
+
+    Returns
+    -------
+    dict
+        ``{"mean": DataArray, "std": DataArray}`` over the band dims, which
+        ``preprocess(stats=...)`` takes.
+
+    Raises
+    ------
+    InvalidParameterError
+        When ``obj`` records no statistics, or several variables' and
+        ``variable`` names none of them.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xflipnslide
+    >>> from xflipnslide.preprocess import read_stats
+    >>> data = np.stack([np.ones((8, 8)), np.full((8, 8), 3.0)])
+    >>> ds = xr.Dataset({"image": (("band", "y", "x"), data)})
+    >>> tiles = ds.fns.preprocess().fns.tile(4)
+    >>> read_stats(tiles)["mean"].values
+    array([1., 3.])
+    """
+    if not isinstance(obj, (xr.DataArray, xr.Dataset)):
         raise InvalidParameterError(
-            f"stats= Dataset has no {coords[0]}/{coords[1]} coordinates for variable {name!r}: "
-            "pass a Dataset returned by preprocess(..., standardize=True)"
+            f"read_stats takes a preprocessed scene, Dataset or tiles; got {type(obj).__name__}"
         )
-    return {"mean": stats.coords[coords[0]], "std": stats.coords[coords[1]]}
+    if variable is not None:
+        return _find_stats(obj, [variable, None], single=False)
+    return _find_stats(obj, [None, obj.name if isinstance(obj, xr.DataArray) else None], True)
+
+
+def _stats_for(stats, name: Hashable, *, single: bool):
+    """``stats=`` for the variable ``name``: an xarray object's recorded
+    statistics (its own name's first, then unnamed ones, then, where
+    ``single``, the only ones it holds), or ``stats`` as given."""
+    if not isinstance(stats, (xr.DataArray, xr.Dataset)):
+        return stats
+    own = stats.name if isinstance(stats, xr.DataArray) else None
+    return _find_stats(stats, [name, None, own], single=single)
+
+
+def _find_stats(obj, prefer: list, single: bool) -> dict[str, xr.DataArray]:
+    mean_c, std_c = STATS_COORDS
+    found: dict[str | None, tuple[str, str]] = {}
+    if mean_c in obj.coords and std_c in obj.coords:
+        found[None] = (mean_c, std_c)
+    for c in obj.coords:
+        if isinstance(c, str) and c.endswith(f"_{mean_c}") and c != mean_c:
+            owner = c[: -len(mean_c) - 1]
+            if f"{owner}_{std_c}" in obj.coords:
+                found[owner] = (c, f"{owner}_{std_c}")
+    keys = [None if k is None else str(k) for k in prefer]
+    key = next((k for k in keys if k in found), None)
+    if key is None and None not in found:
+        named = [k for k in found if k is not None]
+        if single and len(named) == 1:
+            key = named[0]
+        elif named:
+            wanted = [k for k in keys if k is not None]
+            raise InvalidParameterError(
+                f"stats= holds the statistics of the variables {sorted(named)}"
+                + (f", none of them {wanted[0]!r}" if wanted else "")
+                + f": name the one to use, stats=read_stats(obj, {sorted(named)[0]!r}) "
+                "(from xflipnslide.preprocess import read_stats)"
+            )
+        else:
+            raise InvalidParameterError(
+                f"stats= got an object without {mean_c}/{std_c} coordinates (nor "
+                f"{{name}}_{mean_c}/{{name}}_{std_c}): pass a scene, Dataset or tiles returned "
+                "by preprocess(..., standardize=True), or {'mean': ..., 'std': ...}"
+            )
+    out = {}
+    for stat, coord in zip(("mean", "std"), found[key]):
+        v = obj.coords[coord].variable
+        out[stat] = xr.DataArray(v, coords={d: obj[d] for d in v.dims if d in obj.coords})
+    return out
 
 
 def _preprocess_array(
@@ -412,14 +674,15 @@ def _preprocess_array(
     scene_stats = None
     if standardize:
         scene_stats = None if user_stats else _band_stats(da, band_dims)
-        mean, std = user_stats or scene_stats
+        mean, std = user_stats or scene_stats[:2]
     if fill == "nearest":
-        fallback = None
-        if da.chunks is not None:  # the fill's last resort: each slice's mean,
-            # the standardisation's own when the slices are the bands (no time kept)
+        slice_stats = None
+        if da.chunks is not None:  # each slice's mean (the fill's last resort) and
+            # valid count (its warning), the standardisation's own pass when the
+            # slices are the bands (no time kept)
             same = scene_stats is not None and band_dims == other
-            fallback = (scene_stats if same else _band_stats(da, other))[0].data
-        data = fill_array(da.data, fallback, reach=reach, strict=strict, labels=labels)
+            slice_stats = (scene_stats if same else _band_stats(da, other))[2]
+        data = fill_array(da.data, slice_stats, reach=reach, strict=strict, labels=labels)
         da = da.copy(data=data)
     if standardize:
         da = _standardize(da, mean, std)
@@ -429,9 +692,9 @@ def _preprocess_array(
 
 
 def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels, filled: bool) -> None:
-    """Warn (numpy: now, with shares; dask: nothing is computed) about pixels
-    that are missing and will be filled, or, without a fill, about bands
-    more than a quarter masked."""
+    """Warn (numpy: now, with shares; dask: nothing is computed here, the fill
+    tasks warn when they run) about pixels that are missing and will be
+    filled, or, without a fill, about bands more than a quarter masked."""
     if da.chunks is not None:
         return
     spatial = [d for d in da.dims if d not in other]
@@ -450,18 +713,7 @@ def _report_missing(da: xr.DataArray, valid: xr.DataArray, other, labels, filled
                 DataDroppedWarning,
             )
         return
-    shares = ", ".join(f"{lab}: {m:.1%}" for lab, m in worst[:6])
-    hint = (
-        " More than a quarter of a band is invented: tile with min_valid=... to drop "
-        "mostly-filled tiles (each tile's valid_fraction records its share)."
-        if max(m for _, m in worst) > 0.25
-        else " Each tile's valid_fraction records its observed share."
-    )
-    warn(
-        f"preprocess: missing pixels (nodata, NaN or infinite) are filled from their nearest "
-        f"valid neighbour ({shares}).{hint}",
-        DataFilledWarning,
-    )
+    warn(filled_message(worst), DataFilledWarning)
 
 
 def _declared_nodata(da: xr.DataArray) -> tuple[float | None, str]:
@@ -597,8 +849,9 @@ def _slice_labels(da: xr.DataArray, other: list[Hashable]) -> list[str]:
     return [", ".join(f"{d}={v}" for d, v in zip(other, combo)) for combo in product(*values)]
 
 
-def _band_stats(da: xr.DataArray, band_dims: list) -> tuple[xr.DataArray, xr.DataArray]:
-    """Per-band mean and population std (float64) of the observed pixels.
+def _band_stats(da: xr.DataArray, band_dims: list) -> tuple[xr.DataArray, xr.DataArray, Any]:
+    """Per-band mean and population std (float64) of the observed pixels,
+    and the raw ``(*band, 3)`` array of mean, std and observed count.
 
     On dask they come from an independent copy of the graph: a second read
     of the input, instead of holding the whole scene in memory until global
@@ -608,7 +861,8 @@ def _band_stats(da: xr.DataArray, band_dims: list) -> tuple[xr.DataArray, xr.Dat
     ordered = da.transpose(*band_dims, *rest)
     stats = band_stats_array(ordered.data, len(band_dims))
     coords = {d: da[d].variable for d in band_dims if d in da.coords}
-    return tuple(xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
+    mean, std = (xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
+    return mean, std, stats
 
 
 def _standardize(da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray) -> xr.DataArray:
@@ -632,18 +886,7 @@ def _standardize(da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray) -> xr.
 def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArray, xr.DataArray]:
     """``(mean, std)`` DataArrays over the band dims, from ``stats=``."""
     band_dims = [d for d in da.dims if d not in spatial and d != time_dim]
-    if isinstance(stats, (xr.DataArray, xr.Dataset)):
-        if not all(c in stats.coords for c in STATS_COORDS):
-            raise InvalidParameterError(
-                "stats= got an object without fns_mean/fns_std coordinates: pass a scene returned "
-                "by preprocess(..., standardize=True), or {'mean': ..., 'std': ...}"
-            )
-        mean, std = stats.coords["fns_mean"].variable, stats.coords["fns_std"].variable
-        mean, std = (
-            xr.DataArray(v, coords={d: stats[d] for d in v.dims if d in stats.coords})
-            for v in (mean, std)
-        )
-    elif isinstance(stats, Mapping):
+    if isinstance(stats, Mapping):
         if set(stats) != {"mean", "std"}:
             raise InvalidParameterError(
                 f"stats= mapping needs exactly the keys 'mean' and 'std'; got {sorted(stats)}"
@@ -651,7 +894,8 @@ def _user_stats(stats, da: xr.DataArray, spatial, time_dim) -> tuple[xr.DataArra
         mean, std = (_as_band_array(stats[k], band_dims, da, k) for k in ("mean", "std"))
     else:
         raise InvalidParameterError(
-            f"stats= takes a preprocessed scene or {{'mean': ..., 'std': ...}}; got {type(stats).__name__}"
+            "stats= takes a preprocessed scene (a DataArray, Dataset or their tiles) or "
+            f"{{'mean': ..., 'std': ...}}; got {type(stats).__name__}"
         )
     for name, arr in (("mean", mean), ("std", std)):
         extra = set(arr.dims) - set(band_dims)
