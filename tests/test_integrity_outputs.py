@@ -411,6 +411,7 @@ def test_cli_writes_and_reads_tile_stores_through_to_zarr_and_open_tiles(tmp_pat
     store = tmp_path / "t.zarr"
     assert main(["tile", src, "--out", str(store), "--tile-size", "32", "--nodata", "0"]) == 0
     assert xflipnslide.open_tiles(store).sizes["tile"] > 0
+    capsys.readouterr()  # the tile command's output (a progress bar on a slow machine)
     (chunk,) = glob.glob(os.path.join(store, "image", "c", "0", "*", "*", "*"))
     os.remove(chunk)
     out = tmp_path / "chips"
@@ -474,6 +475,7 @@ def test_cli_torchscript_errors_show_their_cause(tmp_path, capsys):
         eager: "it is a torch.save() checkpoint (a pickled module or state_dict), not "
         "TorchScript: save the model with torch.jit.script(model).save(path)",
     }
+    capsys.readouterr()
     for model, cause in expected.items():
         argv = ["predict", src, "--model", str(model), "--out", str(tmp_path / "p.tif")]
         assert main(argv) == 2
