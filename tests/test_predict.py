@@ -102,7 +102,7 @@ def test_torch_module_and_labels(small_scene):
     net = torch.nn.Conv2d(2, 4, 3, padding=1)
     out = small_scene.fns.predict(net, tile_size=32, batch_size=5, tta="d4")
     assert out.sizes == {"class": 4, "y": 150, "x": 170}
-    assert net.training is False  # run in eval mode
+    assert net.training is True  # run in eval mode, then left in the mode it was in
     labels = out.argmax("class")
     assert labels.dims == ("y", "x") and labels.notnull().all()
     with torch.no_grad():

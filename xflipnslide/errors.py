@@ -26,6 +26,7 @@ __all__ = [
     "InvalidTilesError",
     "IrregularGridError",
     "MissingDependencyError",
+    "NonFiniteWarning",
     "SceneTooSmallError",
     "SpatialDimsError",
     "XFlipNSlideError",
@@ -147,3 +148,8 @@ class IrregularGridError(InvalidParameterError):
 class IncompleteStoreError(InvalidTilesError):
     """A tile store that is not whole: its writer stopped before the end (no
     completion record), or chunks were lost since (deleted, not copied)."""
+
+
+class NonFiniteWarning(XFlipNSlideWarning):
+    """NaN or infinite values where numbers are expected: in the scene a model
+    reads, or in a model's output (``predict``); the message counts them."""

@@ -11,15 +11,24 @@ LLVM vectorises the row copies, reversed ones included; the four codes that
 transpose a window copy it in 8 x 8 blocks so reads and writes both stay in
 cache lines, and reverse rows of the output rather than columns of the input
 (reading a row backwards inside a transpose costs 50 % more).
+
+The kernels run without bounds checks, so an array of the wrong shape would
+read or write outside its buffer. Each public kernel therefore declares a
+*check* that its Python entry point (:class:`_Kernel`) runs before the
+compiled code: shapes and lengths agree, windows lie inside the source. It
+costs O(1) per call (O(n) in windows where origins are checked, never a
+pass over pixels); calls between kernels inside compiled code skip it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import types
 
 import numpy as np
 
+from .errors import InvalidParameterError
 from .plan import INVERSE_CODES
 
 __all__ = [
@@ -38,6 +47,7 @@ log = logging.getLogger(__name__)
 
 
 _PENDING: dict[str, tuple] = {}
+_COMPILED: dict[str, object] = {}  # name -> numba dispatcher
 _LOCK = threading.Lock()
 
 
@@ -56,36 +66,164 @@ def _jit(func, options):
 
 
 def _materialise() -> None:
-    """Import numba and turn every kernel of this module into a dispatcher
-    (once, at the first kernel call: ``import xflipnslide`` stays light)."""
+    """Import numba and compile (or load) every kernel of this module (once,
+    at the first kernel call: ``import xflipnslide`` stays light).
+
+    The module's names stay the checking entry points (:class:`_Kernel`);
+    the compiled kernels see a copy of the module's globals in which each
+    kernel is its numba dispatcher, so kernels call each other directly."""
     with _LOCK:
-        while _PENDING:
-            name, (func, options) = next(iter(_PENDING.items()))
-            globals()[name] = _jit(func, options)
-            del _PENDING[name]
+        if not _PENDING:
+            return
+        namespace = {k: v for k, v in globals().items() if not isinstance(v, _Kernel)}
+        for name, (func, options) in _PENDING.items():
+            compiled = types.FunctionType(
+                func.__code__, namespace, func.__name__, func.__defaults__, func.__closure__
+            )
+            compiled.__qualname__, compiled.__doc__ = func.__qualname__, func.__doc__
+            namespace[name] = _COMPILED[name] = _jit(compiled, options)
+        _PENDING.clear()
 
 
 class _Kernel:
-    """Stands for a numba kernel until the first call compiles (or loads) it."""
+    """Stands for a numba kernel: the Python entry point that runs the
+    kernel's argument check, then the compiled code (compiled or loaded at
+    the first call)."""
 
-    def __init__(self, func, options):
+    def __init__(self, func, options, check=None):
         self.__wrapped__, self.__name__, self.__doc__ = func, func.__name__, func.__doc__
+        self._check = check
         _PENDING[func.__name__] = (func, options)
 
     def __call__(self, *args):
-        if self.__name__ in _PENDING:
+        if self._check is not None:
+            self._check(*args)
+        compiled = _COMPILED.get(self.__name__)
+        if compiled is None:
             _materialise()
-        return globals()[self.__name__](*args)
+            compiled = _COMPILED[self.__name__]
+        return compiled(*args)
 
 
-def kernel(**options):
+def kernel(check=None, **options):
     """Declare a numba kernel, compiled with ``nogil=True, cache=True`` and
-    ``options`` on first use (see :func:`_jit`)."""
+    ``options`` on first use (see :func:`_jit`). ``check(*args)`` raises
+    for arguments the kernel would read or write out of bounds with."""
 
     def decorate(func):
-        return _Kernel(func, options)
+        return _Kernel(func, options, check)
 
     return decorate
+
+
+def _require(ok: bool, kernel_name: str, what: str, got: str) -> None:
+    if not ok:
+        raise InvalidParameterError(f"{kernel_name}: {what}; got {got}")
+
+
+def _shapes(**arrays) -> str:
+    return ", ".join(f"{k}{tuple(np.shape(v))}" for k, v in arrays.items())
+
+
+def _check_windows(name, rows, cols, codes, n) -> None:
+    """``rows``, ``cols``, ``codes``: 1-D, ``n`` each, codes in 0..7."""
+    _require(
+        all(np.ndim(a) == 1 and len(a) == n for a in (rows, cols, codes)),
+        name,
+        f"rows, cols and codes must be 1-D with one entry per tile ({n})",
+        _shapes(rows=rows, cols=cols, codes=codes),
+    )
+    if n:
+        lo, hi = int(np.min(codes)), int(np.max(codes))
+        _require(lo >= 0 and hi <= 7, name, "codes must be in 0..7", f"{lo}..{hi}")
+
+
+def _check_gather(src, rows, cols, codes, out) -> None:
+    shapes = _shapes(src=src, out=out)
+    _require(
+        np.ndim(src) == 3 and np.ndim(out) == 4,
+        "gather_tiles",
+        "src must be (C, H, W) and out (n, C, T, T)",
+        shapes,
+    )
+    n, C, T = out.shape[0], out.shape[1], out.shape[-1]
+    _require(
+        out.shape[2] == T and src.shape[0] == C and src.dtype == out.dtype,
+        "gather_tiles",
+        "out must be (n, C, T, T) with src's C and dtype",
+        f"{shapes}, {src.dtype} -> {out.dtype}",
+    )
+    _check_windows("gather_tiles", rows, cols, codes, n)
+    if n:
+        H, W = src.shape[1:]
+        r0, r1, c0, c1 = (int(f(a)) for a in (rows, cols) for f in (np.min, np.max))
+        _require(
+            r0 >= 0 and c0 >= 0 and r1 + T <= H and c1 + T <= W,
+            "gather_tiles",
+            f"every {T} x {T} window must lie inside src ({H} x {W})",
+            f"origins rows {r0}..{r1}, cols {c0}..{c1}",
+        )
+
+
+def _check_scatter(tiles, rows, cols, codes, weight, acc, wsum) -> None:
+    shapes = _shapes(tiles=tiles, weight=weight, acc=acc, wsum=wsum)
+    ok = np.ndim(tiles) == 4 and np.ndim(acc) == 3 and np.ndim(wsum) == 2
+    _require(ok, "scatter_tiles", "tiles must be (n, C, T, T), acc (C, H, W), wsum (H, W)", shapes)
+    n, C, T = tiles.shape[0], tiles.shape[1], tiles.shape[-1]
+    ok = tiles.shape[2] == T and acc.shape == (C, *wsum.shape) and np.shape(weight) == (T, T)
+    _require(
+        ok,
+        "scatter_tiles",
+        "tiles (n, C, T, T) need acc (C, H, W), wsum (H, W) and weight (T, T) of the same C and T",
+        shapes,
+    )
+    _check_windows("scatter_tiles", rows, cols, codes, n)
+
+
+def _check_normalize(acc, wsum) -> None:
+    ok = np.ndim(acc) == 3 and np.ndim(wsum) == 2 and acc.shape[1:] == wsum.shape
+    _require(
+        ok,
+        "normalize_weights",
+        "acc must be (C, H, W) over wsum (H, W)",
+        _shapes(acc=acc, wsum=wsum),
+    )
+
+
+def _check_nearest(valid, near_row, near_col) -> None:
+    ok = np.ndim(valid) == 2 and np.shape(near_row) == np.shape(near_col) == np.shape(valid)
+    _require(
+        ok,
+        "nearest_valid",
+        "valid, near_row and near_col must be one (H, W) shape",
+        _shapes(valid=valid, near_row=near_row, near_col=near_col),
+    )
+
+
+def _check_fill(data, valid, core, halo, fallback, out) -> None:
+    shapes = _shapes(data=data, valid=valid, core=core, halo=halo, out=out)
+    ok = np.ndim(data) == 2 and np.shape(valid) == np.shape(data)
+    ok = ok and np.shape(core) == (4,) and np.shape(halo) == (4,)
+    _require(
+        ok, "fill_nearest", "data and valid must be one (H, W) shape, core and halo 4 long", shapes
+    )
+    y0, y1, x0, x1 = (int(v) for v in core)
+    H, W = data.shape
+    ok = 0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W and np.shape(out) == (y1 - y0, x1 - x0)
+    _require(
+        ok,
+        "fill_nearest",
+        "core (y0, y1, x0, x1) must lie inside data and match out",
+        f"core {(y0, y1, x0, x1)}, {shapes}",
+    )
+
+
+def _check_standardize(a, mean, scale, out) -> None:
+    ok = np.size(a) == np.size(out) and getattr(out, "flags", None) is not None
+    ok = ok and out.flags.c_contiguous  # ravel() of anything else would write into a copy
+    _require(
+        ok, "standardize_into", "a and a C-contiguous out must have one size", _shapes(a=a, out=out)
+    )
 
 
 _BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -139,7 +277,7 @@ def _copy_transposed(v, o):
                 o[r, j] = v[j, r]
 
 
-@kernel(boundscheck=False)
+@kernel(check=_check_gather, boundscheck=False)
 def gather_tiles(src, rows, cols, codes, out):
     """Gather windows of ``src`` and apply their D4 transform, in one pass.
 
@@ -148,8 +286,8 @@ def gather_tiles(src, rows, cols, codes, out):
     src : ndarray, shape (C, H, W)
         Source pixels, C-contiguous for full speed.
     rows, cols : int64 ndarray, shape (n,)
-        Window origins in ``src``; every window must lie inside it (not
-        checked here: the plan guarantees it).
+        Window origins in ``src``; every window must lie inside it (the
+        entry point checks it, with every shape).
     codes : int8 ndarray, shape (n,)
         Transform code of each window (``xflipnslide.plan.TRANSFORMS``).
     out : ndarray, shape (n, C, T, T)
@@ -214,7 +352,7 @@ def _nearest_in_columns(valid, near_row):
                 near_row[i, j] = n
 
 
-@kernel()
+@kernel(check=_check_nearest)
 def nearest_valid(valid, near_row, near_col):
     """Exact Euclidean nearest valid pixel of every pixel (a feature transform).
 
@@ -292,7 +430,7 @@ def nearest_valid(valid, near_row, near_col):
             near_row[i, x] = rowbuf[near_col[i, x]]
 
 
-@kernel()
+@kernel(check=_check_fill)
 def fill_nearest(data, valid, core, halo, fallback, out):
     """Fill the invalid pixels of ``data``'s core from their nearest valid pixel.
 
@@ -378,7 +516,7 @@ def moments(a):
     return np.array([float(n), mean, dev])
 
 
-@kernel()
+@kernel(check=_check_standardize)
 def standardize_into(a, mean, scale, out):
     """``out[...] = (a - mean) / scale`` in one pass, cast to ``out``'s dtype."""
     src = a.ravel()
@@ -390,7 +528,7 @@ def standardize_into(a, mean, scale, out):
 _INVERSE = INVERSE_CODES  # a global array numba freezes into the kernel
 
 
-@kernel(boundscheck=False)
+@kernel(check=_check_scatter, boundscheck=False)
 def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
     """Undo each tile's transform and add it, weighted, onto a scene block.
 
@@ -442,7 +580,7 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
                     arow[xs + np.uint64(j)] += frow[j0 + j] * brow[j0 + j]
 
 
-@kernel()
+@kernel(check=_check_normalize)
 def normalize_weights(acc, wsum):
     """``acc[c] /= wsum`` in place, NaN where ``wsum`` is 0 (no tile)."""
     C = acc.shape[0]

@@ -3,6 +3,7 @@ augmentation and seamless blending."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
@@ -19,6 +20,57 @@ from .schema import OBSERVED
 
 __all__ = ["predict", "predict_plan"]
 
+#: Dimension names ``predict`` reads as the model's input channels.
+CHANNEL_NAMES = ("band", "bands", "channel", "channels")
+
+
+def _extra_dims_message(scene: xr.DataArray, other: list, spatial: tuple) -> str:
+    """What to do with a scene that has more than one dim besides the spatial
+    two: the ones that are not the (named) channel dim, and how to drop them."""
+    channel = [d for d in other if str(d).lower() in CHANNEL_NAMES][:1]
+    extra = [d for d in other if d not in channel]
+    first = extra[0]
+    pick = f"{first}=0" if str(first).isidentifier() else f"{{{first!r}: 0}}"
+    if channel:
+        kept = f"keeping {channel[0]!r} as the model's input channels"
+    else:
+        kept = "keeping one dim: the model's input channels"
+    one = len(extra) == 1
+    return (
+        f"predict needs one channel dim besides {spatial[0]!r} and {spatial[1]!r} (band, y, x); "
+        f"the scene's dims are {list(scene.dims)}, so {extra} {'is' if one else 'are'} extra: "
+        f"select or reduce {'it' if one else 'them'} first (e.g. scene.isel({pick}) or "
+        f"scene.mean({first!r})), {kept}"
+    )
+
+
+def _aoi_geometry(aoi):
+    """``aoi`` as a shapely geometry, or an error that says what to pass."""
+    if hasattr(aoi, "geom_type"):
+        return aoi
+    from .errors import require
+
+    shapely = require("shapely", "vector", "aoi=")
+    how = (
+        "pass a shapely geometry (e.g. shapely.box(xmin, ymin, xmax, ymax)) or a GeoJSON-like "
+        "mapping with 'type' and 'coordinates'"
+    )
+    if isinstance(aoi, (str, bytes)):
+        raise InvalidParameterError(
+            f"aoi must be a geometry, not text; got {aoi[:60]!r}: {how}; for WKT use "
+            "aoi=shapely.from_wkt(text), for GeoJSON text aoi=json.loads(text)"
+        )
+    try:
+        geometry = shapely.geometry.shape(aoi)
+    except Exception as exc:  # KeyError, AttributeError, TypeError, GEOSException, ...
+        raise InvalidParameterError(
+            f"aoi is not a geometry shapely can read ({type(exc).__name__}: {exc}); got "
+            f"{str(aoi)[:80]}: {how}"
+        ) from exc
+    if geometry.is_empty:
+        raise InvalidParameterError(f"aoi is an empty geometry: {how}")
+    return geometry
+
 
 def predict_plan(
     shape: tuple[int, int], tile_size: int, stride: int | None = None, tta: str | None = None
@@ -32,6 +84,11 @@ def predict_plan(
     eight times in a row, with codes 0..7; else once, code 0.
     """
     T = check_positive_int(tile_size, "tile_size")
+    if stride is None and T < 2:
+        raise InvalidParameterError(
+            f"tile_size must be at least 2 for the default stride tile_size // 2; got {T} "
+            "(pass stride=1 for one-pixel windows)"
+        )
     s = T // 2 if stride is None else check_positive_int(stride, "stride")
     if s > T:
         raise InvalidParameterError(f"stride must be at most tile_size={T}; got {s}")
@@ -95,9 +152,10 @@ def predict(
         dask-backed, preprocessed the way the model was trained.
     model
         A callable taking a float32 numpy batch ``(B, C, T, T)`` and
-        returning ``(B, K, T, T)``, or a ``torch.nn.Module`` (run in eval
-        mode under ``torch.no_grad()`` on ``device``, batches moved there
-        and back).
+        returning ``(B, K, T, T)`` real numbers, or a ``torch.nn.Module``
+        (run in eval mode under ``torch.no_grad()`` on ``device``, batches
+        moved there and back, then left in the mode it was in). Every
+        output is checked for that shape before it is blended.
     tile_size
         Window side ``T`` in pixels.
     stride
@@ -122,7 +180,8 @@ def predict(
     dims
         ``(row_dim, column_dim)``, found by name by default.
     classes
-        ``K``; by default found by calling the model once on one zero tile.
+        ``K``, a positive integer; by default found by calling the model
+        once on one zero tile. Every later output must have ``K`` channels.
     class_dim
         Name of the output's class dimension.
     aoi, aoi_crs
@@ -135,6 +194,19 @@ def predict(
     chunks
         Dask output chunk side (default: blocks of a multiple of ``T``
         bounded by dask's ``array.chunk-size``).
+
+    Raises
+    ------
+    InvalidParameterError
+        For a bad option (the message says what to pass), or a model output
+        of the wrong shape, channel count or dtype (on dask, at compute).
+
+    Warns
+    -----
+    NonFiniteWarning
+        When tiles given to the model hold NaN or infinite scene values, or
+        the model returns such values, with counts (on dask, per chunk of
+        tiles when it is computed).
 
     Returns
     -------
@@ -165,12 +237,27 @@ def predict(
     if not callable(model):
         raise InvalidParameterError("model must be callable: a torch.nn.Module or a function")
     batch_size = check_positive_int(batch_size, "batch_size")
+    if classes is not None and (
+        isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1
+    ):
+        raise InvalidParameterError(
+            "classes must be a positive integer, the number of channels the model returns "
+            f"(or None to take it from one call of the model); got {classes!r}"
+        )
+    classes = None if classes is None else int(classes)
+    if min_valid is not None and (
+        isinstance(min_valid, bool)
+        or not isinstance(min_valid, numbers.Real)
+        or not 0 <= min_valid <= 1
+    ):
+        raise InvalidParameterError(
+            "min_valid must be a number in [0, 1], the share of observed pixels a window "
+            f"needs (e.g. min_valid=0.9), or None; got {min_valid!r}"
+        )
     ydim, xdim = find_spatial_dims(scene, dims)
     other = [d for d in scene.dims if d not in (ydim, xdim)]
     if len(other) > 1:
-        raise InvalidParameterError(
-            f"predict needs (band, y, x); the scene also has {other[1:]}: select or reduce them"
-        )
+        raise InvalidParameterError(_extra_dims_message(scene, other, (ydim, xdim)))
     scene = scene.transpose(*other, ydim, xdim)
     check_known_chunks(scene.data)
     if chunks is not None:
@@ -178,7 +265,8 @@ def predict(
     data = scene.data if np.issubdtype(scene.dtype, np.float32) else scene.astype("float32").data
     plan = predict_plan((scene.sizes[ydim], scene.sizes[xdim]), tile_size, stride, tta)
     if aoi is not None:
-        plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), aoi, aoi_crs))
+        geometry = _aoi_geometry(aoi)
+        plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), geometry, aoi_crs))
         if not len(plan):
             raise InvalidParameterError("no window intersects the area of interest")
     if min_valid is not None:
@@ -187,18 +275,15 @@ def predict(
             raise InvalidParameterError(
                 "min_valid= needs the fns_observed mask preprocess() leaves on the scene"
             )
-        if not 0 <= float(min_valid) <= 1:
-            raise InvalidParameterError(f"min_valid must be in [0, 1]; got {min_valid!r}")
         observed = np.asarray(mask.transpose(ydim, xdim).values, dtype=bool)
         plan = plan.select(window_fractions(observed, plan) >= float(min_valid))
         if not len(plan):
             raise InvalidParameterError(f"no window has min_valid={min_valid} observed pixels")
-    runner = ModelRunner(model, batch_size, device)
+    runner = ModelRunner(model, batch_size, device, classes=classes)
     if classes is None:
-        channels = scene.sizes[other[0]] if other else 1
-        classes = int(runner(np.zeros((1, channels, plan.tile_size, plan.tile_size))).shape[1])
+        classes = runner.probe(scene.sizes[other[0]] if other else 1, plan.tile_size)
     weight = blend_weights(plan.tile_size, blend, floor=0)
-    out = predict_array(data, plan, runner, weight, int(classes), chunks=chunks)
+    out = predict_array(data, plan, runner, weight, classes, chunks=chunks)
     coords = {n: c.variable for n, c in scene.coords.items() if not (set(c.dims) & set(other))}
     return xr.DataArray(
         out, dims=(class_dim, ydim, xdim), coords=coords, attrs=dict(scene.attrs), name="prediction"
