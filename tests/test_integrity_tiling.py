@@ -381,3 +381,9 @@ def test_geometry_read_from_variables_reopened_from_netcdf(scene, tmp_path):
     out = back.fns.untile()
     assert out.rio.crs == scene.rio.crs
     np.testing.assert_array_equal(out["a"].values, tiles.fns.untile()["a"].values)
+
+
+@pytest.mark.parametrize("aoi", ["POLYGON ((0 0, 1 0, 1 1, 0 0))", {"type": "Polygon"}])
+def test_tile_refuses_an_aoi_that_is_not_a_geometry(scene, aoi):
+    with pytest.raises(xflipnslide.InvalidParameterError, match="aoi"):
+        scene.fns.tile(64, aoi=aoi)

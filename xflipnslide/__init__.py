@@ -22,7 +22,9 @@ from .errors import (
     InvalidLabelsError,
     InvalidParameterError,
     InvalidTilesError,
+    IrregularGridError,
     MissingDependencyError,
+    NonFiniteWarning,
     SceneTooSmallError,
     SpatialDimsError,
     XFlipNSlideError,
@@ -34,7 +36,7 @@ from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .predict import predict
-from .preprocess import mask_clouds, preprocess
+from .preprocess import mask_clouds, preprocess, read_stats
 from .store import open_tiles, to_zarr
 from .tiling import load, tile, untile
 
@@ -59,7 +61,9 @@ __all__ = [
     "InvalidLabelsError",
     "InvalidParameterError",
     "InvalidTilesError",
+    "IrregularGridError",
     "MissingDependencyError",
+    "NonFiniteWarning",
     "SceneTooSmallError",
     "SpatialDimsError",
     "TilePlan",
@@ -78,6 +82,7 @@ __all__ = [
     "predict",
     "preprocess",
     "rasterize",
+    "read_stats",
     "sample_scene_path",
     "split",
     "tf_dataset",

@@ -274,12 +274,40 @@ def windows_intersecting(obj, plan, dims, aoi, aoi_crs=None) -> np.ndarray:
     from .errors import require
 
     shapely = require("shapely", "vector", "aoi=")
-    geom = aoi if hasattr(aoi, "geom_type") else shapely.geometry.shape(aoi)
+    geom = aoi_geometry(aoi)
     if aoi_crs is not None:
         geom = _reproject(geom, aoi_crs, obj)
     bounds = window_bounds(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
     boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
     return np.asarray(shapely.intersects(boxes, geom), dtype=bool)
+
+
+def aoi_geometry(aoi):
+    """``aoi`` as a shapely geometry, or an error that says what to pass."""
+    if hasattr(aoi, "geom_type"):
+        return aoi
+    from .errors import require
+
+    shapely = require("shapely", "vector", "aoi=")
+    how = (
+        "pass a shapely geometry (e.g. shapely.box(xmin, ymin, xmax, ymax)) or a GeoJSON-like "
+        "mapping with 'type' and 'coordinates'"
+    )
+    if isinstance(aoi, (str, bytes)):
+        raise InvalidParameterError(
+            f"aoi must be a geometry, not text; got {aoi[:60]!r}: {how}; for WKT use "
+            "aoi=shapely.from_wkt(text), for GeoJSON text aoi=json.loads(text)"
+        )
+    try:
+        geometry = shapely.geometry.shape(aoi)
+    except Exception as exc:  # KeyError, AttributeError, TypeError, GEOSException, ...
+        raise InvalidParameterError(
+            f"aoi is not a geometry shapely can read ({type(exc).__name__}: {exc}); got "
+            f"{str(aoi)[:80]}: {how}"
+        ) from exc
+    if geometry.is_empty:
+        raise InvalidParameterError(f"aoi is an empty geometry: {how}")
+    return geometry
 
 
 def _reproject(geom, crs, obj):

@@ -44,34 +44,6 @@ def _extra_dims_message(scene: xr.DataArray, other: list, spatial: tuple) -> str
     )
 
 
-def _aoi_geometry(aoi):
-    """``aoi`` as a shapely geometry, or an error that says what to pass."""
-    if hasattr(aoi, "geom_type"):
-        return aoi
-    from .errors import require
-
-    shapely = require("shapely", "vector", "aoi=")
-    how = (
-        "pass a shapely geometry (e.g. shapely.box(xmin, ymin, xmax, ymax)) or a GeoJSON-like "
-        "mapping with 'type' and 'coordinates'"
-    )
-    if isinstance(aoi, (str, bytes)):
-        raise InvalidParameterError(
-            f"aoi must be a geometry, not text; got {aoi[:60]!r}: {how}; for WKT use "
-            "aoi=shapely.from_wkt(text), for GeoJSON text aoi=json.loads(text)"
-        )
-    try:
-        geometry = shapely.geometry.shape(aoi)
-    except Exception as exc:  # KeyError, AttributeError, TypeError, GEOSException, ...
-        raise InvalidParameterError(
-            f"aoi is not a geometry shapely can read ({type(exc).__name__}: {exc}); got "
-            f"{str(aoi)[:80]}: {how}"
-        ) from exc
-    if geometry.is_empty:
-        raise InvalidParameterError(f"aoi is an empty geometry: {how}")
-    return geometry
-
-
 def predict_plan(
     shape: tuple[int, int], tile_size: int, stride: int | None = None, tta: str | None = None
 ) -> TilePlan:
@@ -265,8 +237,7 @@ def predict(
     data = scene.data if np.issubdtype(scene.dtype, np.float32) else scene.astype("float32").data
     plan = predict_plan((scene.sizes[ydim], scene.sizes[xdim]), tile_size, stride, tta)
     if aoi is not None:
-        geometry = _aoi_geometry(aoi)
-        plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), geometry, aoi_crs))
+        plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), aoi, aoi_crs))
         if not len(plan):
             raise InvalidParameterError("no window intersects the area of interest")
     if min_valid is not None:
