@@ -2,13 +2,17 @@
 
 Serves a fixed list of items; ``/search`` (GET and POST) filters them by
 ``collections``, ``bbox`` and ``datetime`` like a real API, so pystac-client's
-own search code runs against it.
+own search code runs against it. :class:`SilentServer` and
+:class:`TrickleServer` are catalogs that never answer, or answer a byte at a
+time, for the timeout tests.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -48,8 +52,8 @@ def _matches(item: dict, params: dict) -> bool:
 class StacServer:
     """Start with ``with StacServer(items) as url: ...``."""
 
-    def __init__(self, items: list[dict]):
-        self.items = items
+    def __init__(self, items: list[dict], *, delay: float = 0.0):
+        self.items, self.delay = items, delay
         self.requests: list[tuple[str, dict]] = []
         server = self
 
@@ -58,6 +62,7 @@ class StacServer:
                 pass
 
             def _send(self, body: dict) -> None:
+                time.sleep(server.delay)
                 data = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -130,4 +135,76 @@ class StacServer:
         self.httpd.server_close()
 
 
-__all__ = ["StacServer", "timezone"]
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers.
+
+    ``with SilentServer() as url: ...``; ``connections`` counts the
+    connections made (each retry of a client opens one)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.conns: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    @property
+    def connections(self) -> int:
+        return len(self.conns)
+
+    def _accept(self) -> None:
+        try:
+            while True:
+                conn = self.sock.accept()[0]
+                self.conns.append(conn)
+                self._serve(conn)
+        except OSError:  # closed on exit
+            pass
+
+    def _serve(self, conn: socket.socket) -> None:
+        """Say nothing."""
+
+    def __enter__(self) -> str:
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+class TrickleServer(SilentServer):
+    """Answers every connection one byte per ``period`` seconds, forever:
+    each byte comes well within any socket timeout, the answer never ends.
+
+    ``head=True`` trickles from the status line on; ``head=False`` sends the
+    status line and headers at once and trickles the body."""
+
+    def __init__(self, period: float = 0.5, *, head: bool = True):
+        super().__init__()
+        self.period, self.head = period, head
+
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        try:
+            if not self.head:
+                conn.sendall(head)
+                head = b""
+            data = head + b"{" + b" " * 999_999
+            for k in range(len(data)):
+                if self.stop.wait(self.period):
+                    return
+                conn.sendall(data[k : k + 1])
+        except OSError:  # the client gave up, or the server closed
+            pass
+
+
+__all__ = ["SilentServer", "StacServer", "TrickleServer", "timezone"]

@@ -10,6 +10,14 @@ chunks (by position along ``tile``) and window ``j`` takes one random chunk
 from every stratum, so each window, and so each batch, mixes tiles from
 across the whole tile range (outer and inner Flip-n-Slide grids, top and
 bottom of the scene). In-memory tiles are one chunk: a full shuffle.
+
+With several workers (DataLoader processes) the chunks are *dealt*: each
+worker reads its own chunks, so each chunk is still read once per epoch, and
+batches its own tiles. Every worker gets the same number of chunks of each
+size every epoch (which ones is drawn anew each shuffled epoch), so the
+number of batches, the sum of the workers' own counts with each worker's
+last partial batch, is known before the epoch and the same every epoch
+(:meth:`TileOrder.count`).
 """
 
 from __future__ import annotations
@@ -56,19 +64,83 @@ class TileOrder:
         return int(sum(self.chunks))
 
     def __len__(self) -> int:
-        """Batches per epoch (with one worker)."""
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        """Batches per epoch with one worker."""
+        return self.count(1)
 
-    def windows(self, epoch: int) -> list[list[int]]:
-        """The chunk indices of each window, in the order they are visited."""
-        k = len(self.chunks)
-        if not self.shuffle:
-            return [[i] for i in range(k)]
-        mean_chunk = max(self.n / max(k, 1), 1)
+    def count(self, workers: int = 1) -> int:
+        """Batches per epoch over all ``workers``: each worker batches its own
+        share of the tiles and keeps its own last partial batch (unless
+        ``drop_last``), so this is the sum of the workers' counts. The shares
+        are the same every epoch (:meth:`shares`), so the count is too."""
+        full, rest = np.divmod(self.shares(workers), self.batch_size)
+        return int(full.sum()) + (0 if self.drop_last else int(np.count_nonzero(rest)))
+
+    def shares(self, workers: int = 1) -> np.ndarray:
+        """Tiles each worker gets per epoch: the same every epoch."""
+        return sum((q * size for size, q in self._quotas(workers).items()), np.zeros(workers, int))
+
+    def _quotas(self, workers: int) -> dict[int, np.ndarray]:
+        """How many chunks of each size each worker gets: the chunks of one
+        size are dealt evenly, the rest of them to the workers holding the
+        fewest tiles so far (largest chunks first)."""
+        sizes = np.asarray(self.chunks, dtype=np.int64)
+        held = np.zeros(workers, np.int64)
+        quotas = {}
+        for size in sorted(set(self.chunks), reverse=True):
+            m = int(np.count_nonzero(sizes == size))
+            q = np.full(workers, m // workers, np.int64)
+            q[np.argsort(held + q * size, kind="stable")[: m % workers]] += 1
+            held += q * size
+            quotas[size] = q
+        return quotas
+
+    def rng(self, epoch: int) -> np.random.Generator:
+        seed = self.seed if self.seed is not None else 0
+        return np.random.default_rng((int(seed), int(epoch)))
+
+    def deal(self, epoch: int, workers: int = 1) -> list[np.ndarray]:
+        """The chunk indices each worker reads in ``epoch``, ascending.
+
+        Every worker gets the same number of chunks of each size every epoch
+        (so the same number of tiles and batches); which chunks is drawn
+        anew each shuffled epoch."""
+        return self._plan(epoch, workers)[0]
+
+    def windows(self, epoch: int, worker: int = 0, workers: int = 1) -> list[list[int]]:
+        """The chunk indices of each of ``worker``'s windows, in the order it
+        visits them."""
+        return self._plan(epoch, workers)[1][worker]
+
+    def _plan(self, epoch: int, workers: int) -> tuple[list[np.ndarray], list[list[list[int]]]]:
+        """Every worker's chunks and windows, drawn from one stream per epoch
+        (each worker draws the whole plan, so all agree on it)."""
+        rng = self.rng(epoch) if self.shuffle else None
+        if workers == 1:
+            dealt = [np.arange(len(self.chunks))]
+        else:
+            sizes = np.asarray(self.chunks)
+            owner = np.empty(len(sizes), np.int64)
+            for size, quota in self._quotas(workers).items():
+                ids = np.flatnonzero(sizes == size)
+                if rng is not None:
+                    ids = rng.permutation(ids)
+                left, w = quota.copy(), 0
+                for c in ids:  # round robin over the workers with room left
+                    while not left[w]:
+                        w = (w + 1) % workers
+                    owner[c], left[w], w = w, left[w] - 1, (w + 1) % workers
+            dealt = [np.flatnonzero(owner == w) for w in range(workers)]
+        return dealt, [self._windows(ids, rng) for ids in dealt]
+
+    def _windows(self, ids: np.ndarray, rng: np.random.Generator | None) -> list[list[int]]:
+        """Stratified windows over the chunks ``ids`` (ascending), visited in
+        a random order; one chunk each, in order, when not shuffling."""
+        k = len(ids)
+        if rng is None or not k:
+            return [[int(c)] for c in ids]
+        mean_chunk = max(sum(self.chunks[c] for c in ids) / k, 1)
         per = max(1, min(k, math.ceil(self.buffer / mean_chunk)))
-        rng = self.rng(epoch)
-        strata = np.array_split(np.arange(k), per)
+        strata = np.array_split(np.array(ids), per)
         for s in strata:
             rng.shuffle(s)
         nwin = max(len(s) for s in strata)
@@ -76,25 +148,22 @@ class TileOrder:
         order = rng.permutation(nwin)
         return [wins[j] for j in order]
 
-    def rng(self, epoch: int) -> np.random.Generator:
-        seed = self.seed if self.seed is not None else 0
-        return np.random.default_rng((int(seed), int(epoch)))
-
     def batches(
         self, epoch: int, worker: int = 0, workers: int = 1
     ) -> Iterator[tuple[list[int], np.ndarray]]:
-        """Yield ``(chunks to load, tile indices of the next batch)``; the
-        chunk list is non-empty when the batch needs chunks not yet loaded
-        (a new window), and the caller may drop earlier windows then."""
+        """Yield ``(chunks to load, tile indices of the next batch)`` of
+        ``worker`` (of ``workers``); the chunk list is non-empty when the
+        batch needs chunks not yet loaded (a new window), and the caller may
+        drop earlier windows then."""
         bounds = np.concatenate([[0], np.cumsum(self.chunks)]).astype(np.int64)
+        _, plan = self._plan(epoch, workers)
+        first = sum(len(p) for p in plan[:worker])  # window numbers unique across workers
         carry = np.empty(0, np.int64)
         carry_chunks: list[int] = []
-        for w, window in enumerate(self.windows(epoch)):
-            if w % workers != worker:
-                continue
+        for w, window in enumerate(plan[worker], start=first):
             tiles = np.concatenate([np.arange(bounds[c], bounds[c + 1]) for c in window])
             if self.shuffle:
-                # a stream per window, so workers agree on each window's order
+                # a stream per window, so a window's order does not depend on the others
                 tiles = np.random.default_rng((int(self.seed or 0), int(epoch), w)).permutation(
                     tiles
                 )

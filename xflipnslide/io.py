@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any
@@ -248,8 +251,10 @@ def load_stac(
         clouds, shadows, cirrus, snow: :func:`xflipnslide.mask_clouds`'s
         defaults) to NaN before returning; the QA band is not returned.
     timeout
-        Seconds to wait for the catalog to answer each request; a catalog
-        that does not answer raises an error instead of hanging.
+        The most seconds the whole search may take (every request of it,
+        a positive number); a catalog that does not answer in time, or
+        answers too slowly, raises :class:`CatalogError` instead of hanging.
+        Failed requests are not retried.
 
     Returns
     -------
@@ -267,7 +272,8 @@ def load_stac(
         When the search finds nothing (the message repeats the search), or
         neither a search nor ``items`` is given.
     CatalogError
-        When the catalog cannot be reached or does not answer in ``timeout``.
+        When the catalog cannot be reached or the search does not complete
+        in ``timeout`` seconds.
     MissingDependencyError
         Without the ``io`` extra.
 
@@ -280,6 +286,8 @@ def load_stac(
     """
     odc_stac = require("odc.stac", "io", "load_stac")
     import rioxarray  # noqa: F401  (registers .rio, used below)
+
+    timeout = _check_timeout(timeout)
 
     if items is None:
         if bbox is None and datetime is None and not query:
@@ -356,29 +364,104 @@ def _qa_asset(items: list) -> tuple[str, str]:
     return known[0]
 
 
+def _check_timeout(timeout) -> float:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float, np.integer, np.floating))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidParameterError(
+            f"timeout must be a positive number of seconds (the most the whole search may take); "
+            f"got {timeout!r}"
+        )
+    return float(timeout)
+
+
+class _PastDeadline(Exception):
+    """Raised before a request the search should no longer make."""
+
+
 def _search(catalog, bbox, datetime, collections, query, sign, max_items, timeout) -> list:
+    """The items of a STAC search, or a :class:`CatalogError` within ``timeout`` s.
+
+    ``timeout`` bounds the whole search: the landing page, every page of
+    results and the signing. pystac-client's retries are off (each would wait
+    its own timeout again), each request may take only the time left, and
+    the search runs in a daemon thread the caller stops waiting for at the
+    deadline, so a catalog that trickles its answer (each byte within the
+    socket timeout) cannot hold it either. An abandoned search makes no
+    further request.
+    """
     client_mod = require("pystac_client", "io", "load_stac")
+    from pystac_client.stac_api_io import StacApiIO
+
     modifier = None
     if sign:
         modifier = require("planetary_computer", "io", "load_stac(sign=True)").sign_inplace
-    try:
-        client = client_mod.Client.open(catalog, modifier=modifier, timeout=timeout)
-        search = client.search(
+    deadline = time.monotonic() + timeout
+    abandoned = threading.Event()
+    result: dict[str, Any] = {}
+
+    def search() -> list:
+        stac_io = StacApiIO(timeout=timeout, max_retries=None)
+
+        def before_request(request):  # pystac-client calls it before every request
+            left = deadline - time.monotonic()
+            if abandoned.is_set() or left <= 0:
+                raise _PastDeadline(f"no time left of timeout={timeout} s")
+            stac_io.timeout = left
+            return None
+
+        client = client_mod.Client.open(
+            catalog,
+            modifier=modifier,
+            stac_io=stac_io,
+            request_modifier=before_request,
+            timeout=timeout,
+        )
+        found = client.search(
             bbox=list(bbox) if bbox is not None else None,
             datetime=datetime,
             collections=list(collections),
             query=dict(query) if query else None,
             max_items=max_items,
         )
-        items = list(search.items())
-    except XFlipNSlideError:
-        raise
-    except Exception as exc:  # requests' timeouts and connection errors, pystac-client's APIError
+        items = []
+        for item in found.items():
+            if abandoned.is_set():
+                break
+            items.append(item)
+        return items
+
+    def run() -> None:
+        try:
+            result["items"] = search()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, name="xflipnslide-stac-search", daemon=True)
+    worker.start()
+    try:
+        worker.join(max(deadline - time.monotonic(), 0))
+    finally:
+        abandoned.set()
+    exc = result.get("error")
+    # A request's own timeout is the time left, so a late error is the deadline's too.
+    if worker.is_alive() or (exc is not None and time.monotonic() >= deadline):
+        raise CatalogError(
+            f"the STAC catalog {catalog} could not be searched within timeout={timeout} s "
+            "(no complete answer in time): check the URL and your network, or raise timeout="
+        ) from exc
+    if isinstance(exc, XFlipNSlideError):
+        raise exc
+    if exc is not None:  # requests' timeouts and connection errors, pystac-client's APIError
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CatalogError(
             f"the STAC catalog {catalog} could not be searched ({type(exc).__name__}: {text}); "
             f"check the URL and your network, or raise timeout= (now {timeout} s)"
         ) from exc
+    items = result["items"]
     if not items:
         raise InvalidParameterError(
             f"the STAC search found no items (catalog={catalog}, collections={list(collections)}, "

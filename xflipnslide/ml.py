@@ -92,6 +92,20 @@ def batches(tiles: T_Xarray, batch_size: int = 32, *, preload_batch: bool = True
     )
 
 
+# --- seeds ----------------------------------------------------------------
+
+
+def check_seed(seed, what: str) -> int:
+    """The one check of every seed taken (``split``'s, the feeds' shuffle):
+    ``seed`` as an int, or an :class:`InvalidParameterError` naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidParameterError(
+            f"{what}: seed must be an int >= 0 (seeds are non-negative integers, and the same "
+            f"seed gives the same result); got {seed!r}"
+        )
+    return int(seed)
+
+
 # --- split ----------------------------------------------------------------
 
 
@@ -217,10 +231,7 @@ def split(
     True
     """
     fractions = _check_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidParameterError(
-            f"seed must be an int (the same seed gives the same split); got {seed!r}"
-        )
+    seed = check_seed(seed, "split")
     g = schema.read_geometry(tiles, what="split")
     if g.scene_shape is None:
         raise InvalidParameterError(
@@ -249,7 +260,7 @@ def split(
     by0, by1 = (ys[:, 0] - oy) // block_size, (ys[:, 1] - 1 - oy) // block_size + 1
     bx0, bx1 = (xs[:, 0] - ox) // block_size, (xs[:, 1] - 1 - ox) // block_size + 1
     inside = float(np.mean((by1 - by0 == 1) & (bx1 - bx0 == 1))) if len(g) else 1.0
-    owner = _deal_blocks(fractions, nby, nbx, inside, int(seed))
+    owner = _deal_blocks(fractions, nby, nbx, inside, seed)
     names = list(fractions)
     subset = np.full(len(g), -1, dtype=np.int64)
     for k in range(len(g)):
@@ -279,7 +290,7 @@ def split(
             **tiles.attrs,
             schema.SPLIT: name,
             schema.SPLIT_BLOCK_SIZE: int(block_size),
-            schema.SPLIT_SEED: int(seed),
+            schema.SPLIT_SEED: seed,
             schema.SPLIT_DROPPED: dropped,
         }
         out[name] = part
@@ -372,8 +383,7 @@ def _as_labels(y: np.ndarray) -> np.ndarray:
 def _feed(tiles, batch_size, image, label, shuffle, seed, drop_last, buffer, what) -> TileFeed:
     batch_size = check_positive_int(batch_size, "batch_size")
     buffer = check_positive_int(buffer, "shuffle_buffer")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise InvalidParameterError(f"seed must be an int or None; got {seed!r}")
+    seed = None if seed is None else check_seed(seed, what)
     if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
         raise InvalidParameterError(
             f"{what} takes tiles (a {TILE_DIM!r} dimension): call .fns.tile(...) first"
@@ -406,19 +416,6 @@ def _feed(tiles, batch_size, image, label, shuffle, seed, drop_last, buffer, wha
         chunk_sizes(sizes, n), batch_size, bool(shuffle), seed, bool(drop_last), buffer
     )
     return TileFeed(x, y, order)
-
-
-def _dask_in_workers(worker_id: int) -> None:
-    """DataLoader worker start: run dask synchronously in the worker.
-
-    A worker forked from a process that has run dask inherits dask's thread
-    pool without its threads (and possibly its lock held): any dask
-    computation there would wait forever. Workers are the parallelism, so
-    each computes its own tiles in its own thread.
-    """
-    import dask
-
-    dask.config.set(scheduler="synchronous")
 
 
 def torch_loader(
@@ -456,14 +453,20 @@ def torch_loader(
         visited in random order and their tiles shuffled, so each chunk is
         computed or read once per epoch. In-memory tiles are fully shuffled.
     seed
-        Seed of the shuffle (``None``: 0).
+        Seed of the shuffle, an int >= 0 (``None``: 0).
     drop_last
         Leave out the last partial batch (kept by default, as PyTorch does;
         with workers, each worker's last batch may be partial).
     num_workers
-        DataLoader worker processes; each reads its own share of the tile
-        chunks (dask runs synchronously inside them, so a process that has
-        already run dask does not hang).
+        DataLoader worker processes. The tile chunks are dealt to them, the
+        same number of chunks of each size to each worker every epoch, so
+        each chunk is read once per epoch and ``len(loader)`` is exact; each
+        worker batches its own tiles. dask runs synchronously inside them,
+        so a process that has already run dask does not hang. Any start
+        method works (``multiprocessing_context="spawn"`` or
+        ``"forkserver"``, the default on macOS, Windows and Python 3.14);
+        with those, ``persistent_workers=True`` saves starting the workers
+        (and sending them the tiles) every epoch.
     metadata
         Also yield a dict of int64 tensors ``tile``, ``row``, ``col``,
         ``transform`` for each batch (to stitch predictions later).
@@ -479,7 +482,8 @@ def torch_loader(
     torch.utils.data.DataLoader
         Yields float32 ``(B, C, T, T)`` image tensors, or ``(images,
         labels)`` pairs with int64 labels, plus the metadata dict last when
-        ``metadata=True``. ``len(loader)`` is the number of batches.
+        ``metadata=True``. ``len(loader)`` is the number of batches each
+        epoch yields, with workers too (each worker's partial batch counted).
 
     Raises
     ------
@@ -494,57 +498,15 @@ def torch_loader(
     >>> for images, labels in loader:  # doctest: +SKIP
     ...     loss = loss_fn(model(images), labels)
     """
-    torch = require("torch", "torch", "torch_loader")
+    require("torch", "torch", "torch_loader")
+    from ._torch import EpochLoader, TileDataset
+
     feed = _feed(
         tiles, batch_size, image, label, shuffle, seed, drop_last, shuffle_buffer, "torch_loader"
     )
     workers = check_positive_int(num_workers, "num_workers", minimum=0)
-    dataset = _torch_dataset(torch)(feed, metadata)
-    loader_cls = _epoch_loader(torch)
-    if workers:
-        loader_kwargs.setdefault("worker_init_fn", _dask_in_workers)
-    return loader_cls(dataset, batch_size=None, num_workers=workers, **loader_kwargs)
-
-
-def _torch_dataset(torch):
-    class TileIterable(torch.utils.data.IterableDataset):
-        """One epoch of :class:`TileFeed` batches, split over workers."""
-
-        def __init__(self, feed: TileFeed, metadata: bool):
-            self.feed, self.metadata, self.epoch = feed, metadata, 0
-
-        def __len__(self) -> int:
-            return len(self.feed.order)
-
-        def __iter__(self):
-            info = torch.utils.data.get_worker_info()
-            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-            for batch in self.feed.epoch(self.epoch, worker, workers):
-                out = [torch.from_numpy(batch["image"])]
-                if "label" in batch:
-                    out.append(torch.from_numpy(batch["label"]))
-                if self.metadata:
-                    out.append({k: torch.from_numpy(batch[k]) for k in _META if k in batch})
-                yield out[0] if len(out) == 1 else tuple(out)
-
-    return TileIterable
-
-
-_META = ("tile", schema.ROW, schema.COL, schema.TRANSFORM)
-
-
-def _epoch_loader(torch):
-    class EpochLoader(torch.utils.data.DataLoader):
-        """A DataLoader that tells its dataset which epoch each pass is."""
-
-        _epoch = 0
-
-        def __iter__(self):
-            self.dataset.epoch = self._epoch
-            self._epoch += 1
-            return super().__iter__()
-
-    return EpochLoader
+    dataset = TileDataset(feed, metadata, workers)
+    return EpochLoader(dataset, batch_size=None, num_workers=workers, **loader_kwargs)
 
 
 def tf_dataset(

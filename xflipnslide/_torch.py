@@ -1,0 +1,92 @@
+"""The PyTorch feed: an :class:`~torch.utils.data.IterableDataset` of
+:class:`~xflipnslide.ml.TileFeed` batches and a DataLoader that counts epochs.
+
+This module imports torch at its top and is imported only by
+:func:`xflipnslide.torch_loader`, which checks that torch is installed
+first. Its classes live at module level so that DataLoader workers started
+by ``spawn`` or ``forkserver`` (macOS, Windows, Python 3.14's default on
+Linux) can unpickle the dataset.
+"""
+
+from __future__ import annotations
+
+from . import schema
+
+try:
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+except ImportError:  # still importable for tools that import every module (doctest collection)
+    torch = None
+    DataLoader = IterableDataset = object
+
+__all__ = ["EpochLoader", "TileDataset"]
+
+#: The metadata tensors ``metadata=True`` yields, when the tiles have them.
+META = ("tile", schema.ROW, schema.COL, schema.TRANSFORM)
+
+
+def _dask_in_worker() -> None:
+    """Run dask synchronously in a DataLoader worker.
+
+    A worker forked from a process that has run dask inherits dask's thread
+    pool without its threads (and possibly its lock held): any dask
+    computation there would wait forever. Workers are the parallelism, so
+    each computes its own tiles in its own thread. Done when a worker
+    starts iterating, whatever ``worker_init_fn`` the user passes.
+    """
+    import dask
+
+    dask.config.set(scheduler="synchronous")
+
+
+class TileDataset(IterableDataset):
+    """One epoch of :class:`~xflipnslide.ml.TileFeed` batches, the tile
+    chunks dealt over ``workers`` worker processes.
+
+    ``len()`` is the number of batches all workers yield together
+    (:meth:`~xflipnslide._sampler.TileOrder.count`). The epoch is held in a
+    shared-memory tensor, so persistent workers see each new epoch too.
+    """
+
+    def __init__(self, feed, metadata: bool, workers: int):
+        self.feed, self.metadata, self.workers = feed, bool(metadata), max(int(workers), 1)
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        if workers:
+            self._epoch.share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(int(value))
+
+    def __len__(self) -> int:
+        return self.feed.order.count(self.workers)
+
+    def __iter__(self):
+        info = get_worker_info()
+        if info is None:
+            worker, workers = 0, 1
+        else:
+            worker, workers = info.id, info.num_workers
+            _dask_in_worker()
+        for batch in self.feed.epoch(self.epoch, worker, workers):
+            out = [torch.from_numpy(batch["image"])]
+            if "label" in batch:
+                out.append(torch.from_numpy(batch["label"]))
+            if self.metadata:
+                out.append({k: torch.from_numpy(batch[k]) for k in META if k in batch})
+            yield out[0] if len(out) == 1 else tuple(out)
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that tells its dataset which epoch each pass is."""
+
+    _epoch = 0
+
+    def __iter__(self):
+        self.dataset.epoch = self._epoch
+        self._epoch += 1
+        return super().__iter__()
