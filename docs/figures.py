@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 import xflipnslide
-from xflipnslide.plot import plot_rgb, plot_samples, plot_tiles
+from xflipnslide.plot import plot_footprints, plot_rgb, plot_samples, plot_tiles
 
 HERE = os.path.dirname(__file__)
 # The figures show the warnings' subjects (cropped edges, filled gaps); the
@@ -277,6 +277,54 @@ def chips_figure(path: str) -> None:
     plt.close(fig)
 
 
+def _land_cover():
+    """The labelled Landsat 8 crop: image and land-cover classes as a Dataset."""
+    data = os.path.join(HERE, os.pardir, "tests", "data", "landsat8")
+    image = xflipnslide.open_image(
+        os.path.join(data, "LC08_L1TP_224078_20200518_labels_area_RGB.tif"), chunks=None
+    ).load()
+    polygons = gpd.read_file(
+        os.path.join(data, "LC08_L1TP_224078_20200518_20200518_01_RT_polygons.gpkg")
+    )
+    classes = {"water": 1, "crop": 2, "tree": 3, "developed": 4}  # 0: unlabelled
+    label = xflipnslide.rasterize(
+        polygons.assign(cls=polygons.name.map(classes)), image, column="cls"
+    )
+    label.attrs.update(
+        flag_values=[0, *classes.values()], flag_meanings="unlabelled " + " ".join(classes)
+    )
+    return xr.Dataset({"image": image, "label": label})
+
+
+def maps_figures(out: str = OUT) -> None:
+    """The maps page: a split of thousands of tiles, its density, valid
+    fractions after a cloud, and label samples beside their windows."""
+    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+    masked = scene.where(scene != 0)
+    tiles = masked.fns.preprocess().fns.tile(32)
+    parts = tiles.fns.split(seed=0)
+    fig = plot_footprints(parts, scene=masked)
+    fig.savefig(os.path.join(out, "maps_split.png"), dpi=80)
+    plt.close(fig)
+    fig = parts["train"].fns.plot_footprints(kind="density")
+    fig.savefig(os.path.join(out, "maps_density.png"), dpi=80)
+    plt.close(fig)
+    cloudy = masked.astype("float32").copy()
+    cloudy[:, 250:380, 120:300] = np.nan  # a cloud the QA layer flagged
+    kept = cloudy.fns.preprocess().fns.tile(64, min_valid=0.5)
+    fig = kept.fns.plot_footprints(scene=cloudy, color_by="valid_fraction")
+    fig.savefig(os.path.join(out, "maps_valid.png"), dpi=80)
+    plt.close(fig)
+    ds = _land_cover()
+    tiles = ds.fns.tile(32)
+    labelled = (tiles.label.max(("y", "x")) > 0).values  # the polygons are small
+    codes = tiles.transform.values
+    picks = [int(np.flatnonzero(labelled & (codes == k))[0]) for k in range(8)]
+    fig = tiles.isel(tile=picks).fns.plot_samples(variable="label")
+    fig.savefig(os.path.join(out, "maps_samples.png"), dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     inference_figure(os.path.join(OUT, "inference.png"))
@@ -285,6 +333,7 @@ def main() -> None:
     tutorial_figure(os.path.join(OUT, "tutorial.png"))
     preprocess_figure(os.path.join(OUT, "preprocess.png"))
     demo_figures()
+    maps_figures()
 
 
 if __name__ == "__main__":

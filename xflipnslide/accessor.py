@@ -56,12 +56,18 @@ class FnsDataArrayAccessor(_FnsAccessor):
     plot_rgb = _forward(_plot.plot_rgb)
     plot_tiles = _forward(_plot.plot_tiles)
     plot_samples = _forward(_plot.plot_samples)
+    plot_footprints = _forward(_plot.plot_footprints)
 
 
 @xr.register_dataset_accessor("fns")
 class FnsDatasetAccessor(_FnsAccessor):
     """Flip-n-Slide methods on a Dataset: ``ds.fns.tile(...)`` and friends.
 
-    The figures (``plot_*``) draw one variable: call them on it,
-    ``ds["image"].fns.plot_rgb()``.
+    The figures (``plot_*``) draw the variable ``"image"``, or the one
+    named by ``variable=``.
     """
+
+    plot_rgb = _forward(_plot.plot_rgb)
+    plot_tiles = _forward(_plot.plot_tiles)
+    plot_samples = _forward(_plot.plot_samples)
+    plot_footprints = _forward(_plot.plot_footprints)
