@@ -140,14 +140,14 @@ class InvalidLabelsError(InvalidParameterError):
     classes (raised when the labels are read, so on dask at compute time)."""
 
 
-class IrregularGridError(InvalidParameterError):
-    """The spatial coordinates are not evenly spaced, so pixels have no single
-    size and windows no single geotransform: regrid or reproject first."""
-
-
 class IncompleteStoreError(InvalidTilesError):
     """A tile store that is not whole: its writer stopped before the end (no
     completion record), or chunks were lost since (deleted, not copied)."""
+
+
+class IrregularGridError(InvalidParameterError):
+    """The spatial coordinates are not evenly spaced, so pixels have no single
+    size and windows no single geotransform: regrid or reproject first."""
 
 
 class NonFiniteWarning(XFlipNSlideWarning):
