@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import xflipnslide
-from xflipnslide._blocks import (
+from xflipnslide._core.blocks import (
     assemble,
     chunk_bounds,
     chunk_span,
@@ -18,7 +18,7 @@ from xflipnslide._blocks import (
     strip_source,
     strips,
 )
-from xflipnslide._graph import independent_copy, nest_keys
+from xflipnslide._core.graph import independent_copy, nest_keys
 from xflipnslide.plan import read_range
 
 

@@ -21,10 +21,10 @@ from labels import label_mask
 
 import xflipnslide
 from xflipnslide import InvalidLabelsError, InvalidParameterError
-from xflipnslide._balance import BalancedOrder, balanced_order, tile_weights_from_counts
-from xflipnslide._classes import class_counts_array
-from xflipnslide._stratify import assign_blocks
+from xflipnslide._core.classes import class_counts_array
 from xflipnslide.classes import class_counts, class_weights, tile_labels
+from xflipnslide.ml.balance import BalancedOrder, balanced_order, tile_weights_from_counts
+from xflipnslide.ml.stratify import assign_blocks
 
 IGNORE = 255
 
@@ -643,7 +643,10 @@ def imported_modules(module) -> set[str]:
 
 
 def test_layers_do_not_leak():
-    from xflipnslide import _balance, _classes, _stratify, classes
+    from xflipnslide import classes
+    from xflipnslide._core import classes as _classes
+    from xflipnslide.ml import balance as _balance
+    from xflipnslide.ml import stratify as _stratify
 
     assert not imported_modules(_classes) & {"xarray"}
     assert not imported_modules(_stratify) & {"xarray", "dask"}

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import xflipnslide
-from xflipnslide._sampler import TileOrder
 from xflipnslide.ml import TileFeed
+from xflipnslide.ml.order import TileOrder
 
 
 @given(

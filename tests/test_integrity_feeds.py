@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import xflipnslide
 from xflipnslide import InvalidParameterError
-from xflipnslide._sampler import TileOrder
+from xflipnslide.ml.order import TileOrder
 
 
 def _dataset() -> xr.Dataset:  # the same in SCRIPT below

@@ -329,7 +329,7 @@ def test_to_zarr_round_trips_with_the_store_codec_and_no_warnings(tiles, tmp_pat
     with open(tmp_path / "t.zarr" / "zarr.json") as f:
         record = json.load(f)["attributes"]["fns_complete"]
     assert record["chunks"]["image"] == 12 and record["chunks"]["transform"] == 1  # numpy: 1
-    assert xflipnslide.to_zarr is xflipnslide.store.to_zarr
+    assert xflipnslide.to_zarr is xflipnslide.export.zarr.to_zarr
     with pytest.raises(InvalidParameterError, match="mode="):
         tiles.fns.to_zarr(tmp_path / "u.zarr", mode="a")
 

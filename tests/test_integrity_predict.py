@@ -36,7 +36,7 @@ def run_isolated(body: str, timeout: float = 300) -> dict:
         textwrap.dedent(
             """
         import json, numpy as np, xarray as xr, xflipnslide
-        from xflipnslide import kernels
+        from xflipnslide._core import kernels
         scene = xr.DataArray(np.random.default_rng(0).random((3, 200, 200), dtype="float32"),
                              dims=("band", "y", "x"))
         records = {}

@@ -99,7 +99,7 @@ def test_two_plans_of_one_lazy_scene_computed_together(scene, what):
 
 
 def test_untile_accumulator_dtype_is_in_the_graph_name(scene):
-    from xflipnslide._tiling import blend_weights, untile_array
+    from xflipnslide._core.tiling import blend_weights, untile_array
 
     tiles = scene.astype("float32").fns.tile(64).chunk({"tile": 50})
     args = (tiles.row.values, tiles.col.values, tiles.transform.values, (560, 600))

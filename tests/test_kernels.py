@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from oracle import TRANSFORM
 
-from xflipnslide import kernels
+from xflipnslide._core import kernels
 from xflipnslide.plan import INVERSE_CODES
 
 

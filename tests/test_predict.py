@@ -9,7 +9,7 @@ import xarray as xr
 from oracle import TRANSFORM
 
 import xflipnslide
-from xflipnslide._tiling import blend_weights
+from xflipnslide._core.tiling import blend_weights
 from xflipnslide.predict import predict_plan
 
 INVERSE = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 5, 6: 6, 7: 7}

@@ -143,7 +143,7 @@ def slow_overlap_add(tiles: np.ndarray, rows, cols, codes, shape, weight) -> np.
 def test_untile_of_disagreeing_tiles_matches_a_slow_overlap_add(backend, blend):
     """Random per-tile values disagree where tiles overlap, so only the right
     weights (not just any consistently normalised ones) pass."""
-    from xflipnslide._tiling import blend_weights
+    from xflipnslide._core.tiling import blend_weights
 
     scene = xr.DataArray(np.zeros((2, 70, 90), "float32"), dims=("band", "y", "x"))
     tiles = scene.fns.tile(16, edge="pad")

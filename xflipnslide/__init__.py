@@ -31,13 +31,13 @@ from .errors import (
     XFlipNSlideWarning,
 )
 from .export import export_chips, tfrecord_dataset
+from .export.zarr import open_tiles, to_zarr
 from .io import load_stac, open_image, sample_scene_path, zarr_encoding
 from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .predict import predict
 from .preprocess import mask_clouds, preprocess, read_stats
-from .store import open_tiles, to_zarr
 from .tiling import load, tile, untile
 
 try:

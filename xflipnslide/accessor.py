@@ -15,7 +15,7 @@ from . import classes, export, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
-from . import store as _store
+from .export import zarr as _store
 
 __all__ = ["FnsDataArrayAccessor", "FnsDatasetAccessor"]
 

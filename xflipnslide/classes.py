@@ -22,7 +22,7 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
-from ._classes import class_counts_array, class_totals_array, tile_labels_array
+from ._core.classes import class_counts_array, class_totals_array, tile_labels_array
 from .errors import InvalidParameterError, check_positive_int
 from .schema import TILE_DIM
 

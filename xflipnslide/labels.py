@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._labels import rasterize_array
+from ._core.rasterize import rasterize_array
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, XFlipNSlideWarning, require, warn
 from .georef import portable_grid_mapping, scene_transform

@@ -10,8 +10,8 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from ._predict import ModelRunner, predict_array
-from ._tiling import BLENDS, blend_weights, check_known_chunks
+from ._core.predict import ModelRunner, predict_array
+from ._core.tiling import BLENDS, blend_weights, check_known_chunks
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, SceneTooSmallError, check_positive_int
 from .georef import windows_intersecting

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from . import schema
-from ._tiling import (
+from ._core.tiling import (
     BLENDS,
     blend_weights,
     check_dtype,

@@ -28,8 +28,8 @@ import types
 
 import numpy as np
 
-from .errors import InvalidParameterError
-from .plan import INVERSE_CODES
+from ..errors import InvalidParameterError
+from ..plan import INVERSE_CODES
 
 __all__ = [
     "as_bits",

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _graph
-from .errors import InvalidLabelsError, InvalidParameterError
+from ..errors import InvalidLabelsError, InvalidParameterError
+from . import graph as _graph
 
 __all__ = [
     "check_label_dtype",

@@ -20,7 +20,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from .errors import XFlipNSlideError
+from ..errors import XFlipNSlideError
 
 log = logging.getLogger("xflipnslide")
 
@@ -276,7 +276,7 @@ def _first_line(text: str) -> str:
 def _open_scene(path: str, variable: str | None = None, chunks: int = 2048, label=None):
     import xarray as xr
 
-    from .io import open_image
+    from ..io import open_image
 
     if not os.path.exists(path):
         raise CliError(f"no such file or folder: {path}")
@@ -318,7 +318,7 @@ def _open_netcdf(path: str):
 
 def _check_out(out: str, overwrite: bool, is_ours: Callable[[str], bool], what: str) -> None:
     """Refuse an output path before any work (see ``xflipnslide.atomic``)."""
-    from .atomic import check_target
+    from ..export.atomic import check_target
 
     check_target(out, overwrite=overwrite, is_ours=is_ours, what=what, option="--overwrite")
 
@@ -343,14 +343,14 @@ def _write(tiles, out: str, overwrite: bool) -> None:
     interrupted run (Ctrl-C, SIGTERM) leaves nothing half-written."""
     from dask.diagnostics import ProgressBar
 
-    from .store import to_zarr
+    from ..export.zarr import to_zarr
 
     with _interruptible(), ProgressBar(minimum=1.0, out=sys.stderr):
         to_zarr(tiles, out, overwrite=overwrite, name=VARIABLE)
 
 
 def _is_tile_store(path: str) -> bool:
-    from .store import is_tile_store
+    from ..export.zarr import is_tile_store
 
     return is_tile_store(path)
 
@@ -358,8 +358,8 @@ def _is_tile_store(path: str) -> bool:
 def _prepare_and_tile(scene, args, label=None):
     import xarray as xr
 
-    from .preprocess import preprocess
-    from .tiling import tile
+    from ..preprocess import preprocess
+    from ..tiling import tile
 
     if not args.no_preprocess:
         variables = None
@@ -381,7 +381,7 @@ def _tile(args) -> int:
 
 
 def _stac(args) -> int:
-    from .io import load_stac
+    from ..io import load_stac
 
     _check_out(args.out, args.overwrite, _is_tile_store, "a tile store")
     scene = load_stac(
@@ -406,8 +406,8 @@ def _stac(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export_chips, is_export
-    from .store import open_tiles
+    from ..export import export_chips, is_export
+    from ..export.zarr import open_tiles
 
     _check_out(args.out, args.overwrite, is_export, "an export")
     if not os.path.isdir(args.tiles):
@@ -474,10 +474,10 @@ def _model_problem(path: str, exc: BaseException) -> str:
 def _predict(args) -> int:
     from dask.diagnostics import ProgressBar
 
-    from .atomic import write_file
-    from .errors import require
-    from .predict import predict
-    from .preprocess import preprocess
+    from ..errors import require
+    from ..export.atomic import write_file
+    from ..predict import predict
+    from ..preprocess import preprocess
 
     torch = require("torch", "torch", "xflipnslide predict")
     if os.path.isdir(args.out):
@@ -532,8 +532,8 @@ def _figures(scene, ready, tiles, out: str, tile_size: int) -> list[str]:
     except ImportError:
         log.warning('figures skipped: install matplotlib (pip install "xflipnslide[viz]")')
         return []
-    from .atomic import write_file
-    from .plot import plot_rgb, plot_samples, plot_tiles
+    from ..export.atomic import write_file
+    from ..plot import plot_rgb, plot_samples, plot_tiles
 
     paths = []
     masked = scene.where(scene != 0)
@@ -567,10 +567,10 @@ def _is_demo_figure(path: str) -> bool:
 def _demo(args) -> int:
     import importlib.util
 
-    from .io import open_image, sample_scene_path
-    from .plan import TRANSFORMS
-    from .preprocess import preprocess
-    from .tiling import tile
+    from ..io import open_image, sample_scene_path
+    from ..plan import TRANSFORMS
+    from ..preprocess import preprocess
+    from ..tiling import tile
 
     os.makedirs(args.out, exist_ok=True)
     stores = {strategy: os.path.join(args.out, f"{strategy}.zarr") for strategy in STRATEGIES}

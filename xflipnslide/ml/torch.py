@@ -10,7 +10,7 @@ Linux) can unpickle the dataset.
 
 from __future__ import annotations
 
-from . import schema
+from .. import schema
 
 try:
     import torch

@@ -12,18 +12,18 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from ._fill import fill_array, filled_message, prepare_chunks
-from ._stats import band_stats_array, standardize_array
-from .dims import find_spatial_dims
-from .errors import (
+from .._core.fill import fill_array, filled_message, prepare_chunks
+from .._core.stats import band_stats_array, standardize_array
+from ..dims import find_spatial_dims
+from ..errors import (
     DataDroppedWarning,
     DataFilledWarning,
     InvalidParameterError,
     check_positive_int,
     warn,
 )
-from .georef import scene_transform
-from .schema import IMAGE, OBSERVED, STATS_COORDS, T_Xarray
+from ..georef import scene_transform
+from ..schema import IMAGE, OBSERVED, STATS_COORDS, T_Xarray
 
 __all__ = [
     "LANDSAT_C2_QA_BITS",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .plan import TilePlan, read_range
+from ..plan import TilePlan, read_range
 
 __all__ = [
     "Strip",

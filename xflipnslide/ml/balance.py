@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidParameterError, check_positive_int
+from ..errors import InvalidParameterError, check_positive_int
 
 __all__ = ["BalancedOrder", "balanced_order", "tile_weights_from_counts"]
 

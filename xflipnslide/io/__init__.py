@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import schema
-from .errors import InvalidParameterError, XFlipNSlideError, require
+from .. import schema
+from ..errors import InvalidParameterError, XFlipNSlideError, require
 
 __all__ = [
     "GDAL_CACHEMAX_MB",
@@ -329,7 +329,7 @@ def load_stac(
         ds[name] = _apply_scaling(ds[name], **scaling[name])
     out = ds.to_dataarray("band").transpose("time", "band", *ds.odc.spatial_dims)
     if flags is not None:
-        from .preprocess import mask_clouds as _mask
+        from ..preprocess import mask_clouds as _mask
 
         out = _mask(out, flags, product=qa[1])
     out.attrs = {"stac_collections": ",".join(sorted({str(i.collection_id) for i in items}))}

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import schema
-from ._sampler import TileOrder, chunk_sizes
-from ._tiling import load_arrays
-from .errors import (
+from .. import schema
+from .._core.tiling import load_arrays
+from ..errors import (
     DataDroppedWarning,
     EmptySubsetError,
     InvalidParameterError,
@@ -26,8 +25,9 @@ from .errors import (
     require,
     warn,
 )
-from .plan import read_ranges
-from .schema import IMAGE, TILE_DIM, T_Xarray
+from ..plan import read_ranges
+from ..schema import IMAGE, TILE_DIM, T_Xarray
+from .order import TileOrder, chunk_sizes
 
 __all__ = ["batches", "split", "tf_dataset", "torch_loader"]
 
@@ -499,7 +499,7 @@ def torch_loader(
     ...     loss = loss_fn(model(images), labels)
     """
     require("torch", "torch", "torch_loader")
-    from ._torch import EpochLoader, TileDataset
+    from .torch import EpochLoader, TileDataset
 
     feed = _feed(
         tiles, batch_size, image, label, shuffle, seed, drop_last, shuffle_buffer, "torch_loader"

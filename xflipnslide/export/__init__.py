@@ -37,10 +37,11 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from . import atomic, schema
-from .errors import InvalidParameterError, check_positive_int, require
-from .georef import scene_transform, tile_transform, window_bounds
-from .schema import IMAGE, TILE_DIM
+from .. import schema
+from ..errors import InvalidParameterError, check_positive_int, require
+from ..georef import scene_transform, tile_transform, window_bounds
+from ..schema import IMAGE, TILE_DIM
+from . import atomic
 
 __all__ = [
     "FEATURE_DESCRIPTION",

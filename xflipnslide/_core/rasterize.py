@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _graph
-from ._blocks import chunk_bounds
+from . import graph as _graph
+from .blocks import chunk_bounds
 
 __all__ = ["rasterize_array"]
 

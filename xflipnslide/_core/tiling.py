@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _graph
-from ._blocks import (
+from ..errors import InvalidParameterError
+from ..plan import TilePlan
+from . import graph as _graph
+from .blocks import (
     Strip,
     assemble,
     chunk_bounds,
@@ -29,9 +31,7 @@ from ._blocks import (
     strip_source,
     strips,
 )
-from .errors import InvalidParameterError
 from .kernels import as_bits, gather_tiles, normalize_weights, scatter_tiles
-from .plan import TilePlan
 
 __all__ = [
     "BLENDS",

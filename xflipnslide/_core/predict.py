@@ -31,11 +31,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import _graph
-from ._tiling import tile_array, tiles_per_chunk, untile_array
-from .errors import InvalidParameterError, NonFiniteWarning, warn
+from ..errors import InvalidParameterError, NonFiniteWarning, warn
+from ..plan import TilePlan
+from . import graph as _graph
 from .kernels import normalize_weights, scatter_tiles
-from .plan import TilePlan
+from .tiling import tile_array, tiles_per_chunk, untile_array
 
 __all__ = ["ModelRunner", "NonFiniteCounts", "predict_array"]
 

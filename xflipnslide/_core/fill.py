@@ -33,10 +33,7 @@ from itertools import product
 
 import numpy as np
 
-from . import _graph
-from ._blocks import assemble, chunk_bounds, chunk_span, local_slices
-from ._tiling import check_known_chunks, threads
-from .errors import (
+from ..errors import (
     AllMissingError,
     DataFilledWarning,
     FillReachError,
@@ -44,7 +41,10 @@ from .errors import (
     XFlipNSlideWarning,
     warn,
 )
+from . import graph as _graph
+from .blocks import assemble, chunk_bounds, chunk_span, local_slices
 from .kernels import fill_nearest, nearest_valid
+from .tiling import check_known_chunks, threads
 
 __all__ = ["fill_array", "filled_message", "prepare_chunks"]
 

@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import InvalidParameterError
+from ..errors import InvalidParameterError
 
 __all__ = ["Target", "check_target", "write_dir", "write_file"]
 

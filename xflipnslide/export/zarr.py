@@ -23,8 +23,9 @@ from typing import Any
 
 import xarray as xr
 
-from . import atomic, schema
-from .errors import IncompleteStoreError, InvalidParameterError
+from .. import schema
+from ..errors import IncompleteStoreError, InvalidParameterError
+from . import atomic
 
 __all__ = ["COMPLETE", "is_tile_store", "open_tiles", "to_zarr"]
 
@@ -92,7 +93,7 @@ def to_zarr(
     >>> tiles.fns.to_zarr("tiles.zarr")  # doctest: +SKIP
     >>> tiles = xflipnslide.open_tiles("tiles.zarr")  # doctest: +SKIP
     """
-    from .io import zarr_encoding
+    from ..io import zarr_encoding
 
     refused = [k for k in _REFUSED if k in kwargs]
     if refused:
@@ -114,7 +115,7 @@ def to_zarr(
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
         from numcodecs import Zstd
 
-        from .io import ZSTD_LEVEL
+        from ..io import ZSTD_LEVEL
 
         encoding = {var: {"compressors": (Zstd(level=ZSTD_LEVEL),)} for var in encoding}
     for var, options in (kwargs.pop("encoding", None) or {}).items():

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _graph
-from ._tiling import threads
+from . import graph as _graph
 from .kernels import moments, standardize_into
+from .tiling import threads
 
 __all__ = ["band_stats_array", "standardize_array"]
 
