@@ -30,6 +30,7 @@ __all__ = [
     "GEOMETRY_ATTRS",
     "GRID",
     "IMAGE",
+    "OBSERVED",
     "ROW",
     "STATS_COORDS",
     "TILE_DIM",
@@ -40,6 +41,7 @@ __all__ = [
     "center_name",
     "check_on_grid",
     "geometry_attrs",
+    "image_and_label",
     "portable_attrs",
     "read_geometry",
     "scene_coords",
@@ -540,3 +542,31 @@ def _interp(pos: np.ndarray, values: np.ndarray) -> np.ndarray:
         out[lo] = values[0] + (values[1] - values[0]) * pos[lo]
         out[hi] = values[-1] + (values[-1] - values[-2]) * (pos[hi] - (values.size - 1))
     return out
+
+
+def image_and_label(
+    tiles: xr.DataArray | xr.Dataset, image: Hashable = IMAGE, label: Hashable | None = None
+) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The image tiles and, when ``label`` is named, the label tiles, each with
+    ``tile`` first: the variables every reader of tiles (feeds, exports) takes.
+
+    A DataArray is the image itself; a Dataset gives its variables ``image``
+    and ``label`` (an error names the variables it holds).
+    """
+    if isinstance(tiles, xr.Dataset):
+        for name in (image, label):
+            if name is not None and name not in tiles.data_vars:
+                raise InvalidParameterError(
+                    f"no variable {name!r} in the tiles; they hold {list(tiles.data_vars)}: "
+                    "pass image=/label= to name them"
+                )
+        x, y = tiles[image], (tiles[label] if label is not None else None)
+    else:
+        if label is not None:
+            raise InvalidParameterError(
+                "label= needs a Dataset of image and label tiles, e.g. "
+                "xr.Dataset({'image': image, 'label': label}).fns.tile(...)"
+            )
+        x, y = tiles, None
+    x = x.transpose(TILE_DIM, ...)
+    return x, (y.transpose(TILE_DIM, ...) if y is not None else None)

@@ -146,7 +146,7 @@ def export_chips(
         )
     shard_size = check_positive_int(shard_size, "shard_size")
     g = schema.read_geometry(tiles, what="export_chips")
-    x, y = _variables(tiles, image, label)
+    x, y = schema.image_and_label(tiles, image, label)
     crs = _crs(tiles, crs, format)
     writers = {"geotiff": _GeoTiffWriter, "tfrecord": _TFRecordWriter, "webdataset": _TarWriter}
     with atomic.write_dir(
@@ -226,22 +226,6 @@ def _crs(tiles, crs, format: str):
             "crs=, or reproject the scene before tiling"
         )
     return given
-
-
-def _variables(tiles, image, label):
-    if isinstance(tiles, xr.Dataset):
-        for name in (image, label):
-            if name is not None and name not in tiles.data_vars:
-                raise InvalidParameterError(
-                    f"no variable {name!r} in the tiles; they hold {list(tiles.data_vars)}"
-                )
-        x, y = tiles[image], (tiles[label] if label is not None else None)
-    else:
-        if label is not None:
-            raise InvalidParameterError("label= needs a Dataset of image and label tiles")
-        x, y = tiles, None
-    x = x.transpose(TILE_DIM, ...)
-    return x, (y.transpose(TILE_DIM, ...) if y is not None else None)
 
 
 def _chunk_ranges(x: xr.DataArray) -> list[tuple[int, int]]:

@@ -388,24 +388,7 @@ def _feed(tiles, batch_size, image, label, shuffle, seed, drop_last, buffer, wha
         raise InvalidParameterError(
             f"{what} takes tiles (a {TILE_DIM!r} dimension): call .fns.tile(...) first"
         )
-    if isinstance(tiles, xr.Dataset):
-        for name in (image, label):
-            if name is not None and name not in tiles.data_vars:
-                raise InvalidParameterError(
-                    f"no variable {name!r} in the tiles; they hold {list(tiles.data_vars)}: "
-                    f"pass image=/label= to name them"
-                )
-        x = tiles[image]
-        y = tiles[label] if label is not None else None
-    else:
-        if label is not None:
-            raise InvalidParameterError(
-                "label= needs a Dataset of image and label tiles, e.g. "
-                "xr.Dataset({'image': image, 'label': label}).fns.tile(...)"
-            )
-        x, y = tiles, None
-    x = x.transpose(TILE_DIM, ...)
-    y = y.transpose(TILE_DIM, ...) if y is not None else None
+    x, y = schema.image_and_label(tiles, image, label)
     n = x.sizes[TILE_DIM]
     if not n:
         raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
