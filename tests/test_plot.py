@@ -341,6 +341,35 @@ def test_plot_footprints_refuses_what_it_cannot_draw(scene):
     matplotlib.pyplot.close("all")
 
 
+def test_scene_under_footprints_picks_bands_by_the_rule_of_plot_rgb(scene):
+    """scene= chooses and checks its red, green, blue as plot_rgb does, with
+    the same message."""
+    tiles = scene.fns.tile(128)
+    for draw, what in (
+        (lambda bands: scene.fns.plot_rgb(bands=bands), "plot_rgb"),
+        (lambda bands: tiles.fns.plot_footprints(scene=scene, bands=bands), r"\(scene=\)"),
+    ):
+        with pytest.raises(InvalidParameterError, match=what + " needs 3 bands for red, green"):
+            draw(["red", "green"])
+    shuffled = scene.isel(band=[2, 0, 1])  # blue, red, green: drawn as red, green, blue
+    ax = tiles.fns.plot_footprints(scene=shuffled).axes[0]
+    direct = scene.fns.plot_rgb().axes[0].get_images()[0].get_array()
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), direct)
+    matplotlib.pyplot.close("all")
+
+
+def test_importing_the_package_imports_no_matplotlib():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, xflipnslide, xflipnslide.plot; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # --- samples: labels and the window on the ground ------------------------------
 
 
