@@ -67,6 +67,20 @@ def test_fill_is_exact_nearest(backend):
     assert_nearest_fill(out.values, data)
 
 
+def test_fill_with_spatial_dims_first(backend):
+    """Bands last, ``(y, x, band)``: the dask fill once put its ``(band, y, x)``
+    data back into a ``(y, x, band)`` array (a ValueError, or, when all three
+    sizes are equal, values silently in the wrong places)."""
+    for shape in [(3, 12, 14), (8, 8, 8)]:
+        data = gappy(np.random.default_rng(7), shape)
+        scene = xr.DataArray(np.moveaxis(data, 0, -1), dims=("y", "x", "band"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+            out = backend(scene, {"y": 3, "x": 5}).fns.preprocess(standardize=False)
+            values = out.transpose("band", "y", "x").values
+        assert_nearest_fill(values, data)
+
+
 @given(
     h=st.integers(2, 45),
     w=st.integers(2, 45),

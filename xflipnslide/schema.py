@@ -44,7 +44,9 @@ __all__ = [
     "image_and_label",
     "portable_attrs",
     "read_geometry",
+    "recorded_stats",
     "scene_coords",
+    "stats_coords",
     "tile_coords",
     "tiled_variables",
     "window_centres",
@@ -570,3 +572,22 @@ def image_and_label(
         x, y = tiles, None
     x = x.transpose(TILE_DIM, ...)
     return x, (y.transpose(TILE_DIM, ...) if y is not None else None)
+
+
+def stats_coords(variable: Hashable | None = None) -> tuple[str, str]:
+    """The coordinates of the standardisation statistics (mean, std) that
+    ``preprocess`` writes: ``fns_mean``/``fns_std`` (a DataArray), or
+    ``{variable}_fns_mean``/``{variable}_fns_std`` (a Dataset's variable)."""
+    if variable is None:
+        return STATS_COORDS
+    mean, std = (f"{variable}_{c}" for c in STATS_COORDS)
+    return mean, std
+
+
+def recorded_stats(obj: xr.DataArray | xr.Dataset) -> dict[str | None, tuple[str, str]]:
+    """The statistics coordinates ``obj`` holds (mean and std both there), by
+    owner: ``None`` for the unnamed ones, else the variable's name."""
+    suffix = f"_{STATS_COORDS[0]}"
+    named = [c for c in obj.coords if isinstance(c, str) and c.endswith(suffix)]
+    owners = [None] + [c[: -len(suffix)] for c in named]
+    return {o: stats_coords(o) for o in owners if all(c in obj.coords for c in stats_coords(o))}

@@ -14,8 +14,8 @@ mean if there is none; they are counted, and the task
 warns with :class:`FillReachWarning` or, with ``strict=True``, raises
 :class:`FillReachError`.
 
-What is invented is said with a :class:`DataFilledWarning`: on numpy by the
-caller (the shares are known at once), on dask by each task that fills
+What is invented is said with a :class:`DataFilledWarning`: on numpy by
+:func:`report_missing` (the shares are known at once), on dask by each task that fills
 pixels, when it runs. The tasks read each slice's count of valid pixels
 from the statistics pass they depend on anyway (for the fallback mean), so
 every task of a band chunk gives the same message, with the scene-wide
@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import (
     AllMissingError,
+    DataDroppedWarning,
     DataFilledWarning,
     FillReachError,
     FillReachWarning,
@@ -44,9 +45,10 @@ from ..errors import (
 from . import graph as _graph
 from .blocks import assemble, chunk_bounds, chunk_span, local_slices
 from .kernels import fill_nearest, nearest_valid
+from .stats import band_stats_array
 from .tiling import check_known_chunks, threads
 
-__all__ = ["fill_array", "filled_message", "prepare_chunks"]
+__all__ = ["fill_array", "filled_message", "prepare_chunks", "report_missing"]
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +127,43 @@ def fill_array(
 ):
     """Nearest fill of every spatial slice of ``x``: exact on numpy; on dask
     one task per chunk reading a halo of ``reach`` pixels. ``slice_stats``
-    (dask only, required there): the ``(*x.shape[:-2], 3)`` mean, std and
-    valid count of each slice, as :func:`._stats.band_stats_array` gives
+    (dask only; numpy ignores it): the ``(*x.shape[:-2], 3)`` mean, std and
+    valid count of each slice, as :func:`.stats.band_stats_array` gives
     them, lazy: the mean for pixels with nothing valid in reach, the count
-    for the :class:`DataFilledWarning` each filling task gives."""
+    for the :class:`DataFilledWarning` each filling task gives. Pass the
+    standardisation's statistics where the slices are its bands (one pass
+    less); by default the dask fill takes its own pass."""
     if _graph.is_lazy(x):
+        if slice_stats is None:
+            slice_stats = band_stats_array(x, x.ndim - 2)
         return _fill_dask(x, slice_stats, reach=reach, strict=strict, labels=labels)
     return _fill_numpy(np.asarray(x), labels=labels)
+
+
+def report_missing(x, labels: list[str], *, filled: bool) -> None:
+    """Warn about the missing (NaN) pixels of each spatial slice of ``x``:
+    those the fill will invent (:class:`DataFilledWarning`, with the shares)
+    or, without a fill, slices more than a quarter missing
+    (:class:`DataDroppedWarning`). numpy only: on dask nothing is computed
+    here, the fill tasks warn when they run."""
+    if _graph.is_lazy(x):
+        return
+    missing = 1 - (~np.isnan(np.asarray(x))).mean(axis=(-2, -1)).reshape(-1)
+    worst = [(lab, m) for lab, m in zip(labels, missing.tolist()) if m > 0]
+    if not worst:
+        return
+    if filled:
+        warn(filled_message(worst), DataFilledWarning)
+        return
+    heavy = [(lab, m) for lab, m in worst if m > 0.25]
+    if heavy:
+        shares = ", ".join(f"{lab}: {m:.1%}" for lab, m in heavy[:6])
+        warn(
+            f"preprocess: more than a quarter of a band is missing (nodata, NaN or "
+            f"infinite; {shares}) and left NaN: tile with min_valid=... to drop "
+            "mostly-empty tiles (each tile's valid_fraction records its share)",
+            DataDroppedWarning,
+        )
 
 
 def prepare_chunks(x, reach: int):

@@ -1,4 +1,5 @@
-"""Array layer of standardisation: per-band statistics and ``(x - mean) / scale``.
+"""Array layer of standardisation: per-band statistics and ``(x - mean) / scale``;
+the checks of the values a scene or its statistics hold, where they are in memory.
 
 One statistics path for both backends, built on the numba kernel
 :func:`.kernels.moments` (count, mean, sum of squared deviations over the
@@ -9,16 +10,20 @@ update), so both give the same float64 mean and population std.
 
 from __future__ import annotations
 
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import DataDroppedWarning, InvalidParameterError, warn
 from . import graph as _graph
 from .kernels import moments, standardize_into
 from .tiling import threads
 
-__all__ = ["band_stats_array", "standardize_array"]
+__all__ = ["band_stats_array", "check_stat_values", "report_nodata", "standardize_array"]
+
+log = logging.getLogger(__name__)
 
 
 def _merge(parts: np.ndarray) -> np.ndarray:
@@ -144,3 +149,49 @@ def standardize_array(x, mean, scale):
     mean, scale = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
     big = math.prod(x.shape) > 1 << 17  # threads only pay off on large slices
     return _standardize_block(x, mean, scale, threads() if big else 1)
+
+
+def check_stat_values(name: str, x) -> None:
+    """Raise unless the statistic ``x`` (``"mean"`` or ``"std"``) is finite
+    and, for a std, non-negative. Checked where ``x`` is in memory; a lazy
+    statistic is taken as given (checking it would compute it)."""
+    if _graph.is_lazy(x):
+        return
+    values = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidParameterError(
+            f"stats {name} must be finite; got {values.tolist()}: pass the statistics of "
+            "a scene with valid pixels in every band"
+        )
+    if name == "std" and (values < 0).any():
+        raise InvalidParameterError(
+            f"stats std must be >= 0 (a standard deviation); got {values.tolist()}"
+        )
+
+
+def report_nodata(x, nodata, source: str) -> None:
+    """Log how many pixels of ``x`` equal ``nodata`` (read from ``source``),
+    and warn when they are many yet ``nodata`` lies inside the range of the
+    other values: they may be real measurements (Landsat's zeros are not,
+    but a declared 0 in a reflectance band with values around it may be).
+    numpy only: on dask the masking is only logged (counting would compute)."""
+    if _graph.is_lazy(x):
+        log.info("preprocess: masking pixels equal to %r (from %s)", nodata, source)
+        return
+    values = np.asarray(x)
+    count = int((values == nodata).sum())
+    log.info("preprocess: masked %d pixels equal to %r (from %s)", count, nodata, source)
+    share = count / max(values.size, 1)
+    if share < 0.05:
+        return
+    rest = values[values != nodata]
+    if values.dtype.kind == "f":
+        rest = rest[np.isfinite(rest)]
+    if rest.size and rest.min() < nodata < rest.max():
+        warn(
+            f"preprocess: nodata={nodata!r} (from {source}) masks {share:.1%} of the pixels, yet "
+            f"lies inside the range of the other values ({rest.min()!r} to {rest.max()!r}): if "
+            "those pixels are real measurements, pass the right nodata= (or nodata=float('nan')); "
+            "otherwise tile with min_valid=... to drop mostly-filled tiles",
+            DataDroppedWarning,
+        )
