@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import struct
 import warnings
 
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 
 import xflipnslide
 from xflipnslide import InvalidParameterError
 from xflipnslide.cli import main
-
-rasterio = pytest.importorskip("rasterio")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def tiles():
         return ds.chunk({"y": 200, "x": 200}).fns.tile(64, tile_chunks=40)
 
 
+@pytest.mark.slow
 def test_geotiff_chips_read_back_and_sit_in_place(tiles, tmp_path):
     out = tiles.fns.export_chips(tmp_path / "chips", format="geotiff", label="label")
     names = sorted(os.listdir(os.path.join(out, "images")))
@@ -66,8 +68,10 @@ def test_geotiff_chips_read_back_and_sit_in_place(tiles, tmp_path):
     assert rows[5]["footprint"].startswith("POLYGON")
 
 
+@pytest.mark.slow
 def test_webdataset_round_trip(tiles, tmp_path):
-    wds = pytest.importorskip("webdataset")
+    import webdataset as wds
+
     out = tiles.fns.export_chips(
         tmp_path / "wds", format="webdataset", label="label", shard_size=30
     )
@@ -85,6 +89,7 @@ def test_webdataset_round_trip(tiles, tmp_path):
         assert sample["json"]["transform"] == int(tile.transform)
 
 
+@pytest.mark.slow
 def test_tfrecord_round_trip(tiles, tmp_path):
     tf = pytest.importorskip("tensorflow")
     out = tiles.fns.export_chips(tmp_path / "tfr", format="tfrecord", label="label", shard_size=50)
@@ -124,6 +129,7 @@ def test_interrupted_export_leaves_nothing_and_overwrite_is_careful(tiles, tmp_p
     tiles.fns.export_chips(done, format="webdataset", overwrite=True)
 
 
+@pytest.mark.slow
 def test_cli_export(tiles, tmp_path, capsys):
     store = tmp_path / "t.zarr"
     tiles.fns.to_zarr(store)  # a tile store the CLI opens (completion record)
@@ -135,3 +141,105 @@ def test_cli_export(tiles, tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{tiles.sizes['tile']} / {tiles.sizes['tile']} tiles" in captured.err
     assert len(os.listdir(out / "labels")) == tiles.sizes["tile"]
+
+
+# --- oracles written from the specifications --------------------------------
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) bit by bit, as RFC 3720 B.4 defines it: reflected
+    polynomial 0x82F63B78, initial value and final XOR 0xFFFFFFFF."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked(data: bytes) -> bytes:
+    """TFRecord's masked CRC (tensorflow/core/lib/hash/crc32c.h), 4 bytes LE."""
+    crc = crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32)
+
+
+def test_crc32c_known_answers():
+    import google_crc32c
+
+    from xflipnslide.export.tfrecord import masked_crc
+
+    assert crc32c(b"123456789") == 0xE3069283  # RFC 3720's check value
+    assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
+    assert google_crc32c.value(b"123456789") == 0xE3069283
+    assert masked_crc(b"") == bytes.fromhex("d8ea82a2")  # crc 0: the mask's constant
+    for data in (b"123456789", bytes(range(256)), b"\x94" + bytes(7)):
+        assert masked_crc(data) == masked(data)
+
+
+def test_tfrecord_bytes_are_the_specified_example_without_tensorflow(tmp_path):
+    values = (np.arange(4 * 132).reshape(1, 4, 132) % 256).astype("uint8")
+    tiles = xr.DataArray(values, dims=("band", "y", "x")).fns.tile(4, strategy="no_overlap")
+    out = tiles.fns.export_chips(tmp_path / "tfr", format="tfrecord", shard_size=1)
+    assert len([n for n in os.listdir(out) if n.endswith(".tfrecord")]) == 33
+    with open(os.path.join(out, "shard-00032.tfrecord"), "rb") as f:
+        got = f.read()
+    # tf.train.Example of tile 32 (row 0, col 128, code 0): Features{feature: map
+    # entries {key = 1, value = 2}} sorted by key, written out from example.proto
+    # each entry: 0a LEN key | 12 LEN Feature{1a LEN Int64List{0a LEN packed} or
+    # 0a LEN BytesList{0a LEN bytes}}
+    entries = [
+        "0a0d 0a03 636f6c 1206 1a04 0a02 8001",  # col: [128], varint 80 01
+        "0a1d 0a05 696d616765 1214 0a12 0a10"  # image: the 16 bytes, C order,
+        " 80818283 04050607 88898a8b 0c0d0e0f",  # (r * 132 + c) % 256
+        "0a18 0a0b 696d6167655f6474797065 1209 0a07 0a05 75696e7438",  # image_dtype b"uint8"
+        "0a16 0a0b 696d6167655f7368617065 1207 1a05 0a03 010404",  # image_shape [1, 4, 4]
+        "0a0c 0a03 726f77 1205 1a03 0a01 00",  # row: [0]
+        "0a0d 0a04 74696c65 1205 1a03 0a01 20",  # tile: [32]
+        "0a12 0a09 7472616e73666f726d 1205 1a03 0a01 00",  # transform: [0]
+    ]
+    features = bytes.fromhex(" ".join(entries))
+    assert len(features) == 145
+    example = bytes.fromhex("0a9101") + features  # Example.features, length 145 = 91 01
+    length = struct.pack("<Q", len(example))
+    assert length == bytes.fromhex("9400000000000000")
+    assert got == length + masked(length) + example + masked(example)
+
+
+def test_index_footprints_are_the_windows_on_the_ground(tiles, tmp_path):
+    part = tiles.isel(tile=slice(0, None, 9))
+    out = part.fns.export_chips(tmp_path / "chips", format="geotiff")
+    with rasterio.open(xflipnslide.sample_scene_path()) as f:
+        a, _, c, _, e, f0 = f.transform[:6]  # north up: x = c + a * col, y = f0 + e * row
+    with open(os.path.join(out, "index.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [
+        "file", "tile", "row", "col", "transform", "grid", "valid_fraction", "footprint"
+    ]  # fmt: skip
+    assert len(rows) == part.sizes["tile"]
+    number = r"(-?[0-9.eE+-]+)"
+    corner = rf"{number} {number}"
+    for k, row in enumerate(rows):
+        r, col = int(part.row[k]), int(part.col[k])
+        assert (int(row["row"]), int(row["col"])) == (r, col)
+        assert row["file"] == f"images/{k:02d}.tif" and int(row["tile"]) == k
+        assert row["grid"] == str(part.grid.values[k])
+        assert float(row["valid_fraction"]) == pytest.approx(float(part.valid_fraction[k]))
+        x0, x1 = c + a * col, c + a * (col + 64)
+        y0, y1 = f0 + e * (r + 64), f0 + e * r  # e < 0: the window's bottom is y0
+        expected = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        match = re.fullmatch(rf"POLYGON \(\({', '.join([corner] * 5)}\)\)", row["footprint"])
+        assert match is not None, row["footprint"]
+        got = np.array(match.groups(), float).reshape(5, 2)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_exports_read_one_tile_chunk_at_a_time(tiles, tmp_path, lazy):
+    calls = []
+    part = tiles.isel(tile=slice(0, 100))  # chunks of 40: 40, 40, 20
+    if not lazy:  # numpy data, a lazy coordinate beside it: one chunk
+        part = part.compute().assign_coords(grid=part.grid.chunk(10))
+    part.fns.export_chips(
+        tmp_path / "wds", format="webdataset", progress=lambda done, n: calls.append((done, n))
+    )
+    assert calls == ([(40, 100), (80, 100), (100, 100)] if lazy else [(100, 100)])

@@ -22,14 +22,13 @@ import zipfile
 
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 from conftest import CountingScheduler
 
 import xflipnslide
 from xflipnslide import IncompleteStoreError, InvalidParameterError, InvalidTilesError
 from xflipnslide.cli import main
-
-rasterio = pytest.importorskip("rasterio")
 
 HERE = os.path.dirname(__file__)
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import threading
 import time
 
+import odc.stac  # noqa: F401  (the io extra, which the tests install)
+import pystac_client  # noqa: F401
 import pytest
 from stac_server import SilentServer, StacServer, TrickleServer
 
 import xflipnslide
 from xflipnslide import InvalidParameterError
 from xflipnslide.io import CatalogError
-
-pytest.importorskip("pystac_client")
-pytest.importorskip("odc.stac")
 
 #: Seconds a guarded call may take before the test calls it a hang.
 GUARD = 30.0

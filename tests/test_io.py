@@ -6,6 +6,9 @@ import json
 import os
 
 import numpy as np
+import odc.stac
+import pystac
+import pystac_client  # noqa: F401
 import pytest
 import rioxarray
 from conftest import DATA
@@ -15,10 +18,6 @@ from stac_server import StacServer
 import xflipnslide
 from xflipnslide import InvalidParameterError
 from xflipnslide.io import band_scaling
-
-pystac = pytest.importorskip("pystac")
-pytest.importorskip("odc.stac")
-pytest.importorskip("pystac_client")
 
 
 @pytest.fixture
@@ -114,8 +113,6 @@ def test_real_planetary_computer_records_band_scaling():
     with open(os.path.join(DATA, "stac", "sentinel-2-l2a-pc.json")) as f:
         s2 = [pystac.Item.from_dict(d) for d in json.load(f)]
     assert band_scaling(s2, ["B04"])["B04"] == {"scale": 1.0, "offset": 0.0, "nodata": None}
-    import odc.stac
-
     parsed = odc.stac.parse_item(landsat[0])
     assert {"red", "green", "blue", "nir08"} <= set(parsed.collection.bands) | {
         b[0] for b in parsed.collection.bands

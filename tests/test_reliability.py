@@ -268,21 +268,29 @@ def test_tile_store_reopens_with_the_written_values_and_dtype(tmp_path, scene):
 # --- 2. geometry readable from what was written -----------------------------
 
 
-def test_tiles_however_written_untile_split_and_feed(tmp_path, scene):
+def stores_written_both_ways(tmp_path, scene) -> list:
+    """The same tiles written by the CLI and as the README once showed."""
     src = tmp_path / "scene.tif"
     scene.rio.to_raster(src)
     out = tmp_path / "cli.zarr"
     assert main(["tile", str(src), "--out", str(out), "--tile-size", "64", "--edge", "pad"]) == 0
     readme = tmp_path / "readme.zarr"
     scene.fns.tile(64, edge="pad").to_dataset(name="image").to_zarr(readme)
-    for path in (out, readme):
-        ds = xr.open_zarr(path)
+    return [xr.open_zarr(path) for path in (out, readme)]
+
+
+def test_tiles_however_written_untile_and_split(tmp_path, scene):
+    for ds in stores_written_both_ways(tmp_path, scene):
         assert ds.fns.untile().image.sizes == {"band": 3, "y": 560, "x": 600}
         with pytest.warns(DataDroppedWarning):
             parts = ds.fns.split(seed=0, block_size=128)
         assert set(parts) == {"train", "val", "test"}
-        if pytest.importorskip("torch"):
-            assert next(iter(ds.fns.torch_loader(4))).shape == (4, 3, 64, 64)
+
+
+def test_tiles_however_written_feed_torch(tmp_path, scene):
+    pytest.importorskip("torch")
+    for ds in stores_written_both_ways(tmp_path, scene):
+        assert next(iter(ds.fns.torch_loader(4))).shape == (4, 3, 64, 64)
 
 
 def test_mixed_scenes_are_refused(scene):
@@ -361,6 +369,7 @@ def test_cli_version_verbose_anywhere_and_defaults_in_help(capsys):
     assert "positive integer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_writes_without_third_party_warnings(tmp_path, scene):
     src = tmp_path / "scene.tif"
     scene.rio.to_raster(src)
@@ -422,7 +431,8 @@ def test_gdal_cache_is_bounded_here_and_on_workers():
     from xflipnslide.io import GDAL_CACHEMAX_MB
 
     assert os.environ["GDAL_CACHEMAX"] == str(GDAL_CACHEMAX_MB) == "128"
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     with (
         distributed.LocalCluster(
             n_workers=1,
@@ -435,3 +445,10 @@ def test_gdal_cache_is_bounded_here_and_on_workers():
     ):
         seen = client.run(lambda: os.environ.get("GDAL_CACHEMAX"))
     assert set(seen.values()) == {os.environ["GDAL_CACHEMAX"]}
+
+
+def test_gdal_cache_set_by_the_user_is_kept():
+    code = "import os, xflipnslide; print(os.environ['GDAL_CACHEMAX'])"
+    done = run_python(code, env={"GDAL_CACHEMAX": "64"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "64"

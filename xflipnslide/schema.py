@@ -26,10 +26,14 @@ from .errors import InvalidParameterError, InvalidTilesError, SceneTooSmallError
 from .georef import axis_grid, grid_tolerance
 
 __all__ = [
+    "ATTR_PREFIX",
     "COL",
+    "COMPLETE",
+    "EXPORT_MANIFEST",
     "GEOMETRY_ATTRS",
     "GRID",
     "IMAGE",
+    "LABEL",
     "OBSERVED",
     "ROW",
     "STATS_COORDS",
@@ -63,6 +67,9 @@ VALID_FRACTION = "valid_fraction"
 #: Default name of the image variable in a Dataset of tiles (the CLI writes it,
 #: ``torch_loader``, ``tf_dataset`` and ``export_chips`` read it).
 IMAGE = "image"
+#: Default name of the label variable in a Dataset of tiles (``rasterize``
+#: names its labels so; the feeds, exports and class statistics read it).
+LABEL = "label"
 #: Coordinates ``preprocess`` writes: the standardisation statistics.
 STATS_COORDS = ("fns_mean", "fns_std")
 #: Coordinate ``preprocess`` writes on the spatial dims: True where a pixel
@@ -591,3 +598,11 @@ def recorded_stats(obj: xr.DataArray | xr.Dataset) -> dict[str | None, tuple[str
     named = [c for c in obj.coords if isinstance(c, str) and c.endswith(suffix)]
     owners = [None] + [c[: -len(suffix)] for c in named]
     return {o: stats_coords(o) for o in owners if all(c in obj.coords for c in stats_coords(o))}
+
+
+#: The prefix of the package's names in attrs, tags and files.
+ATTR_PREFIX = "fns_"
+#: The completion record ``to_zarr`` writes last into a tile store's root attrs.
+COMPLETE = "fns_complete"
+#: The manifest ``export_chips`` writes last into an export folder.
+EXPORT_MANIFEST = "fns_export.json"

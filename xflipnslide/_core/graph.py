@@ -11,7 +11,7 @@ from collections.abc import Hashable
 
 import numpy as np
 
-__all__ = ["array", "independent_copy", "is_lazy", "nest_keys"]
+__all__ = ["array", "independent_copy", "is_lazy", "nest_keys", "tile_chunk_sizes"]
 
 
 def is_lazy(x) -> bool:
@@ -19,6 +19,21 @@ def is_lazy(x) -> bool:
     dask's own test, without importing dask)."""
     graph = getattr(x, "__dask_graph__", None)
     return callable(graph) and graph() is not None
+
+
+def tile_chunk_sizes(*arrays) -> tuple[int, ...]:
+    """The chunk sizes along the first axis (``tile``) of the first lazy one
+    of ``arrays`` (``None`` entries are skipped); one chunk of the whole
+    length when none is lazy (numpy).
+
+    Pass numpy or dask arrays, or xarray Variables (``tiles.variable``),
+    which answer the same questions without loading anything.
+    """
+    given = [a for a in arrays if a is not None]
+    for a in given:
+        if is_lazy(a):
+            return tuple(int(c) for c in a.chunks[0])
+    return (int(given[0].shape[0]),)
 
 
 def nest_keys(prefix: tuple, ranges: list[range]) -> list:

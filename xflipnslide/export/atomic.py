@@ -42,11 +42,30 @@ from dataclasses import dataclass
 
 from ..errors import InvalidParameterError
 
-__all__ = ["Target", "check_target", "write_dir", "write_file"]
+__all__ = ["OutputKind", "Target", "check_target", "write_dir", "write_file"]
 
+#: How a Python caller asks to replace an output, for messages.
+OVERWRITE = "overwrite=True"
 #: How many times a commit retries when another writer moves the same target
 #: at the same moment.
 ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output: what it is called in messages (``"an export"``) and
+    how to recognise one this package wrote (``is_ours(path)``: its marker,
+    e.g. an export's manifest), the only thing ``overwrite`` replaces."""
+
+    what: str
+    is_ours: Callable[[str], bool]
+
+    def holds(self, path: str) -> bool:
+        """``is_ours(path)``; False for anything it cannot read."""
+        try:
+            return bool(self.is_ours(path))
+        except Exception:  # an unreadable thing is not recognisably ours
+            return False
 
 
 @dataclass(frozen=True)
@@ -60,8 +79,8 @@ class Target:
     path
         Where the output goes: ``given`` made absolute, a symbolic link
         resolved.
-    what
-        What the output is, for messages ("an export", "a tile store").
+    kind
+        What the output is (:class:`OutputKind`).
     option
         How the user asks to replace it, for messages (``"overwrite=True"``,
         ``"--overwrite"``).
@@ -69,7 +88,7 @@ class Target:
 
     given: str
     path: str
-    what: str
+    kind: OutputKind
     option: str
 
     @property
@@ -82,12 +101,7 @@ class Target:
 
 
 def check_target(
-    target: str | os.PathLike,
-    *,
-    overwrite: bool,
-    is_ours: Callable[[str], bool],
-    what: str,
-    option: str = "overwrite=True",
+    target: str | os.PathLike, kind: OutputKind, *, overwrite: bool, option: str = OVERWRITE
 ) -> Target:
     """Check that ``target`` can be written, before any work is done.
 
@@ -95,13 +109,12 @@ def check_target(
     ----------
     target
         The output path.
+    kind
+        What is written (:class:`OutputKind`): its name in messages, and
+        how to recognise one this package wrote there (the only thing
+        ``overwrite`` replaces).
     overwrite
         Whether an existing output of this package may be replaced.
-    is_ours
-        ``is_ours(path)`` is True for an output this package wrote there
-        (the only thing ``overwrite`` replaces).
-    what
-        What is written, for messages, e.g. ``"an export"``.
     option
         How the user passes ``overwrite``, for messages.
 
@@ -111,6 +124,7 @@ def check_target(
         Empty or remote target, missing or unwritable parent folder, an
         existing target without ``overwrite`` or one that is not ours.
     """
+    what = kind.what
     given = os.fspath(target) if isinstance(target, (str, os.PathLike)) else target
     if not isinstance(given, str) or not given.strip():
         raise InvalidParameterError(
@@ -139,67 +153,50 @@ def check_target(
         raise InvalidParameterError(
             f"cannot write {given}: the folder {parent} is not writable; choose another path"
         )
-    checked = Target(given=given, path=path, what=what, option=option)
+    checked = Target(given=given, path=path, kind=kind, option=option)
     if os.path.lexists(path):
-        _check_replaceable(checked, overwrite, is_ours)
+        _check_replaceable(checked, overwrite)
     return checked
 
 
-def _check_replaceable(t: Target, overwrite: bool, is_ours: Callable[[str], bool]) -> None:
+def _check_replaceable(t: Target, overwrite: bool) -> None:
     if not overwrite:
         raise InvalidParameterError(f"{t.given} exists; pass {t.option} to replace it")
-    if not _ours(is_ours, t.path):
-        raise InvalidParameterError(
-            f"{t.given} exists and is not {t.what} written by xflipnslide; {t.option} only "
-            "replaces those: choose another path, or remove it yourself"
-        )
+    if not t.kind.holds(t.path):
+        raise _not_ours(t)
 
 
-def _ours(is_ours: Callable[[str], bool], path: str) -> bool:
-    try:
-        return bool(is_ours(path))
-    except Exception:  # an unreadable thing is not recognisably ours
-        return False
+def _not_ours(t: Target) -> InvalidParameterError:
+    return InvalidParameterError(
+        f"{t.given} exists and is not {t.kind.what} written by xflipnslide; {t.option} only "
+        "replaces those: choose another path, or remove it yourself"
+    )
 
 
 @contextlib.contextmanager
 def write_dir(
-    target: str | os.PathLike,
-    *,
-    overwrite: bool,
-    is_ours: Callable[[str], bool],
-    what: str,
-    option: str = "overwrite=True",
+    target: str | os.PathLike, kind: OutputKind, *, overwrite: bool, option: str = OVERWRITE
 ) -> Iterator[str]:
     """Write a folder atomically: yields a fresh empty folder beside ``target``
     to fill, moved into place when the block ends without an error.
 
-    Parameters are those of :func:`check_target`; ``is_ours`` must be True
-    for the filled folder (its marker written) when the block ends.
+    Parameters are those of :func:`check_target`; ``kind.is_ours`` must be
+    True for the filled folder (its marker written) when the block ends.
 
     Examples
     --------
-    >>> with write_dir("chips", overwrite=False, is_ours=has_manifest, what="an export") as tmp:
-    ...     write_chips(tmp)  # doctest: +SKIP
+    >>> export = OutputKind("an export", is_ours=has_manifest)  # doctest: +SKIP
+    >>> with write_dir("chips", export, overwrite=False) as tmp:  # doctest: +SKIP
+    ...     write_chips(tmp)
     """
-    t = check_target(target, overwrite=overwrite, is_ours=is_ours, what=what, option=option)
-    tmp = _mkdtemp(t)
-    try:
+    with _fresh(target, kind, overwrite, option) as (t, tmp):
         yield tmp
-        _commit_dir(tmp, t, overwrite, is_ours)
-    except BaseException:
-        _discard(tmp)
-        raise
+        _commit_dir(tmp, t, overwrite)
 
 
 @contextlib.contextmanager
 def write_file(
-    target: str | os.PathLike,
-    *,
-    overwrite: bool,
-    is_ours: Callable[[str], bool],
-    what: str,
-    option: str = "overwrite=True",
+    target: str | os.PathLike, kind: OutputKind, *, overwrite: bool, option: str = OVERWRITE
 ) -> Iterator[str]:
     """Write a file atomically: yields a path (inside a fresh hidden folder
     beside ``target``, with ``target``'s name) to write, moved into place
@@ -208,20 +205,28 @@ def write_file(
 
     Parameters are those of :func:`check_target`.
     """
-    t = check_target(target, overwrite=overwrite, is_ours=is_ours, what=what, option=option)
-    tmp = _mkdtemp(t)
-    try:
+    with _fresh(target, kind, overwrite, option) as (t, tmp):
         path = os.path.join(tmp, t.name)
         yield path
         if not os.path.isfile(path):
             raise InvalidParameterError(f"no file was written for {t.given}")
         if os.path.lexists(t.path):  # again: it may have appeared meanwhile
-            _check_replaceable(t, overwrite, is_ours)
+            _check_replaceable(t, overwrite)
         os.replace(path, t.path)  # one atomic step; a reader sees the old or the new file
+    _discard(tmp)
+
+
+@contextlib.contextmanager
+def _fresh(target, kind, overwrite, option) -> Iterator[tuple[Target, str]]:
+    """The checked target and a fresh hidden folder beside it, removed (never
+    raising over the error) when the block fails."""
+    t = check_target(target, kind, overwrite=overwrite, option=option)
+    tmp = _mkdtemp(t)
+    try:
+        yield t, tmp
     except BaseException:
         _discard(tmp)
         raise
-    _discard(tmp)
 
 
 def _mkdtemp(t: Target) -> str:
@@ -250,10 +255,10 @@ def _umask() -> int:
     return mask
 
 
-def _commit_dir(tmp: str, t: Target, overwrite: bool, is_ours: Callable[[str], bool]) -> None:
+def _commit_dir(tmp: str, t: Target, overwrite: bool) -> None:
     """Move ``tmp`` to ``t.path``; an earlier output of ours there is renamed
     away first and removed only once the new one is in place."""
-    if not _ours(is_ours, tmp):
+    if not t.kind.holds(tmp):
         raise InvalidParameterError(
             f"the output for {t.given} is incomplete: its marker is missing"
         )
@@ -261,8 +266,8 @@ def _commit_dir(tmp: str, t: Target, overwrite: bool, is_ours: Callable[[str], b
     try:
         for _ in range(ATTEMPTS):
             if os.path.lexists(t.path):
-                _check_replaceable(t, overwrite, is_ours)
-                old = _move_away(t, is_ours)
+                _check_replaceable(t, overwrite)
+                old = _move_away(t)
                 if old is None:  # another writer moved it first
                     continue
                 olds.append(old)
@@ -288,7 +293,7 @@ def _commit_dir(tmp: str, t: Target, overwrite: bool, is_ours: Callable[[str], b
         _discard(old)
 
 
-def _move_away(t: Target, is_ours: Callable[[str], bool]) -> str | None:
+def _move_away(t: Target) -> str | None:
     """Rename the earlier output at ``t.path`` to a unique hidden name; None
     when it vanished meanwhile."""
     old = tempfile.mkdtemp(dir=t.parent, prefix=f".{t.name}.old.")
@@ -300,10 +305,10 @@ def _move_away(t: Target, is_ours: Callable[[str], bool]) -> str | None:
     except BaseException:
         os.rmdir(old)
         raise
-    if not _ours(is_ours, old):  # swapped for something else since it was checked
+    if not t.kind.holds(old):  # swapped for something else since it was checked
         with contextlib.suppress(OSError):
             os.rename(old, t.path)
-        _check_replaceable(t, True, lambda _: False)  # raises: not ours
+        raise _not_ours(t)
     return old
 
 

@@ -1,0 +1,7 @@
+"""``python -m xflipnslide.cli``: the ``xflipnslide`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,178 @@
+"""``export_chips``: tiles out to the formats other tools read.
+
+Every export streams the tiles chunk by chunk (one tile chunk computed or
+read at a time) into a fresh hidden folder beside the target and moves it
+into place only when complete (:mod:`xflipnslide.export.atomic`), so an
+interrupted or failed export (Ctrl-C, a full disk) leaves the disk as it
+was, and ``overwrite=True`` replaces only an earlier export (a folder with
+its manifest, :mod:`.layout`). The formats: :mod:`.geotiff`,
+:mod:`.tfrecord`, :mod:`.webdataset`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Hashable
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from .. import schema
+from .._core.blocks import chunk_bounds
+from .._core.graph import tile_chunk_sizes
+from ..errors import InvalidParameterError, check_positive_int
+from ..schema import IMAGE, LABEL, TILE_DIM
+from . import atomic
+from .geotiff import GeoTiffWriter
+from .layout import EXPORT, FORMATS, Writer, write_manifest
+from .tfrecord import TFRecordWriter
+from .webdataset import TarWriter
+
+__all__ = ["export_chips"]
+
+#: The writer of each format.
+WRITERS: dict[str, type[Writer]] = {w.format: w for w in (GeoTiffWriter, TFRecordWriter, TarWriter)}
+
+
+def export_chips(
+    tiles: xr.DataArray | xr.Dataset,
+    directory: str | os.PathLike,
+    *,
+    format: Literal["geotiff", "tfrecord", "webdataset"] = "geotiff",
+    image: Hashable = IMAGE,
+    label: Hashable | None = None,
+    shard_size: int = 1000,
+    crs: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Write tiles as chips other tools read.
+
+    Parameters
+    ----------
+    tiles
+        Output of :func:`xflipnslide.tile` (in memory, lazy or reopened
+        from Zarr): a DataArray of images, or a Dataset with ``image`` and,
+        optionally, ``label`` variables.
+    directory
+        The folder to create. Its parent folder must exist.
+    format
+        ``"geotiff"``: ``images/`` and ``labels/`` folders of one GeoTIFF
+        per tile (same zero-padded name in both, ArcGIS's "Classified
+        Tiles" layout) and ``index.csv`` (file, tile, row, col, transform,
+        grid, valid_fraction, footprint as WKT in the scene's CRS).
+        ``"tfrecord"``: ``shard-00000.tfrecord``... of ``tf.train.Example``
+        records (see :data:`FEATURE_DESCRIPTION`; read with
+        :func:`tfrecord_dataset`). ``"webdataset"``: ``shard-00000.tar``...
+        for the ``webdataset`` package (``.image.npy``, ``.label.npy`` and
+        ``.json`` per sample).
+    image, label
+        Variable names in a Dataset.
+    shard_size
+        Tiles per TFRecord or tar shard.
+    crs
+        The tiles' CRS (anything :meth:`rasterio.crs.CRS.from_user_input`
+        reads, e.g. ``"EPSG:32621"``) when they carry none: GeoTIFF chips
+        without a CRS are refused. Tiles that carry a CRS need none; a
+        different one is refused.
+    overwrite
+        Replace ``directory`` if it holds an earlier export (never anything
+        else).
+    progress
+        Called as ``progress(done, total)`` after each chunk of tiles.
+
+    Returns
+    -------
+    str
+        The directory written. It holds ``fns_export.json`` (format, count,
+        dtypes, shapes, CRS), written last, besides the chips.
+
+    Raises
+    ------
+    InvalidParameterError
+        Before anything is computed: an unknown format, variable or CRS,
+        GeoTIFF chips without a CRS, an empty or unwritable ``directory``,
+        an existing one without ``overwrite``, or one that is not an export.
+
+    Examples
+    --------
+    >>> tiles.fns.export_chips("chips", format="geotiff", label="label")  # doctest: +SKIP
+    """
+    if format not in FORMATS:
+        raise InvalidParameterError(
+            f"format must be one of {', '.join(map(repr, FORMATS))}; got {format!r}"
+        )
+    shard_size = check_positive_int(shard_size, "shard_size")
+    g = schema.read_geometry(tiles, what="export_chips")
+    x, y = schema.image_and_label(tiles, image, label)
+    crs = _crs(tiles, crs, format)
+    with atomic.write_dir(directory, EXPORT, overwrite=overwrite) as tmp:
+        writer = WRITERS[format](tmp, tiles, g, shard_size=shard_size, crs=crs)
+        try:
+            done, n = 0, len(g)
+            for a, b in _tile_ranges(x):
+                xs = np.asarray(x.isel({TILE_DIM: slice(a, b)}).values)
+                ys = np.asarray(y.isel({TILE_DIM: slice(a, b)}).values) if y is not None else None
+                for k in range(b - a):
+                    writer.write(a + k, xs[k], ys[k] if ys is not None else None)
+                done += b - a
+                if progress is not None:
+                    progress(done, n)
+        except BaseException:
+            writer.abort()  # never raises over the original error
+            raise
+        writer.close()
+        meta = {
+            "format": format,
+            "count": len(g),
+            "shard_size": shard_size,
+            IMAGE: _array_info(x),
+            LABEL: _array_info(y) if y is not None else None,
+            "crs": crs.to_wkt() if crs is not None else None,
+            "tile_size": g.tile_size,
+            "scene_shape": list(g.scene_shape) if g.scene_shape else None,
+        }
+        write_manifest(tmp, meta)
+    return os.fspath(directory)
+
+
+def _array_info(a: xr.DataArray) -> dict[str, Any]:
+    return {"dtype": a.dtype.name, "shape": list(a.shape[1:])}
+
+
+def _crs(tiles, crs, format: str):
+    """The CRS the chips carry: the tiles' own, else ``crs``; GeoTIFF chips
+    need one."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    have = tiles.rio.crs
+    if crs is None:
+        if have is None and format == GeoTiffWriter.format:
+            raise InvalidParameterError(
+                "the tiles carry no CRS (no spatial_ref coordinate), so GeoTIFF chips would not "
+                "be placed on the ground: pass crs= to export_chips (e.g. crs='EPSG:32621'; "
+                "--crs in the CLI), or tile a scene that has one (scene.rio.write_crs(...))"
+            )
+        return have
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        given = CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InvalidParameterError(
+            f"crs={crs!r} is not a CRS rasterio reads: give e.g. 'EPSG:32621' or a WKT string"
+        ) from exc
+    if have is not None and have != given:
+        raise InvalidParameterError(
+            f"the tiles carry the CRS {have.to_string()} and crs={crs!r} says otherwise: drop "
+            "crs=, or reproject the scene before tiling"
+        )
+    return given
+
+
+def _tile_ranges(x: xr.DataArray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each tile chunk of ``x`` (one for in-memory tiles)."""
+    return list(itertools.pairwise(chunk_bounds(tile_chunk_sizes(x.variable))))

@@ -1,0 +1,115 @@
+"""GeoTIFF chips: ``images/`` and ``labels/`` folders of one GeoTIFF per tile
+(ArcGIS's "Classified Tiles" layout) and ``index.csv``.
+
+Each chip carries the CRS and its exact geotransform: the window's
+transform composed with the tile's D4 transform
+(:func:`xflipnslide.georef.tile_transform`), so a GIS draws a rotated or
+reflected chip in place. Written with rasterio.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import xarray as xr
+
+from .. import schema
+from ..errors import InvalidParameterError
+from ..georef import scene_transform, tile_transform, window_bounds
+from ..schema import COL, GRID, ROW, TRANSFORM, VALID_FRACTION
+from .layout import META, Writer, chip_name
+
+__all__ = ["IMAGES", "INDEX", "LABELS", "GeoTiffWriter", "footprint_wkt", "scene_affine"]
+
+#: The folders of image and label chips (same name in both) and the index.
+IMAGES, LABELS, INDEX = "images", "labels", "index.csv"
+#: The columns of ``index.csv``.
+COLUMNS = ("file", *META, GRID, VALID_FRACTION, "footprint")
+
+
+class GeoTiffWriter(Writer):
+    format = "geotiff"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        import rasterio  # noqa: F401  (the export extra, checked before any chip)
+
+        self.scene = scene_affine(self.tiles, self.g)
+        for sub in (IMAGES, LABELS):
+            os.makedirs(os.path.join(self.root, sub))
+        # open across many write() calls; closed by close()/abort()
+        self.index = open(os.path.join(self.root, INDEX), "w", newline="")  # noqa: SIM115
+        self.csv = csv.writer(self.index)
+        self.csv.writerow(COLUMNS)
+
+    def write(self, k, image, label):
+        import rasterio
+
+        meta = self.tile_meta(k)
+        T = self.g.tile_size
+        row, col, code = meta[ROW], meta[COL], meta[TRANSFORM]
+        affine = tile_transform(self.scene, row, col, T, code)
+        name = chip_name(k, self.n) + ".tif"
+        tags = {f"{schema.ATTR_PREFIX}{key}": str(v) for key, v in meta.items()}
+        for sub, data in ((IMAGES, image), (LABELS, label)):
+            if data is None:
+                continue
+            arr = data if data.ndim == 3 else data[None]
+            profile = {
+                "driver": "GTiff",
+                "width": T,
+                "height": T,
+                "count": arr.shape[0],
+                "dtype": arr.dtype.name,
+                "crs": self.crs,
+                "transform": affine,
+                "compress": "deflate",
+            }
+            with rasterio.open(os.path.join(self.root, sub, name), "w", **profile) as dst:
+                dst.write(arr)
+                dst.update_tags(**tags)
+        bounds = window_bounds(self.scene, [row], [col], T)[0]
+        self.csv.writerow(
+            [
+                f"{IMAGES}/{name}",
+                *(meta[key] for key in META),
+                meta.get(GRID, ""),
+                meta.get(VALID_FRACTION, ""),
+                footprint_wkt(*bounds),
+            ]
+        )
+
+    def close(self):
+        if not self.index.closed:
+            self.index.close()
+
+
+def footprint_wkt(x0: float, y0: float, x1: float, y1: float) -> str:
+    """The WKT polygon of a box ``(minx, miny, maxx, maxy)``."""
+    return f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"
+
+
+def scene_affine(tiles, g: schema.TileGeometry):
+    """The scene's affine transform, from the window centres the tiles carry
+    (else rioxarray's recorded GeoTransform)."""
+    import rioxarray  # noqa: F401  (registers .rio)
+    from affine import Affine
+
+    shape = g.scene_shape or (
+        int(g.rows.max()) + g.tile_size,
+        int(g.cols.max()) + g.tile_size,
+    )
+    coords = schema.scene_coords(tiles, g, shape)
+    if len(coords) == 2:
+        dummy = xr.Dataset(coords={d: coords[d] for d in g.dims})
+        return scene_transform(dummy, g.dims)
+    ref = tiles.coords.get(tiles.rio.grid_mapping)
+    text = ref.attrs.get("GeoTransform") if ref is not None else None
+    if text:
+        c, a, b, f, d, e = (float(v) for v in str(text).split())
+        return Affine(a, b, c, d, e, f)
+    raise InvalidParameterError(
+        "the tiles carry no georeferencing (window centres or a GeoTransform): GeoTIFF chips "
+        "need it; tile a scene with x/y coordinates, or use format='tfrecord'/'webdataset'"
+    )
