@@ -47,6 +47,20 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+
+def __getattr__(name: str):
+    """``TileDataModule`` is imported on first use: it needs lightning (and
+    torch), which ``import xflipnslide`` does not import."""
+    if name == "TileDataModule":
+        from .errors import require
+
+        require("lightning", "lightning", "xflipnslide.TileDataModule")
+        from .ml.lightning import TileDataModule
+
+        return TileDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "EDGES",
     "STRATEGIES",
@@ -66,6 +80,7 @@ __all__ = [
     "NonFiniteWarning",
     "SceneTooSmallError",
     "SpatialDimsError",
+    "TileDataModule",
     "TilePlan",
     "XFlipNSlideError",
     "XFlipNSlideWarning",
