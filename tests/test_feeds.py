@@ -3,6 +3,7 @@ read once, seeds, workers, and the TensorFlow/Keras path."""
 
 from __future__ import annotations
 
+import collections
 import warnings
 
 import numpy as np
@@ -68,18 +69,21 @@ def lazy_tiles():
         return scene.chunk({"y": 256, "x": 256}).fns.tile(64, tile_chunks=48)
 
 
-def test_batches_mix_transform_codes_and_read_each_chunk_once(lazy_tiles, monkeypatch):
-    loads = []
-    real = TileFeed._load
+def counting_reads(tiles: xr.DataArray):
+    """``tiles`` that count, per tile chunk, how often dask computes it."""
+    reads = collections.Counter()
 
-    def counting(self, chunks):
-        loads.extend(chunks)
-        return real(self, chunks)
+    def count(block, block_info=None):
+        if block_info is not None:  # None: dask probing the function
+            reads[block_info[0]["chunk-location"][0]] += 1
+        return block
 
-    monkeypatch.setattr(TileFeed, "_load", counting)
-    from xflipnslide.ml import _feed
+    return tiles.copy(data=tiles.data.map_blocks(count, dtype=tiles.dtype)), reads
 
-    feed = _feed(lazy_tiles, 32, "image", None, True, 0, False, 256, "test")
+
+def test_batches_mix_transform_codes_and_read_each_chunk_once(lazy_tiles):
+    counted, reads = counting_reads(lazy_tiles)
+    feed = TileFeed.from_tiles(counted, 32, shuffle=True, seed=0, shuffle_buffer=256)
     codes = lazy_tiles.transform.values
     distinct, seen = [], []
     for batch in feed.epoch(0):
@@ -87,10 +91,12 @@ def test_batches_mix_transform_codes_and_read_each_chunk_once(lazy_tiles, monkey
         seen.extend(batch["tile"].tolist())
         np.testing.assert_array_equal(batch["image"][0], lazy_tiles.values[batch["tile"][0]])
     assert sorted(seen) == list(range(lazy_tiles.sizes["tile"]))
-    assert len(loads) == len(set(loads)) == len(lazy_tiles.chunks[0])
+    # every tile chunk computed exactly once in the epoch
+    assert sorted(reads) == list(range(len(lazy_tiles.chunks[0])))
+    assert set(reads.values()) == {1}
     assert np.mean(distinct) >= 6, np.mean(distinct)  # most of the 8 codes per batch
     # unshuffled: the store's order, a run of neighbouring tiles
-    plain = _feed(lazy_tiles, 32, "image", None, False, None, False, 256, "test")
+    plain = TileFeed.from_tiles(lazy_tiles, 32, shuffle_buffer=256)
     first = next(plain.epoch(0))
     np.testing.assert_array_equal(first["tile"], np.arange(32))
 

@@ -171,3 +171,11 @@ def test_image_only_loader_and_errors(labelled):
     assert tuple(x.shape) == (4, 3, 64, 64)
     with pytest.raises(InvalidParameterError, match="no variable 'mask'"):
         tiles.fns.torch_loader(4, label="mask")
+
+
+def test_the_public_names_are_the_ml_functions():
+    from xflipnslide import ml
+
+    for name in ("split", "batches", "torch_loader", "tf_dataset"):
+        assert getattr(xflipnslide, name) is getattr(ml, name)
+        assert getattr(xr.Dataset({}).fns, name).__doc__ == getattr(ml, name).__doc__

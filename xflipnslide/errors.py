@@ -32,6 +32,7 @@ __all__ = [
     "XFlipNSlideError",
     "XFlipNSlideWarning",
     "check_positive_int",
+    "check_seed",
     "require",
     "warn",
 ]
@@ -110,6 +111,21 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise InvalidParameterError(f"{name} must be {what}; got {value!r}")
     return int(value)
+
+
+def check_seed(seed, what: str, *, default: int | None = None) -> int:
+    """The one check of every seed taken (``split``'s, the feeds' shuffle and
+    balanced draws, the samplers'): ``seed`` as an int >= 0, or an
+    :class:`InvalidParameterError` naming ``what``. With ``default``,
+    ``None`` stands for it."""
+    if seed is None and default is not None:
+        return int(default)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InvalidParameterError(
+            f"{what}: seed must be an int >= 0 (seeds are non-negative integers, and the same "
+            f"seed gives the same result); got {seed!r}"
+        )
+    return int(seed)
 
 
 def require(module: str, extra: str, feature: str):

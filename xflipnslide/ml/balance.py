@@ -1,8 +1,8 @@
 """Class-balanced sampling order: tiles drawn with replacement, in
 proportion to a weight, reading each drawn chunk once per epoch.
 
-Pure numpy, no framework, like :mod:`._sampler` (whose
-:class:`~._sampler.TileOrder` interface :class:`BalancedOrder` mirrors, so
+Pure numpy, no framework, like :mod:`.order` (whose
+:class:`~.order.TileOrder` interface :class:`BalancedOrder` mirrors, so
 the feeds can take either).
 
 An epoch draws ``n_draws`` tiles (by default as many as there are) with
@@ -11,7 +11,7 @@ multinomial draw over all tiles from the epoch's seed, so the distribution
 is exact whatever the chunking. The drawn tiles are then grouped by the tile
 chunk they live in; the chunks that got a draw are cut into *windows* of
 ``ceil(buffer / mean chunk)`` chunks, stratified by position along ``tile``
-as :class:`~._sampler.TileOrder` does (window ``j`` takes one random chunk
+as :class:`~.order.TileOrder` does (window ``j`` takes one random chunk
 of every stratum). An epoch visits the windows in a random order, shuffles
 the draws of each window and cuts batches, carrying a partial batch over
 into the next window. Each chunk is in one window, so it is read once per
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidParameterError, check_positive_int
+from .._core.blocks import chunk_bounds
+from ..errors import InvalidParameterError, check_positive_int, check_seed
 
 __all__ = ["BalancedOrder", "balanced_order", "tile_weights_from_counts"]
 
@@ -96,19 +97,11 @@ def tile_weights_from_counts(counts, *, ignore: int | Sequence[int] | None = Non
     return np.where(counts > 0, inverse, 0.0).max(1, initial=0.0)
 
 
-def _check_seed(seed) -> int:
-    if seed is None:
-        return 0
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidParameterError(f"seed must be a non-negative int or None; got {seed!r}")
-    return int(seed)
-
-
 @dataclass(frozen=True, eq=False)
 class BalancedOrder:
     """Which tiles go in which batch, epoch by epoch, drawn with replacement
     in proportion to ``weights`` (the interface of
-    :class:`~._sampler.TileOrder`).
+    :class:`~.order.TileOrder`).
 
     Parameters
     ----------
@@ -156,7 +149,7 @@ class BalancedOrder:
             raise InvalidParameterError(
                 "weights must be one finite, non-negative weight per tile, not all 0"
             )
-        chunks = tuple(check_positive_int(c, "a chunk size") for c in self.chunks)
+        chunks = tuple(check_positive_int(c, "a chunk size", minimum=0) for c in self.chunks)
         if sum(chunks) != w.size:
             raise InvalidParameterError(
                 f"the chunks hold {sum(chunks)} tiles but there are {w.size} weights"
@@ -167,7 +160,7 @@ class BalancedOrder:
         object.__setattr__(self, "chunks", chunks)
         object.__setattr__(self, "batch_size", check_positive_int(self.batch_size, "batch_size"))
         object.__setattr__(self, "buffer", check_positive_int(self.buffer, "buffer"))
-        object.__setattr__(self, "seed", _check_seed(self.seed))
+        object.__setattr__(self, "seed", check_seed(self.seed, "BalancedOrder", default=0))
         if self.n_draws is not None:
             object.__setattr__(self, "n_draws", check_positive_int(self.n_draws, "n_draws"))
 
@@ -196,7 +189,7 @@ class BalancedOrder:
     def rng(self, epoch: int, *key: int) -> np.random.Generator:
         """The stream ``key`` of ``epoch``: ``(0,)`` the draws, ``(1,)`` the
         windows, ``(2, w)`` the order within window ``w``."""
-        entropy = (int(self.seed or 0), int(epoch))
+        entropy = (self.seed, int(epoch))
         return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=key))
 
     def draws(self, epoch: int) -> np.ndarray:
@@ -217,8 +210,9 @@ class BalancedOrder:
         workers = check_positive_int(workers, "workers")
         layout = self.rng(epoch, 1)
         times = self.draws(epoch)
-        bounds = np.concatenate([[0], np.cumsum(self.chunks)]).astype(np.int64)
-        per_chunk = np.add.reduceat(times, bounds[:-1]) if self.n else np.zeros(0, np.int64)
+        bounds = np.asarray(chunk_bounds(self.chunks), dtype=np.int64)
+        owner = np.repeat(np.arange(len(self.chunks)), self.chunks)
+        per_chunk = np.bincount(owner, weights=times, minlength=len(self.chunks))
         drawn = np.flatnonzero(per_chunk)
         k = drawn.size
         mean_chunk = max(sum(self.chunks[c] for c in drawn) / max(k, 1), 1)
@@ -245,11 +239,11 @@ class BalancedOrder:
         self, epoch: int, worker: int = 0, workers: int = 1
     ) -> Iterator[tuple[list[int], np.ndarray]]:
         """Yield ``(chunks to load, tile indices of the next batch)`` of
-        ``worker`` (of ``workers``), as :meth:`~._sampler.TileOrder.batches`
+        ``worker`` (of ``workers``), as :meth:`~.order.TileOrder.batches`
         does: the chunk list is non-empty when the batch needs chunks not yet
         loaded (a new window), and the caller may drop the others then. A
         tile drawn twice appears twice."""
-        bounds = np.concatenate([[0], np.cumsum(self.chunks)]).astype(np.int64)
+        bounds = np.asarray(chunk_bounds(self.chunks), dtype=np.int64)
         carry = np.empty(0, np.int64)
         carry_chunks: list[int] = []
         for window, tiles in self.windows(epoch, worker, workers):

@@ -23,10 +23,13 @@ last partial batch, is known before the epoch and the same every epoch
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from .._core.blocks import chunk_bounds
+from ..errors import check_seed
 
 __all__ = ["TileOrder"]
 
@@ -44,7 +47,8 @@ class TileOrder:
     shuffle
         Shuffle tiles (not only batches) every epoch.
     seed
-        Seed: epoch ``e`` uses ``numpy.random.default_rng((seed, e))``.
+        Seed, an int >= 0 (``None``: 0): epoch ``e`` uses
+        ``numpy.random.default_rng((seed, e))``.
     drop_last
         Leave out the last partial batch (of each worker).
     buffer
@@ -55,9 +59,12 @@ class TileOrder:
     chunks: tuple[int, ...]
     batch_size: int
     shuffle: bool = False
-    seed: int | None = None
+    seed: int | None = 0
     drop_last: bool = False
     buffer: int = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", check_seed(self.seed, "TileOrder", default=0))
 
     @property
     def n(self) -> int:
@@ -67,11 +74,12 @@ class TileOrder:
         """Batches per epoch with one worker."""
         return self.count(1)
 
-    def count(self, workers: int = 1) -> int:
+    def count(self, workers: int = 1, epoch: int = 0) -> int:
         """Batches per epoch over all ``workers``: each worker batches its own
         share of the tiles and keeps its own last partial batch (unless
         ``drop_last``), so this is the sum of the workers' counts. The shares
-        are the same every epoch (:meth:`shares`), so the count is too."""
+        are the same every epoch (:meth:`shares`), so the count is too
+        (``epoch`` is taken for the interface of a balanced order)."""
         full, rest = np.divmod(self.shares(workers), self.batch_size)
         return int(full.sum()) + (0 if self.drop_last else int(np.count_nonzero(rest)))
 
@@ -95,8 +103,7 @@ class TileOrder:
         return quotas
 
     def rng(self, epoch: int) -> np.random.Generator:
-        seed = self.seed if self.seed is not None else 0
-        return np.random.default_rng((int(seed), int(epoch)))
+        return np.random.default_rng((self.seed, int(epoch)))
 
     def deal(self, epoch: int, workers: int = 1) -> list[np.ndarray]:
         """The chunk indices each worker reads in ``epoch``, ascending.
@@ -155,7 +162,7 @@ class TileOrder:
         ``worker`` (of ``workers``); the chunk list is non-empty when the
         batch needs chunks not yet loaded (a new window), and the caller may
         drop earlier windows then."""
-        bounds = np.concatenate([[0], np.cumsum(self.chunks)]).astype(np.int64)
+        bounds = np.asarray(chunk_bounds(self.chunks), dtype=np.int64)
         _, plan = self._plan(epoch, workers)
         first = sum(len(p) for p in plan[:worker])  # window numbers unique across workers
         carry = np.empty(0, np.int64)
@@ -164,9 +171,7 @@ class TileOrder:
             tiles = np.concatenate([np.arange(bounds[c], bounds[c + 1]) for c in window])
             if self.shuffle:
                 # a stream per window, so a window's order does not depend on the others
-                tiles = np.random.default_rng((int(self.seed or 0), int(epoch), w)).permutation(
-                    tiles
-                )
+                tiles = np.random.default_rng((self.seed, int(epoch), w)).permutation(tiles)
             pool = np.concatenate([carry, tiles])
             needs = carry_chunks + window
             full = len(pool) // self.batch_size * self.batch_size
@@ -179,8 +184,3 @@ class TileOrder:
                 carry_chunks = sorted(set(carry_chunks) | set(window))
         if len(carry) and not self.drop_last:
             yield carry_chunks, carry
-
-
-def chunk_sizes(sizes: Sequence[int] | None, n: int) -> tuple[int, ...]:
-    """Chunk sizes along ``tile`` (one chunk for in-memory tiles)."""
-    return tuple(int(c) for c in sizes) if sizes else (n,)

@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, check_seed
 
 __all__ = ["Stratification", "assign_blocks"]
 
@@ -274,9 +274,7 @@ def assign_blocks(
             raise InvalidParameterError(
                 f"sizes must be {n_blocks} finite non-negative numbers, one per block"
             )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidParameterError(f"seed must be a non-negative int; got {seed!r}")
-    rng = np.random.default_rng(int(seed))
+    rng = np.random.default_rng(check_seed(seed, "assign_blocks"))
     order = rng.permutation(n_blocks)
     class_tie = rng.permutation(hist.shape[1])
     state = _State(hist, sizes, r)

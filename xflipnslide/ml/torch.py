@@ -1,5 +1,5 @@
 """The PyTorch feed: an :class:`~torch.utils.data.IterableDataset` of
-:class:`~xflipnslide.ml.TileFeed` batches and a DataLoader that counts epochs.
+:class:`~xflipnslide.ml.feed.TileFeed` batches and a DataLoader that counts epochs.
 
 This module imports torch at its top and is imported only by
 :func:`xflipnslide.torch_loader`, which checks that torch is installed
@@ -19,10 +19,10 @@ except ImportError:  # still importable for tools that import every module (doct
     torch = None
     DataLoader = IterableDataset = object
 
-__all__ = ["EpochLoader", "TileDataset"]
+__all__ = ["EpochLoader", "TileDataset", "make_loader"]
 
 #: The metadata tensors ``metadata=True`` yields, when the tiles have them.
-META = ("tile", schema.ROW, schema.COL, schema.TRANSFORM)
+META = (schema.TILE_DIM, schema.ROW, schema.COL, schema.TRANSFORM)
 
 
 def _dask_in_worker() -> None:
@@ -40,16 +40,19 @@ def _dask_in_worker() -> None:
 
 
 class TileDataset(IterableDataset):
-    """One epoch of :class:`~xflipnslide.ml.TileFeed` batches, the tile
+    """One epoch of :class:`~xflipnslide.ml.feed.TileFeed` batches, the tile
     chunks dealt over ``workers`` worker processes.
 
-    ``len()`` is the number of batches all workers yield together
-    (:meth:`~xflipnslide._sampler.TileOrder.count`). The epoch is held in a
-    shared-memory tensor, so persistent workers see each new epoch too.
+    ``len()`` is the number of batches all workers yield together in the
+    epoch :class:`EpochLoader` runs next (:meth:`~xflipnslide.ml.order.TileOrder.count`;
+    a balanced order's count may change from epoch to epoch with workers).
+    The epoch is held in a shared-memory tensor, so persistent workers see
+    each new epoch too.
     """
 
     def __init__(self, feed, metadata: bool, workers: int):
         self.feed, self.metadata, self.workers = feed, bool(metadata), max(int(workers), 1)
+        self.upcoming = 0  # the epoch len() counts: the next one the loader runs
         self._epoch = torch.zeros((), dtype=torch.int64)
         if workers:
             self._epoch.share_memory_()
@@ -63,7 +66,7 @@ class TileDataset(IterableDataset):
         self._epoch.fill_(int(value))
 
     def __len__(self) -> int:
-        return self.feed.order.count(self.workers)
+        return self.feed.order.count(self.workers, self.upcoming)
 
     def __iter__(self):
         info = get_worker_info()
@@ -73,9 +76,9 @@ class TileDataset(IterableDataset):
             worker, workers = info.id, info.num_workers
             _dask_in_worker()
         for batch in self.feed.epoch(self.epoch, worker, workers):
-            out = [torch.from_numpy(batch["image"])]
-            if "label" in batch:
-                out.append(torch.from_numpy(batch["label"]))
+            out = [torch.from_numpy(batch[schema.IMAGE])]
+            if schema.LABEL in batch:
+                out.append(torch.from_numpy(batch[schema.LABEL]))
             if self.metadata:
                 out.append({k: torch.from_numpy(batch[k]) for k in META if k in batch})
             yield out[0] if len(out) == 1 else tuple(out)
@@ -86,7 +89,18 @@ class EpochLoader(DataLoader):
 
     _epoch = 0
 
+    def __len__(self) -> int:
+        self.dataset.upcoming = self._epoch
+        return super().__len__()
+
     def __iter__(self):
-        self.dataset.epoch = self._epoch
+        self.dataset.epoch = self.dataset.upcoming = self._epoch
         self._epoch += 1
         return super().__iter__()
+
+
+def make_loader(feed, metadata: bool, workers: int, **loader_kwargs) -> EpochLoader:
+    """The DataLoader :func:`xflipnslide.torch_loader` returns: ``feed``'s
+    batches (already batched: ``batch_size=None``) over ``workers`` processes."""
+    dataset = TileDataset(feed, metadata, workers)
+    return EpochLoader(dataset, batch_size=None, num_workers=workers, **loader_kwargs)

@@ -1,0 +1,296 @@
+"""The framework-free feed (:class:`TileFeed`) and the PyTorch and TensorFlow
+feeds built on it (:func:`torch_loader`, :func:`tf_dataset`).
+
+torch and tensorflow are imported only inside :func:`torch_loader` and
+:func:`tf_dataset` (their code lives in :mod:`.torch` and :mod:`.tensorflow`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .. import schema
+from .._core.blocks import chunk_bounds
+from .._core.graph import tile_chunk_sizes
+from .._core.tiling import load_arrays
+from ..errors import InvalidParameterError, check_positive_int, check_seed, require
+from ..schema import IMAGE, LABEL, TILE_DIM
+from .order import TileOrder
+
+__all__ = ["TileFeed", "tf_dataset", "torch_loader"]
+
+
+class TileFeed:
+    """Numpy batches of images (and labels) in a sampling order, reading each
+    tile chunk at most once per epoch. Framework-free and picklable: the
+    PyTorch and TensorFlow feeds wrap it. Build one with :meth:`from_tiles`.
+
+    :meth:`epoch` yields ``dict(image=float32 (B, C, T, T), label=int64 (B,
+    T, T) or (B, ...), tile=int64 indices, row, col, transform)`` (the keys
+    are the format's names: ``schema.IMAGE``, ``schema.LABEL``, ...).
+
+    Parameters
+    ----------
+    image, label
+        The image tiles and the label tiles (or ``None``), ``tile`` first.
+    order
+        A :class:`~.order.TileOrder` (or any object with its ``chunks`` and
+        ``batches(epoch, worker, workers)``).
+    """
+
+    def __init__(self, image: xr.DataArray, label: xr.DataArray | None, order: TileOrder):
+        self.image, self.label, self.order = image, label, order
+        self._meta = {
+            TILE_DIM: np.arange(image.sizes[TILE_DIM], dtype=np.int64),
+            **{
+                name: np.asarray(image[name].values).astype(np.int64)
+                for name in (schema.ROW, schema.COL, schema.TRANSFORM)
+                if name in image.coords
+            },
+        }
+        self.bounds = np.asarray(chunk_bounds(order.chunks), dtype=np.int64)
+
+    @classmethod
+    def from_tiles(
+        cls,
+        tiles: xr.DataArray | xr.Dataset,
+        batch_size: int = 32,
+        *,
+        what: str = "TileFeed",
+        image: Hashable = IMAGE,
+        label: Hashable | None = None,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        shuffle_buffer: int = 1024,
+    ) -> TileFeed:
+        """The feed :func:`torch_loader` and :func:`tf_dataset` build
+        (``what`` names the caller in error messages; the options are theirs).
+
+        Examples
+        --------
+        >>> import numpy as np, xarray as xr, xflipnslide
+        >>> scene = xr.DataArray(np.zeros((1, 256, 256), "float32"), dims=("band", "y", "x"))
+        >>> feed = TileFeed.from_tiles(scene.fns.tile(64), 16, shuffle=True, seed=0)
+        >>> [len(b["tile"]) for b in feed.epoch(0)]  # 85 tiles
+        [16, 16, 16, 16, 16, 5]
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        buffer = check_positive_int(shuffle_buffer, "shuffle_buffer")
+        seed = check_seed(seed, what, default=0)
+        if not isinstance(tiles, (xr.DataArray, xr.Dataset)) or TILE_DIM not in tiles.dims:
+            raise InvalidParameterError(
+                f"{what} takes tiles (a {TILE_DIM!r} dimension): call .fns.tile(...) first"
+            )
+        x, y = schema.image_and_label(tiles, image, label)
+        if not x.sizes[TILE_DIM]:
+            raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
+        chunks = tile_chunk_sizes(x.variable, None if y is None else y.variable)
+        order = TileOrder(chunks, batch_size, bool(shuffle), seed, bool(drop_last), buffer)
+        return cls(x, y, order)
+
+    def _load(self, chunks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Read tile chunks in one computation, so the scene chunks they share
+        (lazy tiles) are read once."""
+        parts = []
+        for c in chunks:
+            sl = {TILE_DIM: slice(int(self.bounds[c]), int(self.bounds[c + 1]))}
+            parts.append(self.image.isel(sl).data)
+            if self.label is not None:
+                parts.append(self.label.isel(sl).data)
+        arrays = load_arrays(parts)
+        step = 1 if self.label is None else 2
+        return {
+            c: (arrays[k * step], arrays[k * step + 1] if self.label is not None else None)
+            for k, c in enumerate(chunks)
+        }
+
+    def epoch(self, epoch: int, worker: int = 0, workers: int = 1) -> Iterator[dict]:
+        """The batches of ``worker`` (of ``workers``) in ``epoch``."""
+        cache: dict[int, tuple] = {}
+        for needs, idx in self.order.batches(epoch, worker, workers):
+            if needs:
+                for c in [c for c in cache if c not in needs]:
+                    del cache[c]
+                cache.update(self._load([c for c in needs if c not in cache]))
+            yield self._batch(idx, cache)
+
+    def _batch(self, idx: np.ndarray, cache: dict) -> dict:
+        owner = np.searchsorted(self.bounds, idx, side="right") - 1
+        sample_x = next(iter(cache.values()))[0]
+        x = np.empty((len(idx), *sample_x.shape[1:]), np.float32)
+        y = None
+        if self.label is not None:
+            sample_y = next(iter(cache.values()))[1]
+            y = np.empty((len(idx), *sample_y.shape[1:]), sample_y.dtype)
+        for c in np.unique(owner).tolist():
+            pick = owner == c
+            local = idx[pick] - self.bounds[c]
+            x[pick] = cache[c][0][local]
+            if y is not None:
+                y[pick] = cache[c][1][local]
+        out = {IMAGE: x, **{k: v[idx] for k, v in self._meta.items()}}
+        if y is not None:
+            out[LABEL] = _as_labels(y)
+        return out
+
+
+def _feed_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of :meth:`TileFeed.from_tiles` among a feed's ``locals()``."""
+    return {k: given[k] for k in _FEED_OPTIONS}
+
+
+def _as_labels(y: np.ndarray) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating):
+        if np.isnan(y).any():
+            raise InvalidParameterError(
+                "the label tiles contain NaN, which no integer class can hold: fill or mask "
+                "them first (e.g. label.fillna(255) with ignore_index=255 in the loss)"
+            )
+        if (y != np.round(y)).any():
+            raise InvalidParameterError(
+                "the label tiles hold non-integer values: labels must be class numbers"
+            )
+    return y.astype(np.int64, copy=False)
+
+
+def torch_loader(
+    tiles: xr.DataArray | xr.Dataset,
+    batch_size: int = 32,
+    *,
+    image: Hashable = IMAGE,
+    label: Hashable | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    metadata: bool = False,
+    shuffle_buffer: int = 1024,
+    **loader_kwargs: Any,
+) -> Any:
+    """A :class:`torch.utils.data.DataLoader` of tile batches.
+
+    Parameters
+    ----------
+    tiles
+        Tiles as a DataArray (images only), or a Dataset holding the image
+        variable and, optionally, a label variable tiled with it; in memory,
+        lazy, or reopened from Zarr.
+    batch_size
+        Tiles per batch.
+    image, label
+        Dataset variable names of the images (default ``"image"``) and the
+        labels (none by default).
+    shuffle
+        A new order of *tiles* every epoch, reproducible from ``seed``
+        (the same seed gives the same sequence of epochs). On lazy tiles the
+        order is chunk-aware: windows of whole tile chunks (at least
+        ``shuffle_buffer`` tiles, stratified across the tile range) are
+        visited in random order and their tiles shuffled, so each chunk is
+        computed or read once per epoch. In-memory tiles are fully shuffled.
+    seed
+        Seed of the shuffle, an int >= 0 (``None``: 0).
+    drop_last
+        Leave out the last partial batch (kept by default, as PyTorch does;
+        with workers, each worker's last batch may be partial).
+    num_workers
+        DataLoader worker processes. The tile chunks are dealt to them, the
+        same number of chunks of each size to each worker every epoch, so
+        each chunk is read once per epoch and ``len(loader)`` is exact; each
+        worker batches its own tiles. dask runs synchronously inside them,
+        so a process that has already run dask does not hang. Any start
+        method works (``multiprocessing_context="spawn"`` or
+        ``"forkserver"``, the default on macOS, Windows and Python 3.14);
+        with those, ``persistent_workers=True`` saves starting the workers
+        (and sending them the tiles) every epoch.
+    metadata
+        Also yield a dict of int64 tensors ``tile``, ``row``, ``col``,
+        ``transform`` for each batch (to stitch predictions later).
+    shuffle_buffer
+        Least number of tiles shuffled among (more mixes better and holds
+        more chunks in memory).
+    **loader_kwargs
+        Passed to :class:`torch.utils.data.DataLoader` (``pin_memory``,
+        ``persistent_workers``, ``prefetch_factor``...).
+
+    Returns
+    -------
+    torch.utils.data.DataLoader
+        Yields float32 ``(B, C, T, T)`` image tensors, or ``(images,
+        labels)`` pairs with int64 labels, plus the metadata dict last when
+        ``metadata=True``. ``len(loader)`` is the number of batches each
+        epoch yields, with workers too (each worker's partial batch counted).
+
+    Raises
+    ------
+    MissingDependencyError
+        Without torch: ``pip install "xflipnslide[torch]"``.
+    InvalidParameterError
+        For unknown variables, NaN or non-integer labels (when read).
+
+    Examples
+    --------
+    >>> loader = tiles.fns.torch_loader(32, label="label", shuffle=True, seed=0)  # doctest: +SKIP
+    >>> for images, labels in loader:  # doctest: +SKIP
+    ...     loss = loss_fn(model(images), labels)
+    """
+    require("torch", "torch", "torch_loader")
+    from .torch import make_loader
+
+    feed = TileFeed.from_tiles(**_feed_options(locals()), what="torch_loader")
+    workers = check_positive_int(num_workers, "num_workers", minimum=0)
+    return make_loader(feed, metadata, workers, **loader_kwargs)
+
+
+def tf_dataset(
+    tiles: xr.DataArray | xr.Dataset,
+    batch_size: int = 32,
+    *,
+    image: Hashable = IMAGE,
+    label: Hashable | None = None,
+    channels_last: bool = True,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+    shuffle_buffer: int = 1024,
+) -> Any:
+    """A :class:`tf.data.Dataset` of tile batches, for Keras's ``model.fit``.
+
+    Built on the same chunk-aware order as :func:`torch_loader`: every tile
+    once per epoch, a new shuffle of tiles every epoch (reproducible from
+    ``seed``), the last partial batch kept unless ``drop_last``. Each pass
+    over the dataset (each Keras epoch) is the next epoch.
+
+    Parameters
+    ----------
+    tiles, batch_size, image, label
+        As for :func:`torch_loader`.
+    channels_last
+        Images as ``(B, T, T, C)`` (Keras's default) instead of ``(B, C, T, T)``.
+    shuffle, seed, drop_last, shuffle_buffer
+        As for :func:`torch_loader`.
+
+    Returns
+    -------
+    tf.data.Dataset
+        float32 images, or ``(images, labels)`` with int64 labels.
+
+    Raises
+    ------
+    MissingDependencyError
+        Without TensorFlow: ``pip install "xflipnslide[tensorflow]"``.
+    """
+    require("tensorflow", "tensorflow", "tf_dataset")
+    from .tensorflow import make_dataset
+
+    feed = TileFeed.from_tiles(**_feed_options(locals()), what="tf_dataset")
+    return make_dataset(feed, bool(channels_last))
+
+
+#: The options every feed passes on to :meth:`TileFeed.from_tiles`.
+_FEED_OPTIONS = tuple(p for p in inspect.signature(TileFeed.from_tiles).parameters if p != "what")
