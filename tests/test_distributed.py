@@ -3,13 +3,14 @@ dask.distributed cluster as on the threaded scheduler."""
 
 from __future__ import annotations
 
+import distributed
 import numpy as np
 import pytest
 import xarray as xr
 
 import xflipnslide
 
-distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # a process-based cluster per module
 
 
 @pytest.fixture(scope="module")

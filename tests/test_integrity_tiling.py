@@ -8,14 +8,17 @@ import os
 import warnings
 
 import dask
+import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 import xarray as xr
-from conftest import DATA, raise_if_dask_computes
-from oracle import TRANSFORM
+from affine import Affine
+from conftest import DATA, raise_if_dask_computes, random_scene
+from oracle import TRANSFORM, window_sources
 
 import xflipnslide
-from xflipnslide import InvalidParameterError, InvalidTilesError
+from xflipnslide import InvalidParameterError, InvalidTilesError, schema
 from xflipnslide.dims import find_spatial_dims
 from xflipnslide.errors import IrregularGridError
 from xflipnslide.georef import check_regular_grid
@@ -36,7 +39,6 @@ def _quiet():
 
 @pytest.fixture(scope="module")
 def polygons():
-    gpd = pytest.importorskip("geopandas")
     gdf = gpd.read_file(POLYGONS)
     return gdf.assign(cls=gdf.name.map(CLASSES))
 
@@ -60,7 +62,6 @@ def _pairs(scene):
     x0, x1 = float(scene.x[0]), float(scene.x[-1])
     y0, y1 = float(scene.y[0]), float(scene.y[-1])
     mid = (x0 + x1) / 2
-    shapely = pytest.importorskip("shapely")
     left = shapely.box(x0 - 1, min(y0, y1), mid - 2000, max(y0, y1))
     right = shapely.box(mid + 2000, min(y0, y1), x1 + 1, max(y0, y1))
     bright = scene.isel(band=0).values > np.median(scene.isel(band=0).values)
@@ -99,7 +100,7 @@ def test_two_plans_of_one_lazy_scene_computed_together(scene, what):
 
 
 def test_untile_accumulator_dtype_is_in_the_graph_name(scene):
-    from xflipnslide._core.tiling import blend_weights, untile_array
+    from xflipnslide._core.blend import blend_weights, untile_array
 
     tiles = scene.astype("float32").fns.tile(64).chunk({"tile": 50})
     args = (tiles.row.values, tiles.col.values, tiles.transform.values, (560, 600))
@@ -167,7 +168,6 @@ def test_readme_path_reopens_with_its_crs(polygons, tmp_path, store):
 
 @pytest.mark.skipif(not os.path.isdir(f"{SHARED}/landsat8"), reason="no shared data")
 def test_readme_path_reopens_with_its_crs_on_the_full_scene(tmp_path):
-    gpd = pytest.importorskip("geopandas")
     import rioxarray
 
     folder = f"{SHARED}/landsat8"
@@ -387,3 +387,134 @@ def test_geometry_read_from_variables_reopened_from_netcdf(scene, tmp_path):
 def test_tile_refuses_an_aoi_that_is_not_a_geometry(scene, aoi):
     with pytest.raises(xflipnslide.InvalidParameterError, match="aoi"):
         scene.fns.tile(64, aoi=aoi)
+
+
+# --- the area of interest, against footprints computed here -------------------
+
+
+def footprint(a, b, c, d, e, f, row, col, T):
+    """A window's ground polygon from the affine ``x = a col + b row + c``,
+    ``y = d col + e row + f`` of its four pixel corners."""
+    corners = [(col, row), (col + T, row), (col + T, row + T), (col, row + T)]
+    return shapely.Polygon([(a * j + b * i + c, d * j + e * i + f) for j, i in corners])
+
+
+def expected_windows(tiles, coefficients, aoi, T):
+    return np.array(
+        [
+            footprint(*coefficients, r, c, T).intersects(aoi)
+            for r, c in zip(tiles.row.values.tolist(), tiles.col.values.tolist())
+        ]
+    )
+
+
+def test_aoi_keeps_the_windows_whose_ground_footprint_it_meets(scene, backend):
+    x, y = scene.x.values, scene.y.values
+    a, e = x[1] - x[0], y[1] - y[0]  # the grid, from the pixel centres alone
+    coefficients = (a, 0.0, x[0] - a / 2, 0.0, e, y[0] - e / 2)
+    # a triangle (not a box: corners of windows it misses lie inside its bounds)
+    x0, y0 = float(x[200]) + 7.0, float(y[150]) - 11.0
+    aoi = shapely.Polygon([(x0, y0), (x0 + 4000, y0), (x0, y0 - 4000)])
+    full = scene.fns.tile(64, edge="pad")
+    want = expected_windows(full, coefficients, aoi, 64)
+    assert 0 < want.sum() < len(want)
+    with pytest.warns(xflipnslide.DataDroppedWarning, match="aoi"):
+        kept = backend(scene).fns.tile(64, edge="pad", aoi=aoi)
+    np.testing.assert_array_equal(kept.row.values, full.row.values[want])
+    np.testing.assert_array_equal(kept.col.values, full.col.values[want])
+    np.testing.assert_array_equal(kept.values, full.values[want])
+    assert kept.attrs[schema.DROPPED_AOI] == int((~want).sum())
+
+
+def test_aoi_reads_the_geotransform_of_a_scene_without_coordinates():
+    """No x/y coordinates: the windows' footprints come from the CRS
+    variable's GeoTransform, here rotated, so a footprint is no box."""
+    bare = xr.DataArray(np.zeros((1, 200, 240), "float32"), dims=("band", "y", "x"))
+    coefficients = (25.0, 6.0, 500_000.0, 8.0, -25.0, 4_000_000.0)  # rotated and sheared
+    bare = bare.rio.write_crs("EPSG:32633").rio.write_transform(Affine(*coefficients))
+    # a small triangle at pixel (60, 70): inside the bounding boxes of more
+    # windows than it meets, so only true footprints give the right ones
+    aoi = shapely.Polygon([(501_920, 3_998_730), (501_980, 3_998_710), (501_930, 3_998_660)])
+    full = bare.fns.tile(32, "overlap")
+    want = expected_windows(full, coefficients, aoi, 32)
+    assert 0 < want.sum() < len(want)
+    with pytest.warns(xflipnslide.DataDroppedWarning, match="aoi"):
+        kept = bare.fns.tile(32, "overlap", aoi=aoi)
+    np.testing.assert_array_equal(kept.row.values, full.row.values[want])
+    np.testing.assert_array_equal(kept.col.values, full.col.values[want])
+    # predict keeps the same footprints: pixels of no kept window are NaN
+    pred = bare.fns.predict(lambda b: b[:, :1] + 1, tile_size=32, stride=16, aoi=aoi)
+    inside = np.zeros(pred.shape[1:], bool)
+    plan = xflipnslide.plan.predict_plan(pred.shape[1:], 32, 16)
+    for r, c in zip(plan.rows.tolist(), plan.cols.tolist()):
+        if footprint(*coefficients, r, c, 32).intersects(aoi):
+            inside[max(r, 0) : r + 32, max(c, 0) : c + 32] = True
+    assert np.isfinite(pred.values[0][inside]).all() and np.isnan(pred.values[0][~inside]).all()
+
+
+# --- one rule each: min_valid, blend, windows outside the grid ------------------
+
+
+def first_class(batch):
+    return batch[:, :1]
+
+
+@pytest.mark.parametrize("bad", ["a", 1.5, -0.1, float("nan"), True])
+def test_min_valid_is_one_rule_for_tile_and_predict(scene, bad):
+    observed = np.ones((scene.sizes["y"], scene.sizes["x"]), bool)
+    masked = scene.astype("float32").assign_coords({schema.OBSERVED: (("y", "x"), observed)})
+    with pytest.raises(InvalidParameterError, match=r"min_valid must be in \[0, 1\]") as a:
+        masked.fns.tile(64, min_valid=bad)
+    with pytest.raises(InvalidParameterError) as b:
+        masked.fns.predict(first_class, tile_size=64, min_valid=bad)
+    assert str(a.value) == str(b.value)
+
+
+def test_blend_is_one_rule_for_untile_and_predict(scene):
+    tiles = scene.fns.tile(128)
+    with pytest.raises(InvalidParameterError, match="blend must be one of") as a:
+        tiles.fns.untile(blend="max")
+    with pytest.raises(InvalidParameterError) as b:
+        scene.astype("float32").fns.predict(first_class, tile_size=64, blend="max")
+    assert str(a.value) == str(b.value)
+
+
+def test_windows_outside_the_grid_are_one_error_with_or_without_like(scene):
+    tiles = scene.fns.tile(64)
+    moved = tiles.assign_coords(row=("tile", tiles.row.values + 560))
+    with pytest.raises(InvalidTilesError, match=r"\d+ tiles lie outside the 560 x 600 scene the"):
+        moved.fns.untile()
+    unrecorded = moved.copy()
+    unrecorded.attrs = {}
+    with pytest.raises(
+        InvalidTilesError, match=r"\d+ tiles lie outside the 560 x 600 grid of like="
+    ):
+        unrecorded.fns.untile(like=scene)
+
+
+# --- valid_fraction: one way on both backends -------------------------------------
+
+
+@pytest.mark.parametrize("edge", ["crop", "pad"])
+def test_valid_fraction_is_the_observed_share_of_each_window(backend, edge):
+    rng = np.random.default_rng(7)
+    shape = (90, 110)
+    observed = rng.random(shape) > 0.35
+    observed[:40, :50] = False  # a gap some windows mostly fall in
+    scene = random_scene(rng, (2, *shape)).assign_coords({schema.OBSERVED: (("y", "x"), observed)})
+    lazy = backend(scene, {"band": 1, "y": 25, "x": 40})
+    with raise_if_dask_computes(0):
+        tiles = lazy.fns.tile(32, edge=edge, tile_chunks=7)
+    fraction = tiles[schema.VALID_FRACTION]
+    assert fraction.dtype == np.float32
+    assert (fraction.chunks is not None) == (backend.name == "dask")
+    if backend.name == "dask":
+        assert fraction.chunks == tiles.chunks[:1]
+    counted = np.array(
+        [observed[np.ix_(r, c)].mean() for r, c in window_sources(tiles, shape)], np.float32
+    )
+    np.testing.assert_array_equal(fraction.values, counted)
+    with raise_if_dask_computes(1):  # min_valid computes the fractions, the mask only
+        kept = lazy.fns.tile(32, edge=edge, min_valid=0.6)
+    np.testing.assert_array_equal(kept[schema.VALID_FRACTION].values, counted[counted >= 0.6])
+    np.testing.assert_array_equal(kept.row.values, tiles.row.values[counted >= 0.6])

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import shapely
 import xarray as xr
+from hypothesis import given
+from hypothesis import strategies as st
 from oracle import TRANSFORM
+from test_untile import blend_reference
 
 import xflipnslide
-from xflipnslide._core.tiling import blend_weights
-from xflipnslide.predict import predict_plan
+from xflipnslide.plan import predict_plan
 
 INVERSE = {0: 0, 1: 3, 2: 2, 3: 1, 4: 4, 5: 5, 6: 6, 7: 7}
 
@@ -63,19 +66,32 @@ def test_identity_gives_the_scene_back_everywhere(small_scene, backend, tta, ble
     assert out.attrs == {"source": "test"}
 
 
+def reference_origins(size: int, T: int, stride: int) -> list[int]:
+    """predict's windows along one axis, as its docs say: from ``T - stride``
+    before the scene, every ``stride``, until one reaches ``T - stride``
+    beyond it."""
+    margin = T - stride
+    origins = [-margin]
+    while origins[-1] + T < size + margin:
+        origins.append(origins[-1] + stride)
+    return origins
+
+
 def slow_reference(scene: np.ndarray, model, T: int, stride: int, tta, blend: str):
     """Per window: reflect-pad, every view, invert, average; then a weighted
     overlap-add with the blend weights."""
-    plan = predict_plan(scene.shape[1:], T, stride, None)
     h, w = scene.shape[1:]
-    pad = max(-int(plan.rows.min()), int(plan.rows.max()) + T - h)
-    padw = max(-int(plan.cols.min()), int(plan.cols.max()) + T - w)
+    windows = [
+        (r, c) for r in reference_origins(h, T, stride) for c in reference_origins(w, T, stride)
+    ]
+    pad = max(-min(r for r, _ in windows), max(r for r, _ in windows) + T - h)
+    padw = max(-min(c for _, c in windows), max(c for _, c in windows) + T - w)
     xp = np.pad(scene, ((0, 0), (pad, pad), (padw, padw)), mode="reflect")
-    weight = blend_weights(T, blend, floor=0)
+    weight = blend_reference(T, blend)
     acc = np.zeros((2, h + 2 * pad, w + 2 * padw))
     wsum = np.zeros((h + 2 * pad, w + 2 * padw))
     codes = range(8) if tta == "d4" else [0]
-    for r, c in zip(plan.rows, plan.cols):
+    for r, c in windows:
         window = xp[:, r + pad : r + pad + T, c + padw : c + padw + T]
         views = [TRANSFORM[INVERSE[k]](model(TRANSFORM[k](window)[None].copy())[0]) for k in codes]
         mean = np.mean(views, axis=0)
@@ -114,7 +130,6 @@ def test_torch_module_and_labels(small_scene):
 
 
 def test_stride_aoi_and_errors(small_scene):
-    shapely = pytest.importorskip("shapely")
     aoi = shapely.box(50, 1000 - 40 * 10, 50 + 40 * 10, 1000)  # the top-left 40 x 40 px
     out = small_scene.fns.predict(identity, tile_size=32, aoi=aoi).values
     assert np.isfinite(out[:, :40, :40]).all() and np.isnan(out[:, -1, -1]).all()
@@ -188,3 +203,44 @@ def test_predict_min_valid_skips_mostly_filled_windows(small_scene):
     assert np.isfinite(out[:, 100:, 100:]).all()
     with pytest.raises(xflipnslide.InvalidParameterError, match="fns_observed"):
         small_scene.fns.predict(identity, tile_size=32, min_valid=0.5)
+
+
+@given(
+    h=st.integers(1, 70),
+    w=st.integers(1, 70),
+    T=st.integers(1, 24),
+    data=st.data(),
+    tta=st.sampled_from([None, "d4"]),
+)
+def test_predict_plan_puts_every_pixel_inside_windows(h, w, T, data, tta):
+    """Brute force over the scene: every pixel lies in a window; with
+    ``stride <= T - 2``, every pixel lies inside some window, off its
+    outermost ring; windows read no further than reflect padding reaches."""
+    stride = data.draw(st.integers(1, T))
+    try:
+        plan = predict_plan((h, w), T, stride, tta)
+    except xflipnslide.SceneTooSmallError:  # reflect padding cannot reach that far
+        reach = [
+            max(-o[0], o[-1] + T - n)
+            for n, o in ((n, reference_origins(n, T, stride)) for n in (h, w))
+        ]
+        assert any(r >= n for r, n in zip(reach, (h, w)))
+        return
+    views = 8 if tta == "d4" else 1
+    rows, cols = plan.rows[::views], plan.cols[::views]
+    expected = [
+        (r, c) for r in reference_origins(h, T, stride) for c in reference_origins(w, T, stride)
+    ]
+    assert list(zip(rows.tolist(), cols.tolist())) == expected
+    assert plan.codes.tolist() == list(range(views)) * len(rows)
+    covered = np.zeros((h, w), bool)
+    inside = np.zeros((h, w), bool)
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        assert -r < h and r + T - h < h and -c < w and c + T - w < w  # reflection reaches
+        covered[max(r, 0) : max(r + T, 0), max(c, 0) : max(c + T, 0)] = True
+        if T >= 3:
+            inside[max(r + 1, 0) : max(r + T - 1, 0), max(c + 1, 0) : max(c + T - 1, 0)] = True
+    assert covered.all()
+    if stride <= T - 2:
+        assert inside.all()
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == len(rows)  # no window twice

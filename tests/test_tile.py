@@ -54,6 +54,7 @@ def tiling_case(draw):
     return t, strategy, edge, (nband, h, w), dtype, chunks, tile_chunks, seed, contiguous
 
 
+@pytest.mark.slow
 @given(case=tiling_case())
 def test_random_shapes_dtypes_and_chunkings(case):
     t, strategy, edge, shape, dtype, chunks, tile_chunks, seed, contiguous = case
@@ -127,7 +128,6 @@ def test_lat_lon_dims_and_explicit_dims(backend):
 
 
 def test_rioxarray_named_dims():
-    pytest.importorskip("rioxarray")
     x = random_scene(np.random.default_rng(3), (1, 40, 40), dims=("band", "northing", "easting"))
     x = x.rio.set_spatial_dims(x_dim="easting", y_dim="northing")
     assert x.fns.tile(16).dims == ("tile", "band", "northing", "easting")
@@ -208,7 +208,6 @@ def test_zarr_and_netcdf_round_trip(tmp_path, scene):
     )
     assert back.rio.crs == scene.rio.crs
     assert back.attrs["fns_scene_shape"] == [560, 600]
-    pytest.importorskip("scipy")
     small = tiles.isel(tile=slice(0, 5)).compute()
     small.to_netcdf(tmp_path / "t.nc", engine="scipy")
     with xr.open_dataarray(tmp_path / "t.nc", engine="scipy") as nc:
@@ -307,6 +306,7 @@ def test_graph_grows_linearly_with_chunks(no_compute):
     assert max(per_chunk) / min(per_chunk) < 1.2, per_chunk
 
 
+@pytest.mark.slow
 def test_load_computes_lazy_tiles_once_into_numpy(scene):
     from conftest import raise_if_dask_computes
 

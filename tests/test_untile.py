@@ -8,9 +8,49 @@ import xarray as xr
 from conftest import random_scene
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.signal import windows
 
 import xflipnslide
 from xflipnslide import InvalidParameterError
+from xflipnslide._core.blend import blend_weights
+
+
+def blend_reference(T: int, blend: str) -> np.ndarray:
+    """The 2-D blend weights from their published definitions (T even):
+    pixel centres ``u = (i + 1/2) / T`` are the odd samples of a
+    ``2T + 1``-point window, so Hann is scipy's ``hann(2T + 1)[1::2]``;
+    distance (seamless_seg's trust) is the triangle ``triang(T)``; spline is
+    Smoothly-Blend-Image-Patches' ``_spline_window(T, power=2)``, written
+    out from its source."""
+    if blend == "mean":
+        w = np.ones(T)
+    elif blend == "hann":
+        w = windows.hann(2 * T + 1)[1::2]
+    elif blend == "distance":
+        w = windows.triang(T)
+    else:
+        intersection = T // 4
+        outer = (np.abs(2 * windows.triang(T)) ** 2) / 2
+        outer[intersection:-intersection] = 0
+        inner = 1 - (np.abs(2 * (windows.triang(T) - 1)) ** 2) / 2
+        inner[:intersection] = 0
+        inner[-intersection:] = 0
+        w = inner + outer
+        w = w / np.average(w)
+    return np.outer(w, w)
+
+
+@pytest.mark.parametrize("blend", ["mean", "hann", "distance", "spline"])
+@pytest.mark.parametrize("T", [4, 16, 64, 256])
+def test_blend_windows_match_their_published_definitions(blend, T):
+    expected = blend_reference(T, blend)
+    np.testing.assert_allclose(blend_weights(T, blend, floor=0), expected, rtol=1e-12, atol=1e-15)
+    floored = blend_weights(T, blend)  # untile's: at least 1e-3 of the peak
+    np.testing.assert_allclose(floored, np.maximum(expected, 1e-3 * expected.max()), rtol=1e-12)
+    assert (floored > 0).all()
+    # symmetric under D4 (to rounding), so a transformed tile needs no transformed weights
+    for w in (np.rot90(floored), floored[::-1], floored.T):
+        np.testing.assert_allclose(w, floored, rtol=1e-14)
 
 
 def covered(plan, shape):
@@ -22,6 +62,7 @@ def covered(plan, shape):
     return m
 
 
+@pytest.mark.slow
 @given(
     t=st.sampled_from([4, 8, 12, 16]),
     strategy=st.sampled_from(["flipnslide", "overlap", "no_overlap"]),
@@ -143,8 +184,6 @@ def slow_overlap_add(tiles: np.ndarray, rows, cols, codes, shape, weight) -> np.
 def test_untile_of_disagreeing_tiles_matches_a_slow_overlap_add(backend, blend):
     """Random per-tile values disagree where tiles overlap, so only the right
     weights (not just any consistently normalised ones) pass."""
-    from xflipnslide._core.tiling import blend_weights
-
     scene = xr.DataArray(np.zeros((2, 70, 90), "float32"), dims=("band", "y", "x"))
     tiles = scene.fns.tile(16, edge="pad")
     rng = np.random.default_rng(0)
@@ -157,6 +196,22 @@ def test_untile_of_disagreeing_tiles_matches_a_slow_overlap_add(backend, blend):
         tiles.col.values,
         tiles.transform.values,
         (70, 90),
-        blend_weights(16, blend),
+        np.maximum(blend_reference(16, blend), 1e-3 * blend_reference(16, blend).max()),
     )
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-6)
+
+
+def test_lazy_untile_follows_the_chunks_of_like(scene):
+    tiles = scene.fns.tile(64, edge="pad").chunk({"tile": 40})
+    like = scene.chunk({"y": 100, "x": 150})
+    back = tiles.fns.untile(like=like)
+    assert back.chunks[1:] == like.chunks[1:]
+    # a Dataset like: its lazy variable decides, whatever comes first
+    ds = xr.Dataset({"a": scene.isel(band=0), "b": like})
+    assert tiles.fns.untile(like=ds).chunks[1:] == like.chunks[1:]
+    assert tiles.fns.untile(like=ds, chunks=128).chunks[1:] == (
+        (128,) * 4 + (48,),
+        (128,) * 4 + (88,),
+    )
+    assert tiles.fns.untile().chunks[1:] != like.chunks[1:]
+    np.testing.assert_array_equal(back.values, scene.values.astype(np.float32))

@@ -24,7 +24,7 @@ import xarray as xr
 
 from ._core.classes import class_counts_array, class_totals_array, tile_labels_array
 from .errors import InvalidParameterError, check_positive_int
-from .schema import TILE_DIM
+from .schema import LABEL, TILE_DIM
 
 __all__ = ["CLASS_DIM", "METHODS", "class_counts", "class_weights", "tile_labels"]
 
@@ -78,7 +78,7 @@ def _tile_coords(labels: xr.DataArray) -> dict[Hashable, xr.Variable]:
 def class_counts(
     tiles: xr.DataArray | xr.Dataset,
     *,
-    label: Hashable = "label",
+    label: Hashable = LABEL,
     classes: int | None = None,
     ignore_index: int | None = None,
 ) -> xr.DataArray:
@@ -150,7 +150,7 @@ def _weights(totals: np.ndarray, method: str) -> np.ndarray:
 def class_weights(
     tiles: xr.DataArray | xr.Dataset,
     *,
-    label: Hashable = "label",
+    label: Hashable = LABEL,
     classes: int | None = None,
     ignore_index: int | None = None,
     method: str = "balanced",
@@ -226,7 +226,7 @@ def class_weights(
 def tile_labels(
     tiles: xr.DataArray | xr.Dataset,
     *,
-    label: Hashable = "label",
+    label: Hashable = LABEL,
     rule: str = "majority",
     ignore_index: int | None = None,
     min_fraction: float | None = None,

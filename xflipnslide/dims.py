@@ -8,7 +8,7 @@ import xarray as xr
 
 from .errors import SpatialDimsError
 
-__all__ = ["SPATIAL_NAMES", "find_spatial_dims"]
+__all__ = ["SPATIAL_NAMES", "find_spatial_dims", "spatial_data"]
 
 #: Recognised (row, column) dimension name pairs, in order of preference.
 SPATIAL_NAMES: tuple[tuple[str, str], ...] = (
@@ -66,6 +66,15 @@ def find_spatial_dims(
             f"{' / '.join(f'{y}, {x}' for y, x in SPATIAL_NAMES)}, or {how}"
         )
     raise SpatialDimsError(f"the spatial dimensions are ambiguous: {found!r} all fit; {how}")
+
+
+def spatial_data(obj: xr.DataArray | xr.Dataset, dims: tuple[Hashable, Hashable]) -> list:
+    """The data (numpy or dask, untouched) of ``obj``, or of each of a
+    Dataset's variables with both spatial ``dims``, with those dims last:
+    what the array layer follows the chunking of where it builds a graph on
+    the same grid."""
+    arrays = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
+    return [v.variable.transpose(..., *dims).data for v in arrays if all(d in v.dims for d in dims)]
 
 
 def _rioxarray_dims(obj: xr.DataArray | xr.Dataset) -> list[tuple[Hashable, Hashable]]:

@@ -23,11 +23,13 @@ __all__ = [
     "check_regular_grid",
     "coords_transform",
     "d4_affine",
+    "extrapolate",
     "grid_tolerance",
     "portable_grid_mapping",
     "scene_transform",
     "tile_transform",
     "window_bounds",
+    "window_footprints",
     "window_transform",
     "windows_intersecting",
 ]
@@ -66,6 +68,18 @@ def grid_tolerance(step: float, values: np.ndarray, dtype=np.float64) -> float:
     eps = np.finfo(dtype).eps if dtype.kind == "f" else np.finfo(np.float64).eps
     top = float(np.max(np.abs(values))) if np.size(values) else 0.0
     return 1e-6 * abs(float(step)) + 4 * float(eps) * top
+
+
+def extrapolate(pos: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Coordinates at fractional pixel positions ``pos`` of a 1-D coordinate
+    ``values``: interpolated inside, extended linearly from the first (last)
+    step beyond either end."""
+    out = np.interp(pos, np.arange(values.size), values)
+    if values.size > 1:
+        lo, hi = pos < 0, pos > values.size - 1
+        out[lo] = values[0] + (values[1] - values[0]) * pos[lo]
+        out[hi] = values[-1] + (values[-1] - values[-2]) * (pos[hi] - (values.size - 1))
+    return out
 
 
 def axis_grid(
@@ -255,31 +269,41 @@ def tile_transform(scene: Affine, row: int, col: int, tile_size: int, code: int)
     return window_transform(scene, row, col) @ d4_affine(tile_size, code)
 
 
+def window_footprints(scene: Affine, rows, cols, tile_size: int) -> np.ndarray:
+    """``(n, 4, 2)`` ground ``(x, y)`` of each window's corners, in ring
+    order: the footprint, a parallelogram (a rectangle on a north-up grid)."""
+    rows, cols = np.asarray(rows, float), np.asarray(cols, float)
+    T = tile_size
+    corners = [(cols + dc, rows + dr) for dr, dc in ((0, 0), (0, T), (T, T), (T, 0))]
+    return np.stack(
+        [
+            np.stack([scene.a * c + scene.b * r + scene.c, scene.d * c + scene.e * r + scene.f], -1)
+            for c, r in corners
+        ],
+        axis=1,
+    )
+
+
 def window_bounds(scene: Affine, rows, cols, tile_size: int) -> np.ndarray:
     """``(n, 4)`` ground bounds ``(minx, miny, maxx, maxy)`` of each window."""
-    rows, cols = np.asarray(rows, float), np.asarray(cols, float)
-    corners = []
-    for dr, dc in ((0, 0), (0, tile_size), (tile_size, 0), (tile_size, tile_size)):
-        c, r = cols + dc, rows + dr
-        corners.append((scene.a * c + scene.b * r + scene.c, scene.d * c + scene.e * r + scene.f))
-    xs = np.stack([c[0] for c in corners])
-    ys = np.stack([c[1] for c in corners])
-    return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+    corners = window_footprints(scene, rows, cols, tile_size)
+    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    return np.concatenate([lo, hi], axis=1)
 
 
 def windows_intersecting(obj, plan, dims, aoi, aoi_crs=None) -> np.ndarray:
-    """Which windows of ``plan`` have a footprint that intersects ``aoi``
-    (a shapely geometry or a GeoJSON-like mapping, in ``aoi_crs``, default
-    ``obj``'s CRS): a boolean array in plan order."""
+    """Which windows of ``plan`` have a footprint (:func:`window_footprints`)
+    that intersects ``aoi`` (a shapely geometry or a GeoJSON-like mapping,
+    in ``aoi_crs``, default ``obj``'s CRS): a boolean array in plan order."""
     from .errors import require
 
     shapely = require("shapely", "vector", "aoi=")
     geom = aoi_geometry(aoi)
     if aoi_crs is not None:
         geom = _reproject(geom, aoi_crs, obj)
-    bounds = window_bounds(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
-    boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
-    return np.asarray(shapely.intersects(boxes, geom), dtype=bool)
+    corners = window_footprints(scene_transform(obj, dims), plan.rows, plan.cols, plan.tile_size)
+    footprints = shapely.polygons(corners)
+    return np.asarray(shapely.intersects(footprints, geom), dtype=bool)
 
 
 def aoi_geometry(aoi):

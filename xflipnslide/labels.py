@@ -10,9 +10,10 @@ import numpy as np
 import xarray as xr
 
 from ._core.rasterize import rasterize_array
-from .dims import find_spatial_dims
+from .dims import find_spatial_dims, spatial_data
 from .errors import InvalidParameterError, XFlipNSlideWarning, require, warn
 from .georef import portable_grid_mapping, scene_transform
+from .schema import LABEL
 
 __all__ = ["rasterize"]
 
@@ -109,15 +110,12 @@ def rasterize(
     shapes = [(g, v) for g, v, k in zip(geoms, values.tolist(), keep) if k]
     transform = scene_transform(like, (ydim, xdim), what="rasterize(like=)")
     shape = (like.sizes[ydim], like.sizes[xdim])
-    chunks = None
-    sizes = like.chunksizes if like.chunks else {}
-    if ydim in sizes and xdim in sizes:
-        chunks = (tuple(sizes[ydim]), tuple(sizes[xdim]))
+    grid = spatial_data(like, (ydim, xdim))
     data = rasterize_array(
-        shapes, transform, shape, fill=fill, all_touched=all_touched, dtype=dtype, chunks=chunks
+        shapes, transform, shape, fill=fill, all_touched=all_touched, dtype=dtype, like=grid
     )
     coords = {d: like[d].variable for d in (ydim, xdim) if d in like.coords}
-    out = xr.DataArray(data, dims=(ydim, xdim), coords=coords, name="label")
+    out = xr.DataArray(data, dims=(ydim, xdim), coords=coords, name=LABEL)
     if crs is None:
         return out
     return portable_grid_mapping(out.rio.write_crs(crs), (ydim, xdim))

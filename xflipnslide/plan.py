@@ -1,24 +1,26 @@
-"""The window plan: where every tile comes from, without touching pixels.
+"""The window plans: where every tile comes from, without touching pixels.
 
 A :class:`TilePlan` lists, for a scene of a given shape, the origin (row, col)
 of every tile window in the input's pixel coordinates, its D4 transform code
-and the grid it belongs to. :func:`plan_tiles` builds it; :func:`tile`,
-``untile`` and the figures all use it, so the geometry lives in one place.
+and the grid it belongs to. :func:`plan_tiles` builds it for ``tile``,
+:func:`predict_plan` for ``predict``; ``untile``, the readers of tiles and
+the figures use them, so the geometry lives in one place.
 
-The geometry follows SPEC §2 (and the Flip-n-Slide paper): ``T`` the tile
-size, ``s = T // 2`` the stride of the outer grid, ``q = T // 4`` the offset of
-the inner grid.
+The geometry is the one ``docs/tiling.md`` gives (after the Flip-n-Slide
+paper): ``T`` the tile size, ``s = T // 2`` the stride of the outer grid,
+``q = T // 4`` the offset of the inner grid.
 """
 
 from __future__ import annotations
 
 import itertools
+import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
-from .errors import InvalidParameterError, SceneTooSmallError
+from .errors import InvalidParameterError, SceneTooSmallError, check_positive_int
 
 __all__ = [
     "EDGES",
@@ -26,9 +28,10 @@ __all__ = [
     "TRANSFORMS",
     "TilePlan",
     "apply_transform",
+    "check_min_valid",
     "invert_code",
     "plan_tiles",
-    "window_fractions",
+    "predict_plan",
 ]
 
 Strategy = Literal["flipnslide", "overlap", "no_overlap"]
@@ -38,7 +41,7 @@ STRATEGIES: tuple[str, ...] = ("flipnslide", "overlap", "no_overlap")
 EDGES: tuple[str, ...] = ("crop", "pad")
 
 #: Transform code -> name, in the numbering of the original package's
-#: ``permute_idx`` (SPEC §2.3).
+#: ``permute_idx`` (the table in ``docs/tiling.md``).
 TRANSFORMS: tuple[str, ...] = (
     "identity",
     "rot270",
@@ -361,8 +364,9 @@ def _check_stride(stride, tile_size: int, strategy: str) -> int:
 def apply_transform(a: np.ndarray, code: int) -> np.ndarray:
     """Apply D4 transform ``code`` to the last two axes of ``a`` (a view).
 
-    This is the definition of the codes (SPEC §2.3), written with numpy; the
-    numba kernels implement the same mapping in one pass.
+    This is the definition of the codes (the table in ``docs/tiling.md``),
+    written with numpy; the numba kernels implement the same mapping in one
+    pass.
     """
     code = int(code)
     if code == 0:
@@ -390,15 +394,79 @@ def invert_code(code: int | np.ndarray) -> int | np.ndarray:
     return INVERSE_CODES[code]
 
 
-def window_fractions(mask: np.ndarray, plan: TilePlan) -> np.ndarray:
-    """Share of True pixels of a ``(H, W)`` boolean ``mask`` in each window of
-    ``plan`` (reflect padding included), float32, from a summed-area table:
-    O(1) per window."""
-    if any(plan.pad[0] + plan.pad[1]):
-        mask = np.pad(mask, plan.pad, mode="reflect")
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    table[1:, 1:] = mask.cumsum(0, dtype=np.int64).cumsum(1)
-    T = plan.tile_size
-    r, c = plan.rows + plan.pad[0][0], plan.cols + plan.pad[1][0]
-    total = table[r + T, c + T] - table[r, c + T] - table[r + T, c] + table[r, c]
-    return (total / (T * T)).astype(np.float32)
+def check_min_valid(min_valid) -> float | None:
+    """``min_valid`` as a float, or an :class:`InvalidParameterError`: the
+    one rule for ``tile`` and ``predict``."""
+    if min_valid is None:
+        return None
+    if (
+        isinstance(min_valid, bool)
+        or not isinstance(min_valid, numbers.Real)
+        or not 0 <= min_valid <= 1
+    ):
+        raise InvalidParameterError(
+            "min_valid must be in [0, 1], a number: the share of observed pixels a window "
+            f"needs (e.g. min_valid=0.9), or None; got {min_valid!r}"
+        )
+    return float(min_valid)
+
+
+def predict_plan(
+    shape: tuple[int, int], tile_size: int, stride: int | None = None, tta: str | None = None
+) -> TilePlan:
+    """The windows (and views) ``predict`` runs the model on.
+
+    The ``overlap`` grid with step ``stride`` (default ``tile_size // 2``),
+    extended by ``tile_size - stride`` pixels of reflect padding beyond each
+    scene edge (and as far as whole steps need), so every pixel of the scene
+    lies inside windows; with ``stride <= tile_size - 2`` none lies only on a
+    window's outermost ring (larger strides make windows abut). With
+    ``tta="d4"`` each window appears eight times in a row, with codes 0..7;
+    else once, code 0.
+
+    Examples
+    --------
+    >>> plan = predict_plan((100, 120), 32, stride=16)
+    >>> len(plan), int(plan.rows.min()), int(plan.cols.max())
+    (72, -16, 112)
+    """
+    T = check_positive_int(tile_size, "tile_size")
+    if stride is None and T < 2:
+        raise InvalidParameterError(
+            f"tile_size must be at least 2 for the default stride tile_size // 2; got {T} "
+            "(pass stride=1 for one-pixel windows)"
+        )
+    s = T // 2 if stride is None else check_positive_int(stride, "stride")
+    if s > T:
+        raise InvalidParameterError(f"stride must be at most tile_size={T}; got {s}")
+    if tta not in (None, "d4"):
+        raise InvalidParameterError(f"tta must be None or 'd4'; got {tta!r}")
+    margin = T - s
+    origins = []
+    for size in shape:
+        steps = max(0, -(-(size + 2 * margin - T) // s))
+        o = -margin + s * np.arange(steps + 1, dtype=np.int64)
+        reach = max(-int(o[0]), int(o[-1]) + T - size)
+        if reach >= size:
+            raise SceneTooSmallError(
+                f"a scene of {shape[0]} x {shape[1]} pixels is too small to reflect-pad by "
+                f"{reach} px for tile_size={T}, stride={s}: use a smaller tile_size or a "
+                "larger stride"
+            )
+        origins.append(o)
+    iy, ix = np.meshgrid(np.arange(origins[0].size), np.arange(origins[1].size), indexing="ij")
+    rows, cols = origins[0][iy.ravel()], origins[1][ix.ravel()]
+    views = 8 if tta == "d4" else 1
+    return TilePlan(
+        shape=(int(shape[0]), int(shape[1])),
+        tile_size=T,
+        strategy="overlap",
+        edge="pad",
+        offset=(int(origins[0][0]), int(origins[1][0])),
+        extent=(int(origins[0][-1] + T - origins[0][0]), int(origins[1][-1] + T - origins[1][0])),
+        rows=np.repeat(rows, views),
+        cols=np.repeat(cols, views),
+        codes=np.tile(np.arange(views, dtype=np.int8), rows.size),
+        grids=np.full(rows.size * views, "regular", dtype="<U7"),
+        stride=s,
+    )

@@ -10,14 +10,16 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from ._core.blend import blend_weights
 from ._core.predict import ModelRunner, predict_array
-from ._core.tiling import BLENDS, blend_weights, check_known_chunks
+from ._core.tiling import check_tileable, load_arrays, valid_fractions
 from .dims import find_spatial_dims
-from .errors import InvalidParameterError, SceneTooSmallError, check_positive_int
+from .errors import InvalidParameterError, check_positive_int
 from .georef import windows_intersecting
-from .plan import TilePlan, window_fractions
+from .plan import check_min_valid, predict_plan
 from .schema import OBSERVED
 
+# predict_plan lives with the other plans; it stays importable from here.
 __all__ = ["predict", "predict_plan"]
 
 #: Dimension names ``predict`` reads as the model's input channels.
@@ -41,59 +43,6 @@ def _extra_dims_message(scene: xr.DataArray, other: list, spatial: tuple) -> str
         f"the scene's dims are {list(scene.dims)}, so {extra} {'is' if one else 'are'} extra: "
         f"select or reduce {'it' if one else 'them'} first (e.g. scene.isel({pick}) or "
         f"scene.mean({first!r})), {kept}"
-    )
-
-
-def predict_plan(
-    shape: tuple[int, int], tile_size: int, stride: int | None = None, tta: str | None = None
-) -> TilePlan:
-    """The windows (and views) ``predict`` runs the model on.
-
-    The ``overlap`` grid with step ``stride``, extended by ``tile_size -
-    stride`` pixels of reflect padding beyond each scene edge (and as far as
-    whole steps need), so every pixel of the scene lies inside windows, none
-    only on a window's outermost ring. With ``tta="d4"`` each window appears
-    eight times in a row, with codes 0..7; else once, code 0.
-    """
-    T = check_positive_int(tile_size, "tile_size")
-    if stride is None and T < 2:
-        raise InvalidParameterError(
-            f"tile_size must be at least 2 for the default stride tile_size // 2; got {T} "
-            "(pass stride=1 for one-pixel windows)"
-        )
-    s = T // 2 if stride is None else check_positive_int(stride, "stride")
-    if s > T:
-        raise InvalidParameterError(f"stride must be at most tile_size={T}; got {s}")
-    if tta not in (None, "d4"):
-        raise InvalidParameterError(f"tta must be None or 'd4'; got {tta!r}")
-    margin = T - s
-    origins = []
-    for size in shape:
-        steps = max(0, -(-(size + 2 * margin - T) // s))
-        o = -margin + s * np.arange(steps + 1, dtype=np.int64)
-        reach = max(-int(o[0]), int(o[-1]) + T - size)
-        if reach >= size:
-            raise SceneTooSmallError(
-                f"a scene of {shape[0]} x {shape[1]} pixels is too small to reflect-pad by "
-                f"{reach} px for tile_size={T}, stride={s}: use a smaller tile_size or a "
-                "larger stride"
-            )
-        origins.append(o)
-    iy, ix = np.meshgrid(np.arange(origins[0].size), np.arange(origins[1].size), indexing="ij")
-    rows, cols = origins[0][iy.ravel()], origins[1][ix.ravel()]
-    views = 8 if tta == "d4" else 1
-    return TilePlan(
-        shape=(int(shape[0]), int(shape[1])),
-        tile_size=T,
-        strategy="overlap",
-        edge="pad",
-        offset=(int(origins[0][0]), int(origins[1][0])),
-        extent=(int(origins[0][-1] + T - origins[0][0]), int(origins[1][-1] + T - origins[1][0])),
-        rows=np.repeat(rows, views),
-        cols=np.repeat(cols, views),
-        codes=np.tile(np.arange(views, dtype=np.int8), rows.size),
-        grids=np.full(rows.size * views, "regular", dtype="<U7"),
-        stride=s,
     )
 
 
@@ -144,7 +93,7 @@ def predict(
         How overlapping windows are weighted: ``"mean"``, ``"hann"``,
         ``"distance"`` (seamless_seg's trust, falling linearly from the
         centre) or ``"spline"`` (Smoothly-Blend's second-order spline);
-        formulas in :func:`xflipnslide._tiling.blend_weights`.
+        formulas in :doc:`/inference`.
     batch_size
         Windows per model call.
     device
@@ -164,8 +113,8 @@ def predict(
         (from ``preprocess``'s ``fns_observed`` mask; computed first on dask);
         pixels no kept window covers are NaN.
     chunks
-        Dask output chunk side (default: blocks of a multiple of ``T``
-        bounded by dask's ``array.chunk-size``).
+        Dask output chunk side along y and x (default: the largest multiple
+        of ``T`` up to 1024 px, at least ``2 T``).
 
     Raises
     ------
@@ -202,10 +151,6 @@ def predict(
             "predict takes a DataArray (band, y, x); for a Dataset pick the image: "
             "ds['image'].fns.predict(model)"
         )
-    if blend not in BLENDS:
-        raise InvalidParameterError(
-            f"blend must be one of {', '.join(map(repr, BLENDS))}; got {blend!r}"
-        )
     if not callable(model):
         raise InvalidParameterError("model must be callable: a torch.nn.Module or a function")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -217,25 +162,18 @@ def predict(
             f"(or None to take it from one call of the model); got {classes!r}"
         )
     classes = None if classes is None else int(classes)
-    if min_valid is not None and (
-        isinstance(min_valid, bool)
-        or not isinstance(min_valid, numbers.Real)
-        or not 0 <= min_valid <= 1
-    ):
-        raise InvalidParameterError(
-            "min_valid must be a number in [0, 1], the share of observed pixels a window "
-            f"needs (e.g. min_valid=0.9), or None; got {min_valid!r}"
-        )
+    min_valid = check_min_valid(min_valid)
     ydim, xdim = find_spatial_dims(scene, dims)
     other = [d for d in scene.dims if d not in (ydim, xdim)]
     if len(other) > 1:
         raise InvalidParameterError(_extra_dims_message(scene, other, (ydim, xdim)))
     scene = scene.transpose(*other, ydim, xdim)
-    check_known_chunks(scene.data)
     if chunks is not None:
         chunks = check_positive_int(chunks, "chunks")
     data = scene.data if np.issubdtype(scene.dtype, np.float32) else scene.astype("float32").data
+    check_tileable(data, "the scene")
     plan = predict_plan((scene.sizes[ydim], scene.sizes[xdim]), tile_size, stride, tta)
+    weight = blend_weights(plan.tile_size, blend, floor=0)
     if aoi is not None:
         plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), aoi, aoi_crs))
         if not len(plan):
@@ -244,16 +182,15 @@ def predict(
         mask = scene.coords.get(OBSERVED)
         if mask is None or set(mask.dims) != {ydim, xdim}:
             raise InvalidParameterError(
-                "min_valid= needs the fns_observed mask preprocess() leaves on the scene"
+                f"min_valid= needs the {OBSERVED} mask preprocess() leaves on the scene"
             )
-        observed = np.asarray(mask.transpose(ydim, xdim).values, dtype=bool)
-        plan = plan.select(window_fractions(observed, plan) >= float(min_valid))
+        fractions = valid_fractions(mask.transpose(ydim, xdim).data, plan)
+        plan = plan.select(load_arrays([fractions])[0] >= min_valid)
         if not len(plan):
             raise InvalidParameterError(f"no window has min_valid={min_valid} observed pixels")
     runner = ModelRunner(model, batch_size, device, classes=classes)
     if classes is None:
         classes = runner.probe(scene.sizes[other[0]] if other else 1, plan.tile_size)
-    weight = blend_weights(plan.tile_size, blend, floor=0)
     out = predict_array(data, plan, runner, weight, classes, chunks=chunks)
     coords = {n: c.variable for n, c in scene.coords.items() if not (set(c.dims) & set(other))}
     return xr.DataArray(

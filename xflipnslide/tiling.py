@@ -10,17 +10,15 @@ import numpy as np
 import xarray as xr
 
 from . import schema
+from ._core.blend import blend_weights, untile_array
 from ._core.tiling import (
-    BLENDS,
-    blend_weights,
-    check_dtype,
-    check_known_chunks,
+    check_tileable,
     load_arrays,
     tile_array,
     tiles_per_chunk,
-    untile_array,
+    valid_fractions,
 )
-from .dims import find_spatial_dims
+from .dims import find_spatial_dims, spatial_data
 from .errors import (
     DataDroppedWarning,
     InvalidParameterError,
@@ -34,7 +32,7 @@ from .georef import (
     portable_grid_mapping,
     windows_intersecting,
 )
-from .plan import Edge, Strategy, TilePlan, plan_tiles, window_fractions
+from .plan import Edge, Strategy, TilePlan, check_min_valid, plan_tiles
 from .schema import TILE_DIM, T_Xarray
 
 __all__ = ["load", "tile", "untile"]
@@ -159,9 +157,10 @@ def tile(
             f"(rename it with .rename({TILE_DIM}=...) if it means something else)"
         )
     check_regular_grid(obj, (ydim, xdim), what="tile")
+    min_valid = check_min_valid(min_valid)
     tiled, kept = _split_variables(obj, ydim, xdim)
     for name, var in tiled.items():
-        check_known_chunks(
+        check_tileable(
             var.data, f"variable {name!r}" if isinstance(obj, xr.Dataset) else "the input"
         )
     plan = plan_tiles(
@@ -169,22 +168,18 @@ def tile(
     )
     _report_geometry(plan, ydim, xdim)
     observed = _observed_mask(obj, ydim, xdim)
-    fractions = None
-    if min_valid is not None or (observed is not None and observed.chunks is None):
-        fractions = _window_fractions(observed, plan)
     plan, fractions, dropped = _filter_windows(
-        obj, plan, (ydim, xdim), fractions, min_valid, aoi, aoi_crs
+        obj, plan, (ydim, xdim), observed, min_valid, aoi, aoi_crs
     )
-
-    for name, var in tiled.items():
-        check_dtype(var.dtype, f"variable {name!r}" if isinstance(obj, xr.Dataset) else "the input")
     per = _tiles_per_chunk(tiled, plan, tile_chunks)
+    if fractions is None:
+        fractions = _valid_fractions(observed, plan, per)
 
     def tile_var(var: xr.Variable) -> xr.Variable:
         return _tile_variable(var, plan, ydim, xdim, per)
 
     coords = _tile_coords(obj, plan, ydim, xdim, tile_var)
-    coords[schema.VALID_FRACTION] = _valid_fraction(coords, fractions, plan, ydim, xdim)
+    coords[schema.VALID_FRACTION] = xr.Variable(TILE_DIM, fractions)
     attrs = {**schema.portable_attrs(obj.attrs), **dropped}
     if isinstance(obj, xr.DataArray):
         out = xr.DataArray(tile_var(obj.variable), coords=coords, name=obj.name, attrs=attrs)
@@ -203,22 +198,28 @@ def _observed_mask(obj, ydim, xdim) -> xr.DataArray | None:
     return mask.transpose(ydim, xdim)
 
 
-def _window_fractions(observed: xr.DataArray | None, plan: TilePlan) -> np.ndarray:
-    """Share of observed pixels in each window (1 where no mask is known)."""
+def _valid_fractions(observed: xr.DataArray | None, plan: TilePlan, per: int = 1):
+    """Share of observed pixels in each window (1 where no mask is known):
+    numpy, or lazy for a lazy mask, ``per`` tiles per chunk."""
     if observed is None:
         return np.ones(len(plan), np.float32)
-    return window_fractions(np.asarray(observed.values, dtype=bool), plan)
+    return valid_fractions(observed.data, plan, tile_chunks=per)
 
 
-def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
+#: What each drop count is called in the warning.
+_DROPPED_BY = {schema.DROPPED_MIN_VALID: "min_valid", schema.DROPPED_AOI: "aoi"}
+
+
+def _filter_windows(obj, plan, dims, observed, min_valid, aoi, aoi_crs):
+    """The plan of the windows ``min_valid`` and ``aoi`` keep, the valid
+    fractions of those (computed here, the mask only, when ``min_valid``
+    needs them; else ``None``) and the drop counts."""
     keep = np.ones(len(plan), dtype=bool)
     dropped: dict[str, int] = {}
+    fractions = None
     if min_valid is not None:
-        if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float, np.number)):
-            raise InvalidParameterError(f"min_valid must be a number in [0, 1]; got {min_valid!r}")
-        if not 0 <= float(min_valid) <= 1:
-            raise InvalidParameterError(f"min_valid must be in [0, 1]; got {min_valid!r}")
-        low = fractions < float(min_valid)
+        fractions = load_arrays([_valid_fractions(observed, plan)])[0]
+        low = fractions < min_valid
         dropped[schema.DROPPED_MIN_VALID] = int(low.sum())
         keep &= ~low
     if aoi is not None:
@@ -228,7 +229,7 @@ def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
     if not keep.all():
         warn(
             f"tile: {int((~keep).sum())} of {len(plan)} windows dropped ("
-            + ", ".join(f"{k.removeprefix('fns_dropped_')}: {v}" for k, v in dropped.items())
+            + ", ".join(f"{_DROPPED_BY[k]}: {v}" for k, v in dropped.items())
             + "); the kept ones keep their codes and order",
             DataDroppedWarning,
         )
@@ -238,15 +239,6 @@ def _filter_windows(obj, plan, dims, fractions, min_valid, aoi, aoi_crs):
             "check the area of interest"
         )
     return plan.select(keep), (fractions[keep] if fractions is not None else None), dropped
-
-
-def _valid_fraction(coords, fractions, plan, ydim, xdim) -> xr.Variable:
-    if fractions is not None:
-        return xr.Variable(TILE_DIM, fractions.astype(np.float32))
-    tiled = coords.get(schema.OBSERVED)
-    if tiled is None:
-        return xr.Variable(TILE_DIM, np.ones(len(plan), np.float32))
-    return tiled.mean([ydim, xdim]).astype(np.float32)
 
 
 def _report_geometry(plan: TilePlan, ydim: Hashable, xdim: Hashable) -> None:
@@ -300,18 +292,13 @@ def _split_variables(
 
 
 def _tiles_per_chunk(tiled: dict, plan: TilePlan, tile_chunks: int | str) -> int:
-    """One tile count per chunk for every variable, sized on the largest tile."""
+    """One tile count per chunk for every variable, sized on the largest
+    tile (the array layer uses it where it builds a graph)."""
     hw = plan.shape[0] * plan.shape[1]
     tile_bytes = max(
         var.size // hw * plan.tile_size**2 * var.dtype.itemsize for var in tiled.values()
     )
-    if any(_is_chunked(var) for var in tiled.values()):
-        return tiles_per_chunk(tile_chunks, tile_bytes, len(plan))
-    return len(plan)
-
-
-def _is_chunked(var: xr.Variable) -> bool:
-    return var.chunks is not None
+    return tiles_per_chunk(tile_chunks, tile_bytes, len(plan))
 
 
 def _tile_variable(var: xr.Variable, plan: TilePlan, ydim, xdim, per: int) -> xr.Variable:
@@ -361,11 +348,11 @@ def untile(
         :func:`split`, or model outputs with other non-spatial dims, say
         ``class`` instead of ``band``), in any dim order.
     blend
-        Per-pixel weights (formulas in :func:`xflipnslide._tiling.blend_weights`):
-        ``"mean"`` (equal), ``"hann"`` (``sin²`` falling toward the tile
-        edges), ``"distance"`` (linear fall to the edge, seamless_seg's
-        trust) or ``"spline"`` (Smoothly-Blend's second-order spline); all
-        floored at 1e-3 of their peak so edge pixels keep a small weight.
+        Per-pixel weights (formulas in :doc:`/inference`): ``"mean"``
+        (equal), ``"hann"`` (``sin²`` falling toward the tile edges),
+        ``"distance"`` (linear fall to the edge, seamless_seg's trust) or
+        ``"spline"`` (Smoothly-Blend's second-order spline); all floored at
+        1e-3 of their peak so edge pixels keep a small weight.
     like
         The scene (or anything on its grid) to align to: the output takes its
         spatial sizes and coordinates; the tiles' window centres must lie on
@@ -413,24 +400,22 @@ def untile(
     g = schema.read_geometry(tiles, dims=dims, what="untile")
     if not len(g):
         raise InvalidTilesError("untile got 0 tiles: there is nothing to put back")
-    if blend not in BLENDS:
-        raise InvalidParameterError(
-            f"blend must be one of {', '.join(map(repr, BLENDS))}; got {blend!r}"
-        )
+    weight = blend_weights(g.tile_size, blend)
     if chunks is not None and not isinstance(chunks, str):
         chunks = check_positive_int(chunks, "chunks")
-    weight = blend_weights(g.tile_size, blend)
     ydim, xdim = g.dims
-    shape, spatial_coords = _scene_grid(tiles, like, g)
-    if like is not None and len(g):
-        _check_windows_fit(g, shape)
-        schema.check_on_grid(tiles, g, like, _like_dims(like, g.dims))
-    out_chunks = _like_chunks(like, g.dims) if chunks is None and like is not None else chunks
+    shape, spatial_coords, like_dims = schema.scene_grid(tiles, g, like)
+    for dim in g.dims:
+        if dim not in spatial_coords:
+            log.info("untile: no %r coordinates rebuilt (no window centres along it)", dim)
+    grid = spatial_data(like, like_dims) if like is not None else []
 
     def back(var: xr.Variable) -> xr.Variable:
         other = [d for d in var.dims if d not in (TILE_DIM, ydim, xdim)]
         var = var.transpose(TILE_DIM, *other, ydim, xdim)
-        out = untile_array(var.data, g.rows, g.cols, g.codes, shape, weight, chunks=out_chunks)
+        out = untile_array(
+            var.data, g.rows, g.cols, g.codes, shape, weight, chunks=chunks, like=grid
+        )
         attrs = {k: v for k, v in var.attrs.items() if k not in schema.GEOMETRY_ATTRS}
         return xr.Variable((*other, ydim, xdim), out, attrs=attrs)
 
@@ -444,62 +429,6 @@ def untile(
         for n, v in tiles.data_vars.items()
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-
-def _check_windows_fit(g: schema.TileGeometry, shape: tuple[int, int]) -> None:
-    T = g.tile_size
-    outside = (g.rows <= -T) | (g.rows >= shape[0]) | (g.cols <= -T) | (g.cols >= shape[1])
-    if outside.any():
-        raise InvalidTilesError(
-            f"{int(outside.sum())} tiles lie outside the {shape[0]} x {shape[1]} grid of like=: "
-            "pass the scene the tiles were cut from"
-        )
-
-
-def _scene_grid(tiles, like, g: schema.TileGeometry):
-    """Scene shape and spatial coordinates, from ``like`` or from the tiles."""
-    ydim, xdim = g.dims
-    if like is not None:
-        ly, lx = _like_dims(like, g.dims)
-        shape = (like.sizes[ly], like.sizes[lx])
-        if g.scene_shape is not None and g.scene_shape != shape:
-            raise InvalidParameterError(
-                f"like= is {shape[0]} x {shape[1]} but the tiles come from a "
-                f"{g.scene_shape[0]} x {g.scene_shape[1]} scene; pass the scene they were cut from"
-            )
-        coords = {
-            d: xr.Variable(d, like[src].values, attrs=like[src].attrs)
-            for d, src in ((ydim, ly), (xdim, lx))
-            if src in like.coords
-        }
-        return shape, coords
-    if g.scene_shape is None:
-        raise InvalidParameterError(
-            "the tiles do not record their scene's shape (attr fns_scene_shape on the tiles "
-            "or their variables): pass like=scene"
-        )
-    coords = schema.scene_coords(tiles, g, g.scene_shape)
-    for dim in g.dims:
-        if dim not in coords:
-            log.info("untile: no %r coordinates rebuilt (no window centres along it)", dim)
-    return g.scene_shape, coords
-
-
-def _like_dims(like, dims) -> tuple[Hashable, Hashable]:
-    if not isinstance(like, (xr.DataArray, xr.Dataset)):
-        raise InvalidParameterError(
-            f"like= takes the scene the tiles were cut from (an xarray DataArray or Dataset); "
-            f"got {type(like).__name__}"
-        )
-    return find_spatial_dims(like, dims if all(d in like.dims for d in dims) else None)
-
-
-def _like_chunks(like, dims):
-    ly, lx = _like_dims(like, dims)
-    sizes = like.chunksizes
-    if ly not in sizes or lx not in sizes:
-        return None
-    return sizes[ly], sizes[lx]
 
 
 def load(obj: T_Xarray) -> T_Xarray:

@@ -1,17 +1,35 @@
-"""Dask graph helpers shared by the array layer: keys, nesting, graph copies.
+"""Backend helpers shared by the array layer: the one backend test
+(:func:`is_lazy`), the numpy runners' thread count, dask chunk checks, keys,
+nesting and graph copies.
 
 The only module besides the array-layer features that knows dask's graph
 internals; :func:`independent_copy` relies on one of them, guarded by a test
-(``tests/test_graph.py``) that fails loudly when dask changes.
+(``tests/test_blocks.py::test_independent_copy_renames_every_key_and_reads_twice``)
+that fails loudly when dask changes.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["array", "independent_copy", "is_lazy", "nest_keys", "tile_chunk_sizes"]
+from ..errors import InvalidParameterError
+
+__all__ = [
+    "array",
+    "check_known_chunks",
+    "first_lazy",
+    "independent_copy",
+    "is_lazy",
+    "map_threads",
+    "nest_keys",
+    "threads",
+    "tile_chunk_sizes",
+]
 
 
 def is_lazy(x) -> bool:
@@ -19,6 +37,43 @@ def is_lazy(x) -> bool:
     dask's own test, without importing dask)."""
     graph = getattr(x, "__dask_graph__", None)
     return callable(graph) and graph() is not None
+
+
+def first_lazy(arrays):
+    """The first dask array of ``arrays`` (a sequence, or ``None``), else ``None``."""
+    return next((a for a in arrays or () if is_lazy(a)), None)
+
+
+def threads() -> int:
+    """Threads the numpy runners use: ``XFLIPNSLIDE_THREADS`` if set, else
+    the CPU count, at most 8."""
+    try:
+        return max(1, int(os.environ["XFLIPNSLIDE_THREADS"]))
+    except (KeyError, ValueError):
+        return min(os.cpu_count() or 1, 8)
+
+
+def map_threads(func, parts, workers: int) -> None:
+    """``func`` of every part, on ``workers`` threads (in order on one)."""
+    parts = list(parts)
+    if workers == 1 or len(parts) == 1:
+        for p in parts:
+            func(p)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(func, parts))
+
+
+def check_known_chunks(x, name: str = "the input") -> None:
+    """Raise for a dask array whose chunk sizes are unknown (NaN); numpy
+    arrays pass."""
+    if not is_lazy(x):
+        return
+    if any(math.isnan(c) for dim in x.chunks for c in dim):
+        raise InvalidParameterError(
+            f"{name} has unknown chunk sizes (NaN), so its windows cannot be planned: call "
+            ".compute_chunk_sizes() on the dask array (or persist it) first"
+        )
 
 
 def tile_chunk_sizes(*arrays) -> tuple[int, ...]:
@@ -38,7 +93,7 @@ def tile_chunk_sizes(*arrays) -> tuple[int, ...]:
 
 def nest_keys(prefix: tuple, ranges: list[range]) -> list:
     """Nested list of the keys ``(*prefix, i, j, ...)`` over ``ranges``: the
-    shape :func:`._blocks.assemble` (and :func:`numpy.block`) join."""
+    shape :func:`.blocks.assemble` (and :func:`numpy.block`) join."""
     if len(ranges) == 1:
         return [(*prefix, i) for i in ranges[0]]
     return [nest_keys((*prefix, i), ranges[1:]) for i in ranges[0]]
@@ -66,8 +121,8 @@ def independent_copy(x, salt: str = "fns-pass"):
     :func:`dask.graph_manipulation.clone` does this in principle but leaves
     the dependencies inside task-spec nodes unrenamed in current dask
     (dask/dask#12455), which breaks graph optimisation; this renames them
-    too, through ``dask._task_spec`` (private: ``tests/test_graph.py`` checks
-    it still behaves).
+    too, through ``dask._task_spec`` (private: a test in
+    ``tests/test_blocks.py`` checks it still behaves).
     """
     import dask.array as da
     from dask._task_spec import convert_legacy_graph

@@ -2,12 +2,14 @@
 blend the outputs back, on numpy (streamed batch by batch) or as one dask
 graph (tile chunks -> model -> overlap-add blocks).
 
-The windows and their D4 views form a :class:`TilePlan` whose codes are the
-views: with test-time augmentation each window appears eight times, once
-per code, consecutively. Gathering a view is :func:`._tiling.tile_array`;
-turning each output back and blending is the overlap-add of
-:func:`._tiling.untile_array` (its weights are D4-symmetric, so averaging
-the eight inverted views and then blending windows is one weighted sum).
+The windows and their D4 views form a :class:`~xflipnslide.TilePlan` whose
+codes are the views: with test-time augmentation each window appears eight
+times, once per code, consecutively. Gathering a view is
+:func:`.tiling.tile_array`; turning each output back and blending is the
+overlap-add of ``untile`` (:class:`.blend.OverlapAdd` on numpy, batch by
+batch; :func:`.blend.untile_array` on dask). Its weights are
+D4-symmetric, so averaging the eight inverted views and then blending
+windows is one weighted sum.
 
 Every model output is checked (:meth:`ModelRunner.__call__`) before any
 kernel sees it: its shape, its channel count against ``classes``, its dtype.
@@ -34,8 +36,8 @@ import numpy as np
 from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
-from .kernels import normalize_weights, scatter_tiles
-from .tiling import tile_array, tiles_per_chunk, untile_array
+from .blend import OverlapAdd, untile_array
+from .tiling import tile_array, tiles_per_chunk
 
 __all__ = ["ModelRunner", "NonFiniteCounts", "predict_array"]
 
@@ -261,8 +263,7 @@ def predict_array(
     if _graph.is_lazy(x):
         return _predict_dask(x, plan, runner, weight, classes, chunks)
     x = np.asarray(x)
-    acc = np.zeros((classes, *plan.shape), np.float64)  # many views: sum in float64
-    wsum = np.zeros(plan.shape)
+    acc = OverlapAdd(classes, plan.shape, weight, np.float64)  # many views: sum in float64
     counts = NonFiniteCounts()
     step = max(runner.batch_size, 1) * 4
     for a in range(0, len(plan), step):
@@ -270,10 +271,9 @@ def predict_array(
         tiles = tile_array(x, part).reshape((len(part), -1, plan.tile_size, plan.tile_size))
         out, found = runner.run(tiles)
         counts.merge(found)
-        scatter_tiles(out.astype(np.float64), part.rows, part.cols, part.codes, weight, acc, wsum)
+        acc.add(out, part.rows, part.cols, part.codes)
     counts.warn()
-    normalize_weights(acc, wsum)
-    return acc.astype(np.float32)
+    return acc.result(np.float32)
 
 
 def _run_chunk(tiles: np.ndarray, runner: ModelRunner, start: int, total: int) -> np.ndarray:

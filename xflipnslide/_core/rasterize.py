@@ -32,12 +32,15 @@ def _burn(shapes, transform, shape, fill, all_touched, dtype) -> np.ndarray:
     )
 
 
-def rasterize_array(shapes, transform, shape, *, fill, all_touched, dtype, chunks=None):
+def rasterize_array(shapes, transform, shape, *, fill, all_touched, dtype, like=None):
     """``(H, W)`` array of ``shapes`` (``(geometry, value)`` pairs) burned on
-    the grid of ``transform`` (an affine); a lazy dask array chunked by
-    ``chunks`` (a pair of chunk tuples) when given."""
-    if chunks is None:
+    the grid of ``transform`` (an affine): numpy, or, where one of ``like``
+    (arrays on that grid, y and x last) is a dask array, a lazy dask array
+    chunked as the first such along y and x."""
+    lazy = _graph.first_lazy(like)
+    if lazy is None:
         return _burn(shapes, transform, shape, fill, all_touched, dtype)
+    chunks = tuple(tuple(int(c) for c in axis) for axis in lazy.chunks[-2:])
     from affine import Affine
     from dask.base import tokenize
 

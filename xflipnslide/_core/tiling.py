@@ -1,20 +1,20 @@
-"""Array layer of tiling: ``tile_array`` and ``untile_array`` on numpy or dask.
+"""Array layer of tiling: ``tile_array``, ``valid_fractions`` and
+``load_arrays`` on numpy or dask (``untile_array`` is in :mod:`.blend`).
 
-Each entry point takes numpy or dask and dispatches once. The numpy runner
-splits the tiles over threads (the kernels release the GIL). The dask graph
-is one layer chunked along ``tile`` only, in chunks of equal tile count, so it
-writes straight to Zarr: each task receives, for each strip its tiles read
-(:func:`._blocks.strips`), exactly the input chunks that strip overlaps, so
-its memory is its output chunk plus those strips, whatever the input's
-chunking, and the result does not depend on that chunking.
+Each entry point takes numpy or dask and dispatches once. The numpy runners
+split the work over threads (the kernels release the GIL). A dask graph of
+tiles (or of their valid fractions) is one layer chunked along ``tile``
+only, in chunks of equal tile count, so it writes straight to Zarr: each
+task receives, for each strip its tiles read (:func:`.blocks.strips`),
+exactly the input chunks that strip overlaps, so its memory is its output
+chunk plus those strips, whatever the input's chunking, and the result does
+not depend on that chunking.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,48 +31,22 @@ from .blocks import (
     strip_source,
     strips,
 )
-from .kernels import as_bits, gather_tiles, normalize_weights, scatter_tiles
+from .graph import check_known_chunks, map_threads, threads
+from .kernels import as_bits, gather_tiles
 
-__all__ = [
-    "BLENDS",
-    "blend_weights",
-    "check_dtype",
-    "tile_array",
-    "tiles_per_chunk",
-    "untile_array",
-]
-
-#: Weights ``untile`` and ``predict`` blend overlapping tiles with.
-BLENDS = ("mean", "hann", "distance", "spline")
+__all__ = ["check_tileable", "load_arrays", "tile_array", "tiles_per_chunk", "valid_fractions"]
 
 
-def threads() -> int:
-    """Threads the numpy runners use: ``XFLIPNSLIDE_THREADS`` if set, else
-    the CPU count, at most 8."""
-    try:
-        return max(1, int(os.environ["XFLIPNSLIDE_THREADS"]))
-    except (KeyError, ValueError):
-        return min(os.cpu_count() or 1, 8)
-
-
-def check_dtype(dtype: np.dtype, name: str = "the input") -> None:
-    """Raise unless the kernels can move items of ``dtype``."""
-    dtype = np.dtype(dtype)
+def check_tileable(x, name: str = "the input") -> None:
+    """Raise unless the kernels can tile ``x``: a dtype they move (numeric
+    or boolean, 1, 2, 4 or 8 bytes) and, on dask, known chunk sizes."""
+    dtype = np.dtype(x.dtype)
     if dtype.hasobject or dtype.itemsize not in (1, 2, 4, 8):
         raise InvalidParameterError(
             f"{name} has dtype {dtype}, which cannot be tiled: use a numeric or "
             "boolean dtype of 1, 2, 4 or 8 bytes (cast first, e.g. .astype('float32'))"
         )
-
-
-def check_known_chunks(x, name: str = "the input") -> None:
-    """Raise for a dask array whose chunk sizes are unknown (NaN)."""
-    chunks = getattr(x, "chunks", None)
-    if chunks and any(math.isnan(c) for dim in chunks for c in dim):
-        raise InvalidParameterError(
-            f"{name} has unknown chunk sizes (NaN), so its windows cannot be planned: call "
-            ".compute_chunk_sizes() on the dask array (or persist it) first"
-        )
+    check_known_chunks(x, name)
 
 
 def tiles_per_chunk(tile_chunks: int | str, tile_bytes: int, n_tiles: int) -> int:
@@ -108,10 +82,28 @@ def tiles_per_chunk(tile_chunks: int | str, tile_bytes: int, n_tiles: int) -> in
 def tile_array(x, plan: TilePlan, *, tile_chunks: int | str = "auto"):
     """Tile ``(*other, H, W)`` into ``(n, *other, T, T)``: numpy in, numpy out
     (threaded); dask in, a lazy dask array out."""
-    check_dtype(x.dtype)
+    check_tileable(x)
     if _graph.is_lazy(x):
-        return _tile_dask(x, plan, tile_chunks)
+        other = tuple(x.shape[:-2])
+        per = tiles_per_chunk(tile_chunks, plan.tile_size**2 * _items(other, x.dtype), len(plan))
+        chunks = (*((d,) for d in other), (plan.tile_size,), (plan.tile_size,))
+
+        def task(blocks, tasks, n):
+            return (_tile_chunk, blocks, tasks, n, other, plan.tile_size, x.dtype)
+
+        name = "fns-tile-" + _token(x, plan, per, x.dtype)
+        return _by_strips(x, plan, per, name, task, chunks, x.dtype)
     return _tile_numpy(np.asarray(x), plan)
+
+
+def _items(other: tuple, dtype) -> int:
+    return math.prod(other) * np.dtype(dtype).itemsize
+
+
+def _token(*args) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*args)
 
 
 def _gather_range(x: np.ndarray, plan: TilePlan, out: np.ndarray, start: int, stop: int) -> None:
@@ -132,12 +124,7 @@ def _tile_numpy(x: np.ndarray, plan: TilePlan) -> np.ndarray:
     workers = threads()
     parts = max(1, min(n, workers * 4))
     bounds = np.linspace(0, n, parts + 1).astype(int)
-    if workers == 1 or parts == 1:
-        for a, b in itertools.pairwise(bounds):
-            _gather_range(x, plan, out, a, b)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda ab: _gather_range(x, plan, out, *ab), itertools.pairwise(bounds)))
+    map_threads(lambda ab: _gather_range(x, plan, out, *ab), itertools.pairwise(bounds), workers)
     return out.reshape((n, *other, T, T))
 
 
@@ -152,7 +139,8 @@ class _StripTask:
         self.strip, self.ys, self.xs, self.offset, self.depth = strip, ys, xs, offset, depth
 
     def source(self, nested: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The kernel's source for the strip, and the window origins in it."""
+        """The kernel's ``(C, h, w)`` source for the strip, and the window
+        origins in it."""
         s = self.strip
         block = only(nested)
         if block is not None and block.flags.c_contiguous and not s.padded:
@@ -173,20 +161,18 @@ def _tile_chunk(blocks: list, tasks: list, n: int, other: tuple, size: int, dtyp
     return out.reshape((n, *other, size, size))
 
 
-def _tile_dask(x, plan: TilePlan, tile_chunks):
-    from dask.base import tokenize
-
+def _by_strips(x, plan: TilePlan, per: int, name: str, task, block_chunks: tuple, dtype):
+    """A one-layer dask array of one task per chunk of ``per`` tiles of
+    ``plan``: ``task(blocks, strip_tasks, n)`` is the task of one chunk,
+    handed the input chunks each of its strips overlaps; ``block_chunks``
+    are the output's chunks after ``tile``."""
     check_known_chunks(x)
-    n, T, other = len(plan), plan.tile_size, tuple(x.shape[:-2])
-    per = tiles_per_chunk(tile_chunks, T * T * math.prod(other) * x.dtype.itemsize, n)
+    n, depth = len(plan), x.ndim - 2
     starts = list(range(0, n, per))
     sizes = tuple(min(per, n - a) for a in starts)
-    # a token of all the values depend on: the input, every window and code (the
-    # plan's own token), the tiles per chunk and the dtype
-    name = "fns-tile-" + tokenize(x, plan, per, x.dtype)
     ybounds, xbounds = (chunk_bounds(c) for c in x.chunks[-2:])
     other_idx = [range(len(c)) for c in x.chunks[:-2]]
-    zeros = (0,) * (len(other) + 2)
+    zeros = (0,) * len(block_chunks)
     dsk = {}
     for i, a in enumerate(starts):
         blocks, tasks = [], []
@@ -199,128 +185,77 @@ def _tile_dask(x, plan: TilePlan, tile_chunks):
                     local_slices(ybounds, iy, s.y),
                     local_slices(xbounds, ix, s.x),
                     (ybounds[iy[0]], xbounds[ix[0]]),
-                    len(other),
+                    depth,
                 )
             )
-        dsk[(name, i, *zeros)] = (_tile_chunk, blocks, tasks, sizes[i], other, T, x.dtype)
-    chunks = (sizes, *((d,) for d in other), (T,), (T,))
-    return _graph.array(name, dsk, chunks, x.dtype, [x])
+        dsk[(name, i, *zeros)] = task(blocks, tasks, sizes[i])
+    return _graph.array(name, dsk, (sizes, *block_chunks), dtype, [x])
 
 
-# --- untile ---------------------------------------------------------------
+# --- valid fractions --------------------------------------------------------
 
 
-def blend_weights(tile_size: int, blend: str, floor: float = 1e-3) -> np.ndarray:
-    """Per-pixel weights of a ``(T, T)`` tile for overlap-adding, float64.
+def valid_fractions(mask, plan: TilePlan, *, tile_chunks: int | str = "auto"):
+    """Share of True pixels of a ``(H, W)`` ``mask`` in each window of
+    ``plan`` (reflect padding included), float32 along ``tile``.
 
-    With ``u = (i + 0.5) / T`` the pixel centre in ``(0, 1)`` and ``w`` applied
-    on each axis (the 2-D weight is ``w(u_y) * w(u_x)``):
-
-    * ``"mean"``: ``w = 1``.
-    * ``"hann"``: ``w = sin(pi u)^2``.
-    * ``"distance"``: ``w = 1 - |2u - 1|``, falling linearly from the centre
-      to the tile edge (seamless_seg's trust weights).
-    * ``"spline"``: the second-order spline window of Smoothly-Blend-Image-
-      Patches: ``w = 1 - 2 (1 - d)^2`` for ``d = 1 - |2u - 1| >= 1/2`` (the
-      middle half) and ``w = 2 d^2`` outside it, then divided by its mean.
-
-    ``untile`` floors every 2-D weight at ``floor`` (1e-3) of its maximum, so
-    a pixel that only one tile covers near its edge still comes back;
-    ``predict``, whose windows cover every pixel away from their edges, uses
-    the weights as they are (``floor=0``; all are positive). Every weight is
-    symmetric under D4, so a transformed tile needs no transformed weights.
+    One way on both backends: the True pixels of a window are four reads of
+    a summed-area table. numpy in, numpy out (one table over the padded
+    mask); dask in, a lazy array chunked like :func:`tile_array` with the
+    same ``tile_chunks`` (one table per strip of windows, from the mask
+    chunks that strip overlaps).
     """
-    u = (np.arange(tile_size) + 0.5) / tile_size
-    if blend == "mean":
-        w = np.ones(tile_size)
-    elif blend == "hann":
-        w = np.sin(np.pi * u) ** 2
-    elif blend == "distance":
-        w = 1 - np.abs(2 * u - 1)
-    elif blend == "spline":
-        d = 1 - np.abs(2 * u - 1)
-        w = np.where(d >= 0.5, 1 - 2 * (1 - d) ** 2, 2 * d**2)
-        w = w / w.mean()
-    else:
-        raise InvalidParameterError(
-            f"blend must be one of {', '.join(map(repr, BLENDS))}; got {blend!r}"
-        )
-    out = np.outer(w, w)
-    return np.maximum(out, floor * out.max())
+    if _graph.is_lazy(mask):
+        mask = mask if mask.dtype == bool else mask.astype(bool)
+        per = tiles_per_chunk(tile_chunks, plan.tile_size**2, len(plan))
+
+        def task(blocks, tasks, n):
+            return (_fractions_chunk, blocks, tasks, n, plan.tile_size)
+
+        name = "fns-valid-fraction-" + _token(mask, plan, per)
+        return _by_strips(mask, plan, per, name, task, (), np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if any(plan.pad[0] + plan.pad[1]):
+        mask = np.pad(mask, plan.pad, mode="reflect")
+    rows, cols = plan.rows + plan.pad[0][0], plan.cols + plan.pad[1][0]
+    return _window_fractions(mask, rows, cols, plan.tile_size)
 
 
-def untile_array(
-    tiles,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    codes: np.ndarray,
-    shape: tuple[int, int],
-    weight: np.ndarray,
-    *,
-    chunks=None,
-    acc_dtype=None,
-):
-    """Undo each tile's transform and overlap-add ``(n, *other, T, T)`` into
-    ``(*other, H, W)`` (float, float32 for float32 or small integer tiles);
-    NaN where no tile. Dask in, dask out: ``chunks`` is the output chunking
-    along y and x (a pair of chunk tuples, a side or ``None`` for a default
-    bounding each task's memory). ``acc_dtype`` (float64) sums many
-    overlapping views to within one rounding of the result."""
-    dtype = np.result_type(tiles.dtype, np.float32)
-    if _graph.is_lazy(tiles):
-        check_known_chunks(tiles, "the tiles")
-        return _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks, acc_dtype)
-    return _untile_numpy(np.asarray(tiles), rows, cols, codes, shape, weight, dtype, acc_dtype)
+def _window_fractions(mask: np.ndarray, rows, cols, tile_size: int) -> np.ndarray:
+    """Share of True pixels of the windows at ``rows``/``cols`` of a
+    ``(h, w)`` mask they lie inside, from a summed-area table of the part
+    they cover."""
+    T = tile_size
+    if not len(rows):
+        return np.empty(0, np.float32)
+    r0, c0 = int(rows.min()), int(cols.min())
+    part = mask[r0 : int(rows.max()) + T, c0 : int(cols.max()) + T]
+    table = np.zeros((part.shape[0] + 1, part.shape[1] + 1), np.int64)
+    table[1:, 1:] = part.cumsum(0, dtype=np.int64).cumsum(1)
+    r, c = rows - r0, cols - c0
+    total = table[r + T, c + T] - table[r, c + T] - table[r + T, c] + table[r, c]
+    return (total / (T * T)).astype(np.float32)
 
 
-def _untile_numpy(tiles, rows, cols, codes, shape, weight, dtype, acc_dtype=None) -> np.ndarray:
-    """Overlap-add into ``dtype``; ``acc_dtype`` (float64) sums many views
-    to within one rounding of ``dtype``. Threaded by horizontal bands of the
-    output: each thread adds the tiles overlapping its band into its own rows
-    (the kernel clips windows to the band), so no two threads write a pixel."""
-    other = tiles.shape[1:-2]
-    flat = np.ascontiguousarray(tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:])))
-    flat = flat.astype(acc_dtype or dtype, copy=False)
-    acc = np.zeros((flat.shape[1], *shape), dtype=flat.dtype)
-    wsum = np.zeros(shape)
-    T = flat.shape[-1]
-    workers = threads() if len(rows) > 64 and shape[0] >= 4 * T else 1
-    edges = np.linspace(0, shape[0], workers + 1).astype(int)
-
-    def band(y0: int, y1: int) -> None:
-        near = np.flatnonzero((rows < y1) & (rows + T > y0))
-        # contiguous runs of tiles (plan order keeps window rows together): views, no copies
-        cuts = np.flatnonzero(np.diff(near) != 1) + 1
-        for run in np.split(near, cuts):
-            if not len(run):
-                continue
-            sl = slice(int(run[0]), int(run[-1]) + 1)
-            scatter_tiles(
-                flat[sl], rows[sl] - y0, cols[sl], codes[sl], weight, acc[:, y0:y1], wsum[y0:y1]
-            )
-        normalize_weights(acc[:, y0:y1], wsum[y0:y1])
-
-    if workers == 1:
-        band(0, shape[0])
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda ab: band(*ab), itertools.pairwise(edges.tolist())))
-    return acc.reshape((*other, *shape)).astype(dtype, copy=False)
-
-
-def load_array(x):
-    """``x`` as numpy; several dask arrays in one pass (shared inputs read
-    once), each stored straight into a preallocated array (no second copy)."""
-    return load_arrays([x])[0]
+def _fractions_chunk(blocks: list, tasks: list, n: int, size: int) -> np.ndarray:
+    """Task body: the valid fractions of the windows of each strip."""
+    out = np.empty(n, np.float32)
+    for nested, task in zip(blocks, tasks, strict=True):
+        src, rows, cols = task.source(nested)
+        s = task.strip
+        out[s.start : s.stop] = _window_fractions(src[0], rows, cols, size)
+    return out
 
 
 def load_arrays(arrays: list) -> list:
-    """:func:`load_array` of several arrays in one computation.
+    """Each of ``arrays`` as numpy, the dask ones in one computation (inputs
+    they share read once).
 
     On the threaded or synchronous scheduler the chunks are stored straight
-    into preallocated arrays; on any other (a ``dask.distributed`` cluster,
-    processes) the tasks run in other processes, which cannot write into
-    this process's memory, so the arrays are computed and gathered instead.
+    into preallocated arrays (no second copy); on any other (a
+    ``dask.distributed`` cluster, processes) the tasks run in other
+    processes, which cannot write into this process's memory, so the arrays
+    are computed and gathered instead.
     """
     lazy = [i for i, a in enumerate(arrays) if _graph.is_lazy(a)]
     if not lazy:
@@ -341,78 +276,3 @@ def load_arrays(arrays: list) -> list:
     for i, t in zip(lazy, targets):
         out[i] = t
     return [np.asarray(a) for a in out]
-
-
-def _untile_block(
-    parts: list, picks: list, rows, cols, codes, block_shape, weight, dtype, other, acc_dtype
-):
-    """Task body: scatter the tiles overlapping one output block into it."""
-    if not parts:
-        return np.full((*other, *block_shape), np.nan, dtype=dtype)
-    tiles = np.concatenate([p[idx] for p, idx in zip(parts, picks)])
-    return _untile_numpy(tiles, rows, cols, codes, block_shape, weight, dtype, acc_dtype)
-
-
-def output_chunks(chunks, shape: tuple[int, int], tile_size: int, other_items: int, dtype):
-    """Output chunks along (y, x) for ``untile``/``predict`` on dask.
-
-    ``None``: square blocks, a multiple of the tile size, of about a quarter
-    of dask's ``array.chunk-size`` (all other dims included), so a task holds
-    its block, its weights and the tiles overlapping it in bounded memory.
-    """
-    import dask
-    from dask.array.core import normalize_chunks
-    from dask.utils import parse_bytes
-
-    if chunks is None:
-        target = parse_bytes(dask.config.get("array.chunk-size")) / 4
-        side = math.sqrt(target / max(other_items * np.dtype(dtype).itemsize, 1))
-        side = max(tile_size, int(side // tile_size) * tile_size)
-        chunks = (side, side)
-    elif not isinstance(chunks, tuple) or len(chunks) != 2:
-        chunks = (chunks, chunks)
-    return normalize_chunks(chunks, shape=shape, dtype=dtype)
-
-
-def _untile_dask(tiles, rows, cols, codes, shape, weight, dtype, chunks, acc_dtype=None):
-    from dask.base import tokenize
-
-    if any(len(c) > 1 for c in tiles.chunks[1:]):
-        tiles = tiles.rechunk({i: -1 for i in range(1, tiles.ndim)})
-    T, other = tiles.shape[-1], tuple(tiles.shape[1:-2])
-    chunks = output_chunks(chunks, shape, T, math.prod(other), dtype)
-    name = "fns-untile-" + tokenize(
-        tiles, rows, cols, codes, shape, weight, dtype, chunks, np.dtype(acc_dtype or dtype)
-    )
-    tbounds = chunk_bounds(tiles.chunks[0])
-    owner = np.searchsorted(tbounds, np.arange(len(rows)), side="right") - 1
-    ybounds, xbounds = (chunk_bounds(c) for c in chunks)
-    zeros = (0,) * len(other)
-    inner = (0,) * (tiles.ndim - 1)
-    dsk = {}
-    for iy in range(len(chunks[0])):
-        y0, y1 = ybounds[iy], ybounds[iy + 1]
-        near_y = (rows < y1) & (rows + T > y0)
-        for ix in range(len(chunks[1])):
-            x0, x1 = xbounds[ix], xbounds[ix + 1]
-            ks = np.flatnonzero(near_y & (cols < x1) & (cols + T > x0))
-            parts, picks = [], []
-            for chunk in np.unique(owner[ks]).tolist():
-                mine = ks[owner[ks] == chunk]
-                parts.append((tiles.name, chunk, *inner))
-                picks.append(mine - tbounds[chunk])
-            dsk[(name, *zeros, iy, ix)] = (
-                _untile_block,
-                parts,
-                picks,
-                rows[ks] - y0,
-                cols[ks] - x0,
-                codes[ks],
-                (y1 - y0, x1 - x0),
-                weight,
-                dtype,
-                other,
-                acc_dtype,
-            )
-    out_chunks = (*((d,) for d in other), *chunks)
-    return _graph.array(name, dsk, out_chunks, dtype, [tiles])

@@ -1,0 +1,264 @@
+"""Numba kernels of tiling: gather windows under their D4 transform, and
+the inverse, scatter-add tiles back onto a scene block.
+
+Tiling moves bytes and never does arithmetic on them, so the gather works
+on unsigned-integer *views* of the same item size (see :func:`as_bits`):
+four compiled variants serve every dtype, and values (NaN payloads
+included) come out bit for bit.
+
+Speed notes (measured, see ``benchmarks/bench_tile.py``): index arithmetic
+is done in unsigned integers so numba emits no negative-index wrap-around
+checks and LLVM vectorises the row copies, reversed ones included; the four
+codes that transpose a window copy it in 8 x 8 blocks so reads and writes
+both stay in cache lines, and reverse rows of the output rather than
+columns of the input (reading a row backwards inside a transpose costs
+50 % more).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...plan import INVERSE_CODES
+from ._jit import describe, kernel, require
+
+__all__ = ["as_bits", "gather_tiles", "normalize_weights", "scatter_tiles"]
+
+
+def _check_windows(name, rows, cols, codes, n) -> None:
+    """``rows``, ``cols``, ``codes``: 1-D, ``n`` each, codes in 0..7."""
+    require(
+        all(np.ndim(a) == 1 and len(a) == n for a in (rows, cols, codes)),
+        name,
+        f"rows, cols and codes must be 1-D with one entry per tile ({n})",
+        describe(rows=rows, cols=cols, codes=codes),
+    )
+    if n:
+        lo, hi = int(np.min(codes)), int(np.max(codes))
+        require(lo >= 0 and hi <= 7, name, "codes must be in 0..7", f"{lo}..{hi}")
+
+
+def _check_gather(src, rows, cols, codes, out) -> None:
+    shapes = describe(src=src, out=out)
+    require(
+        np.ndim(src) == 3 and np.ndim(out) == 4,
+        "gather_tiles",
+        "src must be (C, H, W) and out (n, C, T, T)",
+        shapes,
+    )
+    n, C, T = out.shape[0], out.shape[1], out.shape[-1]
+    require(
+        out.shape[2] == T and src.shape[0] == C and src.dtype == out.dtype,
+        "gather_tiles",
+        "out must be (n, C, T, T) with src's C and dtype",
+        f"{shapes}, {src.dtype} -> {out.dtype}",
+    )
+    _check_windows("gather_tiles", rows, cols, codes, n)
+    if n:
+        H, W = src.shape[1:]
+        r0, r1, c0, c1 = (int(f(a)) for a in (rows, cols) for f in (np.min, np.max))
+        require(
+            r0 >= 0 and c0 >= 0 and r1 + T <= H and c1 + T <= W,
+            "gather_tiles",
+            f"every {T} x {T} window must lie inside src ({H} x {W})",
+            f"origins rows {r0}..{r1}, cols {c0}..{c1}",
+        )
+
+
+def _check_scatter(tiles, rows, cols, codes, weight, acc, wsum) -> None:
+    shapes = describe(tiles=tiles, weight=weight, acc=acc, wsum=wsum)
+    ok = np.ndim(tiles) == 4 and np.ndim(acc) == 3 and np.ndim(wsum) == 2
+    require(ok, "scatter_tiles", "tiles must be (n, C, T, T), acc (C, H, W), wsum (H, W)", shapes)
+    n, C, T = tiles.shape[0], tiles.shape[1], tiles.shape[-1]
+    ok = tiles.shape[2] == T and acc.shape == (C, *wsum.shape) and np.shape(weight) == (T, T)
+    require(
+        ok,
+        "scatter_tiles",
+        "tiles (n, C, T, T) need acc (C, H, W), wsum (H, W) and weight (T, T) of the same C and T",
+        shapes,
+    )
+    _check_windows("scatter_tiles", rows, cols, codes, n)
+
+
+def _check_normalize(acc, wsum) -> None:
+    ok = np.ndim(acc) == 3 and np.ndim(wsum) == 2 and acc.shape[1:] == wsum.shape
+    require(
+        ok,
+        "normalize_weights",
+        "acc must be (C, H, W) over wsum (H, W)",
+        describe(acc=acc, wsum=wsum),
+    )
+
+
+_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def as_bits(a: np.ndarray) -> np.ndarray:
+    """View ``a`` as unsigned integers of the same item size (no copy)."""
+    return a.view(_BITS[a.dtype.itemsize])
+
+
+@kernel(boundscheck=False)
+def _copy_row(srow, x0, orow):
+    """``orow[j] = srow[x0 + j]``."""
+    for j in range(orow.shape[0]):
+        orow[j] = srow[x0 + np.uint64(j)]
+
+
+@kernel(boundscheck=False)
+def _copy_row_reversed(srow, xe, orow):
+    """``orow[j] = srow[xe - j]``."""
+    for j in range(orow.shape[0]):
+        orow[j] = srow[xe - np.uint64(j)]
+
+
+@kernel(boundscheck=False)
+def _copy_rows(s, o, y0, x0, flip_y, flip_x):
+    """``o[r, j] = s[y0 + (t-r if flip_y else r), x0 + (t-j if flip_x else j)]``."""
+    T = o.shape[0]
+    t = np.uint64(T - 1)
+    for r in range(T):
+        u = y0 + t - np.uint64(r) if flip_y else y0 + np.uint64(r)
+        if flip_x:
+            _copy_row_reversed(s[u], x0 + t, o[r])
+        else:
+            _copy_row(s[u], x0, o[r])
+
+
+@kernel(boundscheck=False)
+def _copy_transposed(v, o):
+    """``o[r, j] = v[j, r]``, in 8 x 8 blocks when the size allows."""
+    T = o.shape[0]
+    if T % 8 == 0:
+        for jb in range(0, T, 8):
+            for ib in range(0, T, 8):
+                for a in range(8):
+                    for b in range(8):
+                        o[ib + a, jb + b] = v[jb + b, ib + a]
+    else:
+        for r in range(T):
+            for j in range(T):
+                o[r, j] = v[j, r]
+
+
+@kernel(check=_check_gather, boundscheck=False)
+def gather_tiles(src, rows, cols, codes, out):
+    """Gather windows of ``src`` and apply their D4 transform, in one pass.
+
+    Parameters
+    ----------
+    src : ndarray, shape (C, H, W)
+        Source pixels, C-contiguous for full speed.
+    rows, cols : int64 ndarray, shape (n,)
+        Window origins in ``src``; every window must lie inside it (the
+        entry point checks it, with every shape).
+    codes : int8 ndarray, shape (n,)
+        Transform code of each window (``xflipnslide.plan.TRANSFORMS``).
+    out : ndarray, shape (n, C, T, T)
+        Where tile ``k`` is written; same dtype as ``src``.
+
+    Notes
+    -----
+    ``out[k, c, r, j]`` is window pixel ``(u, v)`` with, for ``t = T - 1``:
+    identity ``(r, j)``; rot270 ``(t-j, r)``; rot180 ``(t-r, t-j)``;
+    rot90 ``(j, t-r)``; flip_x ``(r, t-j)``; flip_y ``(t-r, j)``;
+    antitranspose ``(t-j, t-r)``; transpose ``(j, r)``.
+    """
+    T = out.shape[-1]
+    for k in range(rows.shape[0]):
+        y0 = rows[k]
+        x0 = cols[k]
+        code = codes[k]
+        for c in range(src.shape[0]):
+            o = out[k, c]
+            if code == 0 or code == 2 or code == 4 or code == 5:
+                _copy_rows(
+                    src[c],
+                    o,
+                    np.uint64(y0),
+                    np.uint64(x0),
+                    code == 2 or code == 5,
+                    code == 2 or code == 4,
+                )
+            else:
+                w = src[c, y0 : y0 + T, x0 : x0 + T]
+                if code == 1:
+                    _copy_transposed(w[::-1, :], o)
+                elif code == 3:
+                    _copy_transposed(w, o[::-1, :])
+                elif code == 6:
+                    _copy_transposed(w[::-1, :], o[::-1, :])
+                else:
+                    _copy_transposed(w, o)
+
+
+_INVERSE = INVERSE_CODES  # a global array numba freezes into the kernel
+
+
+@kernel(check=_check_scatter, boundscheck=False)
+def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
+    """Undo each tile's transform and add it, weighted, onto a scene block.
+
+    The inverse of :func:`gather_tiles`, built on it: each tile is first
+    turned back into its window's frame (:func:`gather_tiles` with the
+    inverse code, into a small buffer), then added row by row at
+    ``(rows[k], cols[k])``; the parts of a window outside the block
+    (padding, or another block's share) are skipped.
+
+    Parameters
+    ----------
+    tiles : float ndarray, shape (n, C, T, T)
+    rows, cols : int64 ndarray, shape (n,)
+        Window origins relative to the block (may be negative or beyond it).
+    codes : int8 ndarray, shape (n,)
+    weight : float64 ndarray, shape (T, T)
+        Per-pixel weight in the window's frame.
+    acc : float ndarray, shape (C, H, W)
+        Weighted sums, added to in place (same dtype as ``tiles``).
+    wsum : float64 ndarray, shape (H, W)
+        Sums of weights, added to in place.
+    """
+    n, C, T = tiles.shape[0], tiles.shape[1], tiles.shape[-1]
+    H, W = wsum.shape
+    buf = np.empty((1, C, T, T), tiles.dtype)
+    origin = np.zeros(1, np.int64)
+    code = np.empty(1, np.int8)
+    w = weight.astype(acc.dtype)
+    for k in range(n):
+        code[0] = _INVERSE[codes[k]]
+        gather_tiles(tiles[k], origin, origin, code, buf)
+        y0, x0 = rows[k], cols[k]
+        r0, r1 = max(0, -y0), min(T, H - y0)
+        j0, j1 = max(0, -x0), min(T, W - x0)
+        if r0 >= r1 or j0 >= j1:
+            continue
+        xs = np.uint64(x0 + j0)
+        for r in range(r0, r1):
+            y = np.uint64(y0 + r)
+            wrow = weight[r]
+            srow = wsum[y]
+            for j in range(j1 - j0):
+                srow[xs + np.uint64(j)] += wrow[j0 + j]
+            for c in range(C):
+                arow = acc[c, y]
+                brow = buf[0, c, r]
+                frow = w[r]
+                for j in range(j1 - j0):
+                    arow[xs + np.uint64(j)] += frow[j0 + j] * brow[j0 + j]
+
+
+@kernel(check=_check_normalize)
+def normalize_weights(acc, wsum):
+    """``acc[c] /= wsum`` in place, NaN where ``wsum`` is 0 (no tile)."""
+    C = acc.shape[0]
+    H, W = wsum.shape
+    for y in range(H):
+        for x in range(W):
+            s = wsum[y, x]
+            if s > 0:
+                inv = 1.0 / s
+                for c in range(C):
+                    acc[c, y, x] *= inv
+            else:
+                for c in range(C):
+                    acc[c, y, x] = np.nan
