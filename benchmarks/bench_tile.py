@@ -15,7 +15,7 @@ and ``dask.array.store`` into a preallocated array).
 
 Usage::
 
-    python benchmarks/bench_tile.py                      # the SPEC case: 3 x 5120 x 5120 float32, T = 256
+    python benchmarks/bench_tile.py                      # the reference case: 3 x 5120 x 5120 float32, T = 256
     python benchmarks/bench_tile.py --size 512 --tile-size 64 --repeat 1   # a smoke run
 """
 

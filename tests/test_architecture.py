@@ -28,6 +28,9 @@ PENDING = {
     # collection/ (tile sets of many scenes): the fns_scenes attr is spelled
     # there; it moves to schema with the collection format
     ("names", "collection/"),
+    # io/ (being split into raster and stac): the fns_scale_factor and
+    # fns_add_offset attrs, which schema.portable_attrs writes
+    ("names", "io/"),
 }
 
 #: The one allowed dask import of the xarray layer: the CLI's progress bar.

@@ -1,4 +1,4 @@
-"""Chunk geometry (``_blocks``, no dask) and the graph helpers (``_graph``)."""
+"""Chunk geometry (``_core.blocks``, no dask) and the graph helpers (``_core.graph``)."""
 
 from __future__ import annotations
 

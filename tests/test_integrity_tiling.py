@@ -45,7 +45,7 @@ def polygons():
 
 def sliced(scene: xr.DataArray, tiles: xr.DataArray) -> np.ndarray:
     """The tiles by slicing each window out of the scene and applying its
-    code with numpy (SPEC §2.3): the oracle, for windows inside the scene."""
+    code with numpy (the table in docs/tiling.md): the oracle, for windows inside the scene."""
     a, T = scene.values, tiles.sizes["y"]
     out = [
         TRANSFORM[int(k)](a[..., r : r + T, c : c + T])

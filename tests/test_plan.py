@@ -1,4 +1,5 @@
-"""The window plan against SPEC §2: counts, order, codes and properties."""
+"""The window plan against the geometry of docs/tiling.md: counts, order,
+codes and properties."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def test_pad_origins_and_extent():
     assert plan.rows.min() == -12
 
 
-#: SPEC §2.3 written out as index maps: tile pixel (r, j) of a T x T window
+#: The transform table of docs/tiling.md written out as index maps: tile pixel (r, j) of a T x T window
 #: comes from window pixel (u, v); t = T - 1. Independent of numpy's rot90.
 INDEX_MAPS = {
     0: lambda r, j, t: (r, j),

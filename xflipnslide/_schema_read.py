@@ -192,12 +192,27 @@ def _tile_dims(tiles, attrs, dims) -> tuple[Hashable, Hashable]:
     return find_spatial_dims(var, dims)
 
 
+def _first(bad: np.ndarray) -> int | None:
+    """The first tile where ``bad``, or ``None``."""
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _at(g: TileGeometry, k: int) -> str:
+    return f"row={int(g.rows[k])}, col={int(g.cols[k])}"
+
+
+def _mixed_in(problem: str, other: str, each: str) -> InvalidTilesError:
+    """The error for tiles of several tilings in one set."""
+    return InvalidTilesError(
+        f"{problem}. Tiles of another {other} were mixed in (e.g. by xr.concat): untile {each}"
+    )
+
+
 def _check_codes(g: TileGeometry) -> None:
-    bad = (g.codes < 0) | (g.codes > 7)
-    if bad.any():
+    if (k := _first((g.codes < 0) | (g.codes > 7))) is not None:
         raise InvalidTilesError(
-            f"transform codes run from 0 to 7; tile {int(np.flatnonzero(bad)[0])} has "
-            f"{int(g.codes[bad][0])}: keep the {schema.TRANSFORM!r} coordinate tile() wrote"
+            f"transform codes run from 0 to 7; tile {k} has {int(g.codes[k])}: keep the "
+            f"{schema.TRANSFORM!r} coordinate tile() wrote"
         )
 
 
@@ -206,13 +221,11 @@ def _check_inside(g: TileGeometry, shape: tuple[int, int], where: str) -> None:
     ``like=``'s): the one rule for both."""
     T, (h, w) = g.tile_size, shape
     outside = (g.rows <= -T) | (g.rows >= h) | (g.cols <= -T) | (g.cols >= w)
-    if outside.any():
-        k = int(np.flatnonzero(outside)[0])
+    if (k := _first(outside)) is not None:
         raise InvalidTilesError(
             f"{int(outside.sum())} tiles lie outside the {h} x {w} {where}: tile {k}'s window "
-            f"is at row={int(g.rows[k])}, col={int(g.cols[k])}. Keep the "
-            f"{schema.ROW!r}/{schema.COL!r} coordinates tile() wrote, and pass like= the "
-            "scene the tiles were cut from"
+            f"is at {_at(g, k)}. Keep the {schema.ROW!r}/{schema.COL!r} coordinates tile() "
+            "wrote, and pass like= the scene the tiles were cut from"
         )
 
 
@@ -262,14 +275,14 @@ def _check_plan(g: TileGeometry) -> None:
         return ((rows + T) * (w + 2 * T) + (cols + T)) * 8 + codes.astype(np.int64)
 
     stray = ~np.isin(keys(g.rows, g.cols, g.codes), keys(plan.rows, plan.cols, plan.codes))
-    if stray.any():
-        k = int(np.flatnonzero(stray)[0])
-        raise InvalidTilesError(
-            f"{int(stray.sum())} tiles are not windows of the plan the tiles record "
-            f"(strategy={g.strategy!r}, edge={g.edge!r}, tile_size={T} on the {h} x {w} "
-            f"scene); tile {k} has row={int(g.rows[k])}, col={int(g.cols[k])}, "
-            f"transform={int(g.codes[k])}. Tiles of another scene, crop or tiling were mixed "
-            "in (e.g. by xr.concat): untile each tiling on its own"
+    if (k := _first(stray)) is not None:
+        plan_text = (
+            f"strategy={g.strategy!r}, edge={g.edge!r}, tile_size={T} on the {h} x {w} scene"
+        )
+        where = f"tile {k} has {_at(g, k)}, transform={int(g.codes[k])}"
+        problem = f"{int(stray.sum())} tiles are not windows of the plan the tiles record"
+        raise _mixed_in(
+            f"{problem} ({plan_text}); {where}", "scene, crop or tiling", "each tiling on its own"
         )
 
 
@@ -286,14 +299,13 @@ def _check_centres(tiles, g: TileGeometry) -> None:
             continue
         centres = np.asarray(tiles[name].values, dtype=float)
         bad = ~(np.abs(centres - predicted) <= grid_tolerance(step, predicted))
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise InvalidTilesError(
-                f"{int(bad.sum())} tiles have a {name!r} that is not where the scene the tiles "
-                f"record (attr {schema.SCENE_TRANSFORM}) puts their window: tile {k} (row="
-                f"{int(g.rows[k])}, col={int(g.cols[k])}) is at {centres[k]!r}, its window "
-                f"at {float(predicted[k])!r}. Tiles of another scene or grid were mixed in (e.g. "
-                "by xr.concat): untile each scene's tiles on their own"
+        if (k := _first(bad)) is not None:
+            problem = f"{int(bad.sum())} tiles have a {name!r} that is not where the scene the "
+            problem += f"tiles record (attr {schema.SCENE_TRANSFORM}) puts their window"
+            window = float(predicted[k])
+            where = f"tile {k} ({_at(g, k)}) is at {centres[k]!r}, its window at {window!r}"
+            raise _mixed_in(
+                f"{problem}: {where}", "scene or grid", "each scene's tiles on their own"
             )
 
 
@@ -351,14 +363,12 @@ def check_on_grid(
         centres = np.asarray(tiles[name].values, dtype=float)
         step = float(np.median(np.abs(np.diff(values.astype(float)))))
         tol = grid_tolerance(step, values, values.dtype) + grid_tolerance(step, centres)
-        bad = ~(np.abs(centres - predicted) <= tol)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
+        if (k := _first(~(np.abs(centres - predicted) <= tol))) is not None:
             raise InvalidTilesError(
                 f"like= is not the grid the tiles were cut from: tile {k}'s {name!r} is "
-                f"{centres[k]!r} but its window (row={int(g.rows[k])}, col={int(g.cols[k])}) "
-                f"lies at {float(predicted[k])!r} on like='s {src!r} coordinates. Pass the "
-                "scene the tiles come from (or drop like= to use the grid the tiles record)"
+                f"{centres[k]!r} but its window ({_at(g, k)}) lies at {float(predicted[k])!r} "
+                f"on like='s {src!r} coordinates. Pass the scene the tiles come from (or drop "
+                "like= to use the grid the tiles record)"
             )
 
 

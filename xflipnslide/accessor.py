@@ -46,6 +46,10 @@ class _FnsAccessor:
     to_zarr = _forward(_store.to_zarr)
     class_counts = _forward(classes.class_counts)
     tile_labels = _forward(classes.tile_labels)
+    plot_rgb = _forward(_plot.plot_rgb)
+    plot_tiles = _forward(_plot.plot_tiles)
+    plot_samples = _forward(_plot.plot_samples)
+    plot_footprints = _forward(_plot.plot_footprints)
 
 
 @xr.register_dataarray_accessor("fns")
@@ -53,10 +57,6 @@ class FnsDataArrayAccessor(_FnsAccessor):
     """Flip-n-Slide methods on a DataArray: ``da.fns.tile(...)`` and friends."""
 
     predict = _forward(_predict.predict)
-    plot_rgb = _forward(_plot.plot_rgb)
-    plot_tiles = _forward(_plot.plot_tiles)
-    plot_samples = _forward(_plot.plot_samples)
-    plot_footprints = _forward(_plot.plot_footprints)
 
 
 @xr.register_dataset_accessor("fns")
@@ -66,8 +66,3 @@ class FnsDatasetAccessor(_FnsAccessor):
     The figures (``plot_*``) draw the variable ``"image"``, or the one
     named by ``variable=``.
     """
-
-    plot_rgb = _forward(_plot.plot_rgb)
-    plot_tiles = _forward(_plot.plot_tiles)
-    plot_samples = _forward(_plot.plot_samples)
-    plot_footprints = _forward(_plot.plot_footprints)

@@ -9,10 +9,10 @@ Dataset *and* on every tiled variable, so either survives a round trip
 through Zarr or netCDF, ``to_dataset``/``to_dataarray`` and ``ds[name]``.
 
 Every other module uses the names and functions here; none spells them as
-literals. The reading side (:func:`read_geometry`, :class:`TileGeometry`, the
-scene grid the tiles imply) lives in :mod:`xflipnslide._schema_read` and is
-re-exported here: ``schema.NAME`` is the one way in. ``docs/tile-format.md``
-documents the format as a public contract.
+literals. The reading side (:func:`read_geometry`, :class:`TileGeometry`,
+:func:`scene_grid`: the scene grid the tiles imply) is written in a private
+module of its own and re-exported here: ``schema.NAME`` is the one way in.
+``docs/tile-format.md`` documents the format as a public contract.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .errors import InvalidParameterError
 from .georef import axis_grid, extrapolate
 
 __all__ = [
+    "ADD_OFFSET",
     "ATTR_PREFIX",
     "COL",
     "COL_DIM",
@@ -43,6 +44,7 @@ __all__ = [
     "OBSERVED",
     "ROW",
     "ROW_DIM",
+    "SCALE_FACTOR",
     "SCENE_SHAPE",
     "SCENE_TRANSFORM",
     "SPLIT",
@@ -128,10 +130,15 @@ SPLIT, SPLIT_BLOCK_SIZE, SPLIT_SEED, SPLIT_DROPPED = (
 #: Attributes ``tile`` adds when windows are filtered out.
 DROPPED_MIN_VALID, DROPPED_AOI = "fns_dropped_min_valid", "fns_dropped_aoi"
 
+#: Attributes ``portable_attrs`` keeps a CF scale and offset in (other than
+#: identity), so that reopening a store does not apply them.
+SCALE_FACTOR, ADD_OFFSET = "fns_scale_factor", "fns_add_offset"
+
 # CF attributes that make xarray's default decoding change values or dtype
-# when a store is reopened (mask to NaN, scale to float).
+# when a store is reopened (mask to NaN, scale to float): CF name -> (our
+# name, identity).
 _FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
-_SCALE_ATTRS = {"scale_factor": 1.0, "add_offset": 0.0}
+_SCALE_ATTRS = {"scale_factor": (SCALE_FACTOR, 1.0), "add_offset": (ADD_OFFSET, 0.0)}
 
 
 def center_name(dim: Hashable) -> str:
@@ -180,11 +187,11 @@ def portable_attrs(attrs: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         if key in out:
             value = out.pop(key)
             out.setdefault("nodata", value)
-    for key, identity in _SCALE_ATTRS.items():
+    for key, (ours, identity) in _SCALE_ATTRS.items():
         if key in out:
             value = out.pop(key)
             if not _is_identity(value, identity):
-                out[f"fns_{key}"] = value
+                out[ours] = value
     return out
 
 
