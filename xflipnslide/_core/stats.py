@@ -5,7 +5,9 @@ One statistics path for both backends, built on the numba kernel
 :func:`.kernels.moments` (count, mean, sum of squared deviations over the
 non-NaN values of a block): numpy runs it once per band; dask runs it once
 per chunk and merges the chunks' moments exactly (Chan et al.'s pairwise
-update), so both give the same float64 mean and population std.
+update), so both give the same float64 mean and population std. The
+statistics of several arrays together (a collection of scenes) merge all
+their blocks' moments the same way (:func:`pooled_stats_array`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from . import graph as _graph
 from .kernels import moments, standardize_into
 from .tiling import threads
 
-__all__ = ["band_stats_array", "check_stat_values", "report_nodata", "standardize_array"]
+__all__ = [
+    "band_stats_array",
+    "check_stat_values",
+    "pooled_stats_array",
+    "report_nodata",
+    "standardize_array",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,39 +63,94 @@ def band_stats_array(x, nband: int):
     ``(*band, 3)`` array, lazy for dask input (mean and std NaN for a band
     without any value). The count tells the gap fill how much of each band
     it invents."""
-    if _graph.is_lazy(x):
-        import dask.array as da
-        from dask.base import tokenize
+    return pooled_stats_array([x], nband)[1][0]
 
-        # Layer names: a token of the input (its name fixes its values) and nband.
-        token = tokenize(x.name, x.chunks, nband)
-        x = _graph.independent_copy(x)  # a second read, not the scene held in memory
-        rest = x.ndim - nband
-        parts = da.map_blocks(
-            _block_moments,
-            x,
-            nband,
-            dtype=np.float64,
-            chunks=(*x.chunks[:nband], *(((1,) * len(c)) for c in x.chunks[nband:]), (3,)),
-            new_axis=x.ndim,
-            name=f"fns-moments-{token}",
-        )
-        flat = parts.reshape((*x.shape[:nband], -1, 3)) if rest != 1 else parts
-        flat = flat.rechunk({nband: -1})
-        return da.map_blocks(
-            _merge,
-            flat,
-            dtype=np.float64,
-            drop_axis=nband,
-            chunks=(*flat.chunks[:nband], (3,)),
-            name=f"fns-stats-{token}",
-        )
-    x = np.asarray(x)
+
+def pooled_stats_array(xs, nband: int):
+    """The statistics of :func:`band_stats_array` over the values of all of
+    ``xs`` together (arrays that agree on their first ``nband`` axes, any
+    shape after), and each array's own: ``(pooled, [own, ...])``.
+
+    One pass over every block: the pooled statistics merge the blocks'
+    moments of all arrays exactly, as one array's are merged, so they equal
+    those of the arrays' values concatenated. Lazy where any input is dask
+    (an in-memory array's own statistics stay in memory); one array's
+    pooled statistics are its own.
+    """
+    if not xs:
+        raise InvalidParameterError("statistics need at least one array")
+    lazy = any(_graph.is_lazy(x) for x in xs)
+    # Per array: its moments (n, mean, m2) per block, (*band, k, 3), and its own statistics.
+    parts, own = [], []
+    for x in xs:
+        if _graph.is_lazy(x):
+            token = _token(x.name, x.chunks, nband)  # its name fixes its values
+            part = _dask_moments(x, nband, token)
+            own.append(_dask_merge(part, f"fns-stats-{token}"))
+        else:
+            part = _numpy_moments(np.asarray(x), nband)
+            own.append(_merge(part))
+        parts.append(part)
+    if len(xs) == 1:
+        return own[0], own
+    if not lazy:
+        return _merge(np.concatenate(parts, axis=nband)), own
+    import dask.array as da
+
+    columns = [da.asarray(p).rechunk((*(-1,) * nband, -1, 3)) for p in parts]
+    joined = da.concatenate(columns, axis=nband)
+    name = "fns-stats-pooled-" + _token([c.name for c in columns])
+    return _dask_merge(joined, name), own
+
+
+def _token(*args) -> str:
+    from dask.base import tokenize
+
+    return tokenize(*args)
+
+
+def _numpy_moments(x: np.ndarray, nband: int) -> np.ndarray:
+    """``(*band, 1, 3)`` moments ``(n, mean, m2)`` of each band slice of ``x``."""
     bands = x.shape[:nband]
     idxs = list(np.ndindex(bands))
     with ThreadPoolExecutor(max(1, min(threads(), len(idxs)))) as pool:
         got = list(pool.map(lambda i: moments(np.ascontiguousarray(x[i])), idxs))
-    return _merge(np.array(got).reshape((*bands, 1, 3)))
+    return np.array(got).reshape((*bands, 1, 3))
+
+
+def _dask_moments(x, nband: int, token: str):
+    """``(*band, k, 3)`` moments of the ``k`` chunks of each band slice, read
+    from an independent copy of ``x``'s graph (a second read, not the scene
+    held in memory until the statistics are known)."""
+    import dask.array as da
+
+    x = _graph.independent_copy(x)
+    parts = da.map_blocks(
+        _block_moments,
+        x,
+        nband,
+        dtype=np.float64,
+        chunks=(*x.chunks[:nband], *(((1,) * len(c)) for c in x.chunks[nband:]), (3,)),
+        new_axis=x.ndim,
+        name=f"fns-moments-{token}",
+    )
+    return parts.reshape((*x.shape[:nband], -1, 3)) if x.ndim - nband != 1 else parts
+
+
+def _dask_merge(parts, name: str):
+    """:func:`_merge` of lazy ``(*band, k, 3)`` moments, one task per band chunk."""
+    import dask.array as da
+
+    flat = parts.rechunk({parts.ndim - 2: -1})
+    nband = parts.ndim - 2
+    return da.map_blocks(
+        _merge,
+        flat,
+        dtype=np.float64,
+        drop_axis=nband,
+        chunks=(*flat.chunks[:nband], (3,)),
+        name=name,
+    )
 
 
 def _standardize_block(
@@ -123,16 +186,23 @@ def standardize_array(x, mean, scale):
     """``(x - mean) / scale`` as float32, one pass per band slice (float64
     arithmetic in the kernel). ``mean`` and ``scale`` have the shape of
     ``x``'s first axes, padded with length-1 axes to ``x.ndim``; they may be
-    lazy. Dask in, dask out."""
-    if _graph.is_lazy(x):
+    lazy. Dask in (the data or a statistic: a collection's pooled
+    statistics), dask out: nothing is computed here."""
+    if any(_graph.is_lazy(a) for a in (x, mean, scale)):
         import dask.array as da
 
+        if not _graph.is_lazy(x):
+            x = da.from_array(np.asarray(x), chunks=-1)
+
         def expand(stat):
-            if not _graph.is_lazy(stat):
-                stat = np.asarray(stat, np.float64)
-                nband = _leading(stat)
-                return da.from_array(stat, chunks=(*x.chunks[:nband], *((1,),) * (x.ndim - nband)))
-            return stat
+            # Chunked along the bands as x is: map_blocks pairs blocks by index
+            # and does not align a statistic chunked otherwise (a collection's
+            # pooled statistics, those of a scene chunked differently).
+            lazy = _graph.is_lazy(stat)
+            stat = stat if lazy else np.asarray(stat, np.float64)
+            nband = _leading(stat)
+            chunks = (*x.chunks[:nband], *((1,),) * (x.ndim - nband))
+            return stat.rechunk(chunks) if lazy else da.from_array(stat, chunks=chunks)
 
         from dask.base import tokenize
 

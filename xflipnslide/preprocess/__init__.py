@@ -2,8 +2,9 @@
 
 :func:`preprocess` is the entry point; the features live in
 :mod:`.qa` (cloud masks from QA layers, :func:`mask_clouds`),
-:mod:`.composite` (``reduce=``) and :mod:`.stats` (``standardize=``,
-``stats=``, :func:`read_stats`); the pixel work in the array layer
+:mod:`.composite` (``reduce=``), :mod:`.stats` (``standardize=``,
+``stats=``, :func:`read_stats`) and :mod:`.scenes` (many scenes, one set of
+statistics); the pixel work in the array layer
 (``_core.fill``, ``_core.stats``, ``_core.composite``).
 """
 
@@ -13,6 +14,7 @@ import logging
 import math
 import numbers
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import Any, Literal
 
@@ -26,6 +28,7 @@ from ..errors import InvalidParameterError, check_positive_int
 from ..schema import IMAGE, OBSERVED, STATS_COORDS, T_Xarray, stats_coords
 from .composite import check_reduce, reduce_time
 from .qa import LANDSAT_C2_QA_BITS, QA_DEFAULTS, SENTINEL2_SCL_CLASSES, mask_clouds
+from .scenes import check_same_bands, scene_items
 from .stats import band_stats, read_stats, standardize_with, stats_for, user_stats
 
 __all__ = [
@@ -44,7 +47,7 @@ _FILLS = ("nearest", None)
 
 
 def preprocess(
-    obj: T_Xarray,
+    obj: T_Xarray | Mapping[Hashable, T_Xarray] | Sequence[T_Xarray],
     *,
     nodata: float | None = None,
     time_dim: Hashable = "time",
@@ -57,8 +60,9 @@ def preprocess(
     strict: bool = False,
     variables: Sequence[Hashable] | None = None,
     reference: Any = None,
-) -> T_Xarray:
-    """Make a scene ML-ready: mask nodata, composite time, fill gaps, standardise.
+) -> T_Xarray | dict[Hashable, T_Xarray] | list[T_Xarray]:
+    """Make a scene, or many, ML-ready: mask nodata, composite time, fill
+    gaps, standardise.
 
     Parameters
     ----------
@@ -70,6 +74,14 @@ def preprocess(
         In a Dataset, integer and boolean variables are labels (masks,
         class maps, with or without a ``band`` dim) and are left alone,
         except a variable named ``image``; name others in ``variables``.
+        Or many scenes, ``{id: scene}`` or a list (a collection, for
+        :func:`~xflipnslide.collection.tile_collection`), all DataArrays or
+        all Datasets, in any CRS, grid and shape: each is masked,
+        composited and filled on its own, and all are standardised with
+        one set of statistics per band, those of the observed pixels of
+        all scenes together (a model takes one normalisation). The scenes
+        must agree on their band dims and labels (and, for Datasets, on the
+        variables to preprocess).
     nodata
         Value marking missing pixels (a number). By default taken from
         rioxarray (``rio.nodata``, ``rio.encoded_nodata``), then the
@@ -92,7 +104,8 @@ def preprocess(
         deviation over the spatial dims (and time, if kept); the result is
         float32. A zero-variance band is only centred (divided by 1).
     stats
-        Statistics to standardise with instead of the scene's own: a
+        Statistics to standardise with instead of the scene's own (for many
+        scenes: instead of theirs, the same for every scene): a
         previously preprocessed scene, Dataset, or tiles of either (also
         reopened from Zarr), read by :func:`read_stats` for each variable
         (its own name's ``{name}_fns_mean``/``{name}_fns_std`` first, then
@@ -132,7 +145,11 @@ def preprocess(
         and ``to_zarr``. The boolean coordinate ``fns_observed`` on the
         spatial dims is True where a pixel was observed in every band (not
         filled); ``tile`` turns it into each tile's ``valid_fraction``.
-        Dask input stays lazy: nothing is computed here.
+        Dask input stays lazy: nothing is computed here. For many scenes:
+        a dict with the same keys, or a list, of such results, every one
+        carrying the same statistics (on dask the same lazy array, from one
+        pass over all scenes' chunks), so ``stats=`` of any of them, or of
+        their tiles, standardises new scenes alike.
 
     Warns
     -----
@@ -147,7 +164,9 @@ def preprocess(
     Raises
     ------
     InvalidParameterError
-        For an unknown option or unusable statistics, before any pixel work.
+        For an unknown option or unusable statistics, or scenes that differ
+        in their band dims or labels (naming the scenes and the
+        difference), before any pixel work.
     AllMissingError
         When a band has no valid pixel at all (at compute time for dask).
 
@@ -159,6 +178,13 @@ def preprocess(
     >>> ready.dtype, ready.dims, ready.fns_mean.dims
     (dtype('float32'), ('band', 'y', 'x'), ('band',))
     >>> test_ready = scene.fns.preprocess(nodata=0, stats=ready)   # the same statistics
+
+    Many scenes, one set of statistics:
+
+    >>> left, right = scene.isel(x=slice(0, 300)), scene.isel(x=slice(300, None))
+    >>> both = xflipnslide.preprocess({"left": left, "right": right}, nodata=0)
+    >>> bool((both["left"].fns_mean == both["right"].fns_mean).all())
+    True
     """
     check_reduce(reduce, reference)
     if fill not in _FILLS:
@@ -167,45 +193,71 @@ def preprocess(
     _check_nodata(nodata)
     if stats is not None and not standardize:
         raise InvalidParameterError("stats= is only used with standardize=True")
-    options = dict(
-        nodata=nodata,
-        time_dim=time_dim,
-        reduce=reduce,
-        fill=fill,
-        standardize=standardize,
-        reach=int(reach),
-        strict=strict,
-        reference=reference,
-    )
-    if isinstance(obj, xr.Dataset):
-        ydim, xdim = find_spatial_dims(obj, dims)
-        out = obj.copy()
-        names = _variables_to_process(obj, (ydim, xdim), variables)
-        # Each variable's statistics, found before any pixel work.
-        per_var = {name: stats_for(stats, name, single=len(names) == 1) for name in names}
-        for name in names:
-            var = obj[name]
-            done = _preprocess_array(var, (ydim, xdim), stats=per_var[name], **options)
-            # Each variable has its own statistics: name them after it.
-            renames = {
-                c: own for c, own in zip(stats_coords(), stats_coords(name)) if c in done.coords
-            }
-            out[name] = done.drop_vars([*renames, OBSERVED])
-            for old, new in renames.items():
-                out.coords[new] = done.coords[old].variable
-            seen = done.coords[OBSERVED].variable
-            if OBSERVED in out.coords:
-                seen = out.coords[OBSERVED].variable & seen
-            out.coords[OBSERVED] = seen
-        return out
-    if not isinstance(obj, xr.DataArray):
-        raise InvalidParameterError(
-            f"preprocess takes a DataArray or Dataset; got {type(obj).__name__}"
-        )
-    if variables is not None:
+    objs, keys, wrap = scene_items(obj)
+    if variables is not None and isinstance(objs[0], xr.DataArray):
         raise InvalidParameterError("variables= is for Datasets; a DataArray is one variable")
-    stats = stats_for(stats, obj.name, single=True)
-    return _preprocess_array(obj, find_spatial_dims(obj, dims), stats=stats, **options)
+    prepare = dict(nodata=nodata, time_dim=time_dim, reduce=reduce, fill=fill, reach=int(reach))
+    spatial = [find_spatial_dims(o, dims) for o in objs]
+    if isinstance(objs[0], xr.Dataset):
+        names = [_variables_to_process(o, sp, variables) for o, sp in zip(objs, spatial)]
+        scenes = [[o[n] for n in ns] for o, ns in zip(objs, names)]
+    else:
+        names, scenes = [[None] for _ in objs], [[o] for o in objs]
+    check_same_bands(scenes, keys, names, spatial, time_dim)
+    # Each scene's and variable's statistics from stats=, found before any pixel work.
+    single = len(names[0]) == 1
+    given = [[None] * len(vars_) for vars_ in scenes]
+    if standardize and stats is not None:
+        given = [
+            [user_stats(stats_for(stats, v.name, single=single), v, sp, time_dim) for v in vars_]
+            for vars_, sp in zip(scenes, spatial)
+        ]
+    prepared = []
+    for vars_, gs, sp, key in zip(scenes, given, spatial, keys):
+        prepared.append(
+            [
+                _prepare(v, sp, given=g, scene=key, reference=reference, **prepare)
+                for v, g in zip(vars_, gs)
+            ]
+        )
+    options = dict(fill=fill, standardize=standardize, reach=int(reach), strict=strict)
+    done = []
+    for j in range(len(names[0])):  # one set of statistics per variable, over all scenes
+        column = [p[j] for p in prepared]
+        own: list = [None] * len(column)
+        pooled = None
+        if standardize and column[0].given is None:
+            mean, std, own = band_stats([p.da for p in column], column[0].band_dims)
+            pooled = (mean, std)
+        done.append(
+            [
+                _finish(p, own_stats, pooled or p.given, column[0].band_dims, **options)
+                for p, own_stats in zip(column, own)
+            ]
+        )
+    outs = []
+    for k, obj_k in enumerate(objs):
+        results = [column[k] for column in done]
+        if isinstance(obj_k, xr.Dataset):
+            outs.append(_assemble(obj_k, names[k], results))
+        else:
+            outs.append(results[0])
+    return wrap(outs)
+
+
+def _assemble(ds: xr.Dataset, names: list[Hashable], results: list[xr.DataArray]) -> xr.Dataset:
+    """``ds`` with each preprocessed variable; each one's statistics named after it."""
+    out = ds.copy()
+    for name, done in zip(names, results):
+        renames = {c: own for c, own in zip(stats_coords(), stats_coords(name)) if c in done.coords}
+        out[name] = done.drop_vars([*renames, OBSERVED])
+        for old, new in renames.items():
+            out.coords[new] = done.coords[old].variable
+        seen = done.coords[OBSERVED].variable
+        if OBSERVED in out.coords:
+            seen = out.coords[OBSERVED].variable & seen
+        out.coords[OBSERVED] = seen
+    return out
 
 
 def _check_nodata(nodata) -> None:
@@ -251,14 +303,26 @@ def _is_label(name: Hashable, var: xr.DataArray) -> bool:
     return categorical and name != IMAGE
 
 
-def _preprocess_array(
-    da, spatial, *, nodata, time_dim, reduce, fill, standardize, stats, reach, strict, reference
-):
+@dataclass
+class _Prepared:
+    """One variable of one scene, masked and composited, before fill and
+    standardisation (which wait for the statistics of all scenes)."""
+
+    da: xr.DataArray
+    spatial: tuple
+    other: list
+    band_dims: list
+    labels: list[str]
+    observed: xr.DataArray
+    given: tuple | None
+    attrs: dict
+
+
+def _prepare(da, spatial, *, nodata, time_dim, reduce, fill, reach, reference, given, scene):
     if not (np.issubdtype(da.dtype, np.number) or da.dtype == bool) or np.issubdtype(
         da.dtype, np.complexfloating
     ):
         raise InvalidParameterError(f"preprocess needs real numeric data; got dtype {da.dtype}")
-    given = user_stats(stats, da, spatial, time_dim) if stats is not None else None
     attrs = {
         k: v
         for k, v in da.attrs.items()
@@ -274,25 +338,29 @@ def _preprocess_array(
     da = da.transpose(*other, *spatial)
     valid = da.notnull()
     observed = valid.all(other) if other else valid
-    labels = _slice_labels(da, other)
+    labels = _slice_labels(da, other, scene)
     report_missing(da.data, labels, filled=fill == "nearest")
     band_dims = [d for d in other if d != time_dim]
-    scene_stats = None
-    if standardize:
-        scene_stats = None if given else band_stats(da, band_dims)
-        mean, std = given or scene_stats[:2]
+    return _Prepared(da, tuple(spatial), other, band_dims, labels, observed, given, attrs)
+
+
+def _finish(p: _Prepared, own, stats, stats_dims, *, fill, standardize, reach, strict):
+    """Fill and standardise one prepared variable with ``stats`` (mean, std);
+    ``own``: its own raw statistics over ``stats_dims`` (or None)."""
+    da = p.da
     if fill == "nearest":
         # Each slice's mean (the dask fill's last resort) and valid count (its
-        # warning): the standardisation's own pass when the slices are the
-        # bands (no time kept); else the fill takes its own.
-        same = scene_stats is not None and band_dims == other
-        slice_stats = scene_stats[2] if same else None
-        data = fill_array(da.data, slice_stats, reach=reach, strict=strict, labels=labels)
+        # warning): the scene's own from the standardisation's pass when the
+        # slices are the bands (no time kept); else the fill takes its own.
+        same = own is not None and list(stats_dims) == p.other
+        data = fill_array(
+            da.data, own if same else None, reach=reach, strict=strict, labels=p.labels
+        )
         da = da.copy(data=data)
     if standardize:
-        da = standardize_with(da, mean, std)
-    da = da.assign_coords({OBSERVED: observed.variable})
-    da.attrs = attrs
+        da = standardize_with(da, *stats)
+    da = da.assign_coords({OBSERVED: p.observed.variable})
+    da.attrs = p.attrs
     return da
 
 
@@ -330,9 +398,14 @@ def _mask_nodata(da: xr.DataArray, nodata: float | None) -> xr.DataArray:
     return out.astype(dtype, copy=False)
 
 
-def _slice_labels(da: xr.DataArray, other: list[Hashable]) -> list[str]:
-    """A readable name for each spatial slice, in C order: "band=red"."""
+def _slice_labels(da: xr.DataArray, other: list[Hashable], scene=None) -> list[str]:
+    """A readable name for each spatial slice, in C order: "band=red", or in
+    a collection "scene 'a', band=red" (in warnings and errors of either backend)."""
+    prefix = [] if scene is None else [f"scene {scene!r}"]
     if not other:
-        return ["the data"]
+        return [", ".join([*prefix, "the data"])]
     values = [da[d].values.tolist() if d in da.coords else range(da.sizes[d]) for d in other]
-    return [", ".join(f"{d}={v}" for d, v in zip(other, combo)) for combo in product(*values)]
+    return [
+        ", ".join([*prefix, *(f"{d}={v}" for d, v in zip(other, combo))])
+        for combo in product(*values)
+    ]

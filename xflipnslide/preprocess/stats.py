@@ -5,12 +5,11 @@ result's, found by :func:`read_stats`), and the standardisation with them."""
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .._core.stats import band_stats_array, check_stat_values, standardize_array
+from .._core.stats import check_stat_values, pooled_stats_array, standardize_array
 from ..errors import InvalidParameterError
 from ..schema import recorded_stats, stats_coords
 
@@ -105,20 +104,26 @@ def _find_stats(obj, prefer: list, single: bool) -> dict[str, xr.DataArray]:
     return out
 
 
-def band_stats(da: xr.DataArray, band_dims: list) -> tuple[xr.DataArray, xr.DataArray, Any]:
-    """Per-band mean and population std (float64) of the observed pixels,
-    and the raw ``(*band, 3)`` array of mean, std and observed count.
+def band_stats(das: list[xr.DataArray], band_dims: list) -> tuple[xr.DataArray, xr.DataArray, list]:
+    """Per-band mean and population std (float64) of the observed pixels of
+    all of ``das`` together (one scene, or the scenes of a collection, which
+    agree on their band dims and labels), and each one's own raw
+    ``(*band, 3)`` array of mean, std and observed count.
 
-    On dask they come from an independent copy of the graph: a second read
-    of the input, instead of holding the whole scene in memory until global
-    statistics are known.
+    The pooled statistics merge every chunk's moments of every scene
+    exactly. On dask they come from an independent copy of each graph: a
+    second read of the input, instead of holding the whole scene in memory
+    until global statistics are known.
     """
-    rest = [d for d in da.dims if d not in band_dims]
-    ordered = da.transpose(*band_dims, *rest)
-    stats = band_stats_array(ordered.data, len(band_dims))
-    coords = {d: da[d].variable for d in band_dims if d in da.coords}
-    mean, std = (xr.DataArray(stats[..., k], dims=band_dims, coords=coords) for k in (0, 1))
-    return mean, std, stats
+    data = []
+    for da in das:
+        rest = [d for d in da.dims if d not in band_dims]
+        data.append(da.transpose(*band_dims, *rest).data)
+    pooled, own = pooled_stats_array(data, len(band_dims))
+    first = das[0]
+    coords = {d: first[d].variable for d in band_dims if d in first.coords}
+    mean, std = (xr.DataArray(pooled[..., k], dims=band_dims, coords=coords) for k in (0, 1))
+    return mean, std, own
 
 
 def standardize_with(da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray) -> xr.DataArray:
