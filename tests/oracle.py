@@ -1,6 +1,6 @@
 """Slow, obviously-correct references the library is checked against.
 
-Written straight from SPEC §2: plain loops for the windows, the numpy
+Written straight from the geometry of docs/tiling.md: plain loops for the windows, the numpy
 operations of the transform table, slicing for the tiles.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# SPEC §2.3, verbatim.
+# The transform table of docs/tiling.md, verbatim.
 TRANSFORM = {
     0: lambda a: a,
     1: lambda a: np.rot90(a, 3, axes=(-2, -1)),
@@ -22,7 +22,7 @@ TRANSFORM = {
 
 
 def windows(h: int, w: int, t: int, strategy: str, edge: str = "crop"):
-    """[(row, col, code, grid)] in tile order, per SPEC §2.1–2.2."""
+    """[(row, col, code, grid)] in tile order, per docs/tiling.md (crop or pad, then windows)."""
     if edge == "crop":
         hc, wc = (h // t) * t, (w // t) * t
         oy, ox = (h - hc) // 2, (w - wc) // 2
