@@ -295,6 +295,7 @@ def test_input_errors_before_any_pixel_work(no_compute):
         ds.fns.tile(16)
 
 
+@pytest.mark.slow
 def test_graph_grows_linearly_with_chunks(no_compute):
     per_chunk = []
     for n in (1024, 2048, 4096):
