@@ -85,7 +85,8 @@ def tile_array(x, plan: TilePlan, *, tile_chunks: int | str = "auto"):
     check_tileable(x)
     if _graph.is_lazy(x):
         other = tuple(x.shape[:-2])
-        per = tiles_per_chunk(tile_chunks, plan.tile_size**2 * _items(other, x.dtype), len(plan))
+        tile_bytes = plan.tile_size**2 * math.prod(other) * x.dtype.itemsize
+        per = tiles_per_chunk(tile_chunks, tile_bytes, len(plan))
         chunks = (*((d,) for d in other), (plan.tile_size,), (plan.tile_size,))
 
         def task(blocks, tasks, n):
@@ -94,10 +95,6 @@ def tile_array(x, plan: TilePlan, *, tile_chunks: int | str = "auto"):
         name = "fns-tile-" + _token(x, plan, per, x.dtype)
         return _by_strips(x, plan, per, name, task, chunks, x.dtype)
     return _tile_numpy(np.asarray(x), plan)
-
-
-def _items(other: tuple, dtype) -> int:
-    return math.prod(other) * np.dtype(dtype).itemsize
 
 
 def _token(*args) -> str:
