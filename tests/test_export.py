@@ -243,3 +243,28 @@ def test_exports_read_one_tile_chunk_at_a_time(tiles, tmp_path, lazy):
         tmp_path / "wds", format="webdataset", progress=lambda done, n: calls.append((done, n))
     )
     assert calls == ([(40, 100), (80, 100), (100, 100)] if lazy else [(100, 100)])
+
+
+def test_to_zarr_of_fixed_width_text_labels_is_quiet_and_round_trips(tmp_path):
+    # np.array(["red", ...]) gives numpy '<U5' labels, which zarr v3 stores in a
+    # data type it warns about (UnstableSpecificationWarning) unless written as str
+    a = np.arange(3 * 128 * 128, dtype="float32").reshape(3, 128, 128)
+    bands = np.array(["red", "green", "blue"])
+    assert bands.dtype == np.dtype("<U5")
+    scene = xr.DataArray(a, dims=("band", "y", "x"), coords={"band": bands})
+    tiles = scene.fns.tile(64)
+    tiles = tiles.assign_coords(sensor=("band", np.array(["oli", "oli", "oli"])))
+    assert tiles.band.dtype.kind == "U"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = tiles.fns.to_zarr(tmp_path / "t.zarr")
+        back = xflipnslide.open_tiles(path)
+        got = back.band.values.tolist()
+        sensor = back.sensor.values.tolist()
+    assert got == ["red", "green", "blue"] and all(type(v) is str for v in got)
+    assert sensor == ["oli", "oli", "oli"] and all(type(v) is str for v in sensor)
+    np.testing.assert_array_equal(back.image.sel(band="green").values, tiles.sel(band="green"))
+    with warnings.catch_warnings():  # zarr v2 has a fixed-width text type: kept
+        warnings.simplefilter("error")
+        v2 = xflipnslide.open_tiles(tiles.fns.to_zarr(tmp_path / "v2.zarr", zarr_format=2))
+    assert v2.band.dtype == np.dtype("<U5") and v2.band.values.tolist() == ["red", "green", "blue"]

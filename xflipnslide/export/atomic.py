@@ -185,9 +185,16 @@ def write_dir(
 
     Examples
     --------
-    >>> export = OutputKind("an export", is_ours=has_manifest)  # doctest: +SKIP
-    >>> with write_dir("chips", export, overwrite=False) as tmp:  # doctest: +SKIP
-    ...     write_chips(tmp)
+    >>> import os, tempfile
+    >>> def has_marker(path):
+    ...     return os.path.isfile(os.path.join(path, "done"))
+    >>> marked = OutputKind("a marked folder", is_ours=has_marker)
+    >>> target = os.path.join(tempfile.mkdtemp(), "out")
+    >>> with write_dir(target, marked, overwrite=False) as tmp:
+    ...     with open(os.path.join(tmp, "done"), "w") as f:
+    ...         _ = f.write("complete")
+    >>> os.listdir(target)
+    ['done']
     """
     with _fresh(target, kind, overwrite, option) as (t, tmp):
         yield tmp

@@ -26,7 +26,7 @@ from ..errors import InvalidParameterError, check_positive_int
 from ..schema import IMAGE, LABEL, TILE_DIM
 from . import atomic
 from .geotiff import GeoTiffWriter
-from .layout import EXPORT, FORMATS, Writer, write_manifest
+from .layout import EXPORT, FORMATS, ChipLayout, Writer, chip_arrays, write_manifest
 from .tfrecord import TFRecordWriter
 from .webdataset import TarWriter
 
@@ -62,12 +62,16 @@ def export_chips(
         ``"geotiff"``: ``images/`` and ``labels/`` folders of one GeoTIFF
         per tile (same zero-padded name in both, ArcGIS's "Classified
         Tiles" layout) and ``index.csv`` (file, tile, row, col, transform,
-        grid, valid_fraction, footprint as WKT in the scene's CRS).
+        grid, valid_fraction, footprint as WKT in the scene's CRS). Dims
+        besides the spatial ones fold into the chip's bands in C order: a
+        ``(time, band, y, x)`` tile gives ``time * band`` bands, time-major,
+        described ``"2023-06-01/red"`` (see :doc:`/export`).
         ``"tfrecord"``: ``shard-00000.tfrecord``... of ``tf.train.Example``
         records (see :data:`FEATURE_DESCRIPTION`; read with
         :func:`tfrecord_dataset`). ``"webdataset"``: ``shard-00000.tar``...
         for the ``webdataset`` package (``.image.npy``, ``.label.npy`` and
-        ``.json`` per sample).
+        ``.json`` per sample). Both keep each tile's whole shape (a time
+        stack's ``(time, band, y, x)``) and dtype.
     image, label
         Variable names in a Dataset.
     shard_size
@@ -87,18 +91,42 @@ def export_chips(
     -------
     str
         The directory written. It holds ``fns_export.json`` (format, count,
-        dtypes, shapes, CRS), written last, besides the chips.
+        CRS and, for the image and label, dtype, shape, dims and each extra
+        dim's labels, such as the dates), written last, besides the chips.
 
     Raises
     ------
     InvalidParameterError
         Before anything is computed: an unknown format, variable or CRS,
-        GeoTIFF chips without a CRS, an empty or unwritable ``directory``,
+        GeoTIFF chips without a CRS or of variables without both spatial
+        dims, an empty or unwritable ``directory``,
         an existing one without ``overwrite``, or one that is not an export.
 
     Examples
     --------
-    >>> tiles.fns.export_chips("chips", format="geotiff", label="label")  # doctest: +SKIP
+    >>> import json, os, tempfile
+    >>> import numpy as np, xarray as xr, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> part = scene.isel(y=slice(0, 128), x=slice(0, 128))
+    >>> label = (part.isel(band=0, drop=True) > 8000).astype("uint8")
+    >>> tiles = xr.Dataset({"image": part, "label": label}).fns.tile(64)
+    >>> out = tiles.fns.export_chips(os.path.join(tempfile.mkdtemp(), "chips"), label="label")
+    >>> sorted(os.listdir(out))
+    ['fns_export.json', 'images', 'index.csv', 'labels']
+    >>> sorted(os.listdir(os.path.join(out, "images")))[:3]
+    ['00.tif', '01.tif', '02.tif']
+
+    A time stack's chips hold every date's bands, time-major:
+
+    >>> time = xr.DataArray(np.array(["2023-06-01", "2023-07-01"], "datetime64[ns]"), dims="time")
+    >>> stack = xr.concat([part, part + 1], dim=time).fns.tile(64)
+    >>> out = stack.fns.export_chips(os.path.join(tempfile.mkdtemp(), "chips"))
+    >>> with open(os.path.join(out, "fns_export.json")) as f:
+    ...     image = json.load(f)["image"]
+    >>> image["dims"]
+    ['time', 'band', 'y', 'x']
+    >>> image["bands"][2:4]
+    ['2023-06-01/blue', '2023-07-01/red']
     """
     if format not in FORMATS:
         raise InvalidParameterError(
@@ -106,10 +134,15 @@ def export_chips(
         )
     shard_size = check_positive_int(shard_size, "shard_size")
     g = schema.read_geometry(tiles, what="export_chips")
-    x, y = schema.image_and_label(tiles, image, label)
+    x, y = chip_arrays(tiles, image, label, g.dims)
+    layouts = {IMAGE: ChipLayout.of(x, g.dims)}
+    if y is not None:
+        layouts[LABEL] = ChipLayout.of(y, g.dims)
+    writer_class = WRITERS[format]
+    writer_class.check(layouts, g.dims)
     crs = _crs(tiles, crs, format)
     with atomic.write_dir(directory, EXPORT, overwrite=overwrite) as tmp:
-        writer = WRITERS[format](tmp, tiles, g, shard_size=shard_size, crs=crs)
+        writer = writer_class(tmp, tiles, g, shard_size=shard_size, crs=crs, layouts=layouts)
         try:
             done, n = 0, len(g)
             for a, b in _tile_ranges(x):
@@ -128,18 +161,14 @@ def export_chips(
             "format": format,
             "count": len(g),
             "shard_size": shard_size,
-            IMAGE: _array_info(x),
-            LABEL: _array_info(y) if y is not None else None,
+            IMAGE: writer.manifest(IMAGE),
+            LABEL: writer.manifest(LABEL) if y is not None else None,
             "crs": crs.to_wkt() if crs is not None else None,
             "tile_size": g.tile_size,
             "scene_shape": list(g.scene_shape) if g.scene_shape else None,
         }
         write_manifest(tmp, meta)
     return os.fspath(directory)
-
-
-def _array_info(a: xr.DataArray) -> dict[str, Any]:
-    return {"dtype": a.dtype.name, "shape": list(a.shape[1:])}
 
 
 def _crs(tiles, crs, format: str):

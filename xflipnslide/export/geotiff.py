@@ -5,6 +5,13 @@ Each chip carries the CRS and its exact geotransform: the window's
 transform composed with the tile's D4 transform
 (:func:`xflipnslide.georef.tile_transform`), so a GIS draws a rotated or
 reflected chip in place. Written with rasterio.
+
+A chip's bands are the tile's extra dims folded in C order
+(:meth:`.layout.ChipLayout.bands`): a ``(time, band, y, x)`` tile of a time
+stack gives ``time * band`` bands, time-major (all bands of the first date,
+then of the next), described ``"2023-06-01/red"`` and tagged per band with
+each dim's label (``time=2023-06-01``, ``band=red``); the manifest lists
+the same descriptions under ``bands``.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ import xarray as xr
 from .. import schema
 from ..errors import InvalidParameterError
 from ..georef import scene_transform, tile_transform, window_bounds
-from ..schema import COL, GRID, ROW, TRANSFORM, VALID_FRACTION
-from .layout import META, Writer, chip_name
+from ..schema import COL, GRID, IMAGE, LABEL, ROW, TRANSFORM, VALID_FRACTION
+from .layout import META, ChipLayout, Writer, chip_name
 
 __all__ = ["IMAGES", "INDEX", "LABELS", "GeoTiffWriter", "footprint_wkt", "scene_affine"]
 
@@ -26,18 +33,41 @@ __all__ = ["IMAGES", "INDEX", "LABELS", "GeoTiffWriter", "footprint_wkt", "scene
 IMAGES, LABELS, INDEX = "images", "labels", "index.csv"
 #: The columns of ``index.csv``.
 COLUMNS = ("file", *META, GRID, VALID_FRACTION, "footprint")
+#: The most bands a GeoTIFF holds (GDAL's limit).
+MAX_BANDS = 65535
 
 
 class GeoTiffWriter(Writer):
     format = "geotiff"
+
+    @classmethod
+    def check(cls, layouts: dict[str, ChipLayout], spatial) -> None:
+        for part, layout in layouts.items():
+            if layout.dims[-2:] != tuple(map(str, spatial)):
+                raise InvalidParameterError(
+                    f"GeoTIFF chips are rasters: the {part} tiles need both spatial dims "
+                    f"{tuple(spatial)}, and have {layout.dims} after 'tile'. Export them with "
+                    "format='tfrecord' or 'webdataset', or leave them out (label=None)"
+                )
+            count = len(layout.bands())
+            if count > MAX_BANDS:
+                raise InvalidParameterError(
+                    f"the {part} tiles fold into {count} GeoTIFF bands ({' x '.join(layout.extra)}"
+                    f"), more than the {MAX_BANDS} a GeoTIFF holds: export fewer dates or bands "
+                    "(tiles.isel(...)), or use format='tfrecord' or 'webdataset'"
+                )
+
+    def manifest(self, part):
+        return {**super().manifest(part), "bands": self.layouts[part].bands()}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         import rasterio  # noqa: F401  (the export extra, checked before any chip)
 
         self.scene = scene_affine(self.tiles, self.g)
-        for sub in (IMAGES, LABELS):
-            os.makedirs(os.path.join(self.root, sub))
+        for sub, part in ((IMAGES, IMAGE), (LABELS, LABEL)):
+            if part in self.layouts:
+                os.makedirs(os.path.join(self.root, sub))
         # open across many write() calls; closed by close()/abort()
         self.index = open(os.path.join(self.root, INDEX), "w", newline="")  # noqa: SIM115
         self.csv = csv.writer(self.index)
@@ -52,10 +82,11 @@ class GeoTiffWriter(Writer):
         affine = tile_transform(self.scene, row, col, T, code)
         name = chip_name(k, self.n) + ".tif"
         tags = {f"{schema.ATTR_PREFIX}{key}": str(v) for key, v in meta.items()}
-        for sub, data in ((IMAGES, image), (LABELS, label)):
+        for sub, part, data in ((IMAGES, IMAGE, image), (LABELS, LABEL, label)):
             if data is None:
                 continue
-            arr = data if data.ndim == 3 else data[None]
+            layout = self.layouts[part]
+            arr = data.reshape(-1, T, T)  # the extra dims folded, C order
             profile = {
                 "driver": "GTiff",
                 "width": T,
@@ -69,6 +100,10 @@ class GeoTiffWriter(Writer):
             with rasterio.open(os.path.join(self.root, sub, name), "w", **profile) as dst:
                 dst.write(arr)
                 dst.update_tags(**tags)
+                for i, (text, band) in enumerate(zip(layout.bands(), layout.band_tags()), 1):
+                    if band:
+                        dst.set_band_description(i, text)
+                        dst.update_tags(i, **band)
         bounds = window_bounds(self.scene, [row], [col], T)[0]
         self.csv.writerow(
             [

@@ -1,20 +1,26 @@
 """What an export folder holds: its manifest, the names of its chips and
-shards, and the writer each format builds on.
+shards, the layout of each variable's chips, and the writer each format
+builds on.
 
-The manifest (``fns_export.json``: format, count, shard size, dtypes,
-shapes, CRS) is written last, so a folder that holds it is a whole export;
-``overwrite=True`` replaces only such folders, and
-:func:`~xflipnslide.tfrecord_dataset` reads dtypes and shapes from it.
+The manifest (``fns_export.json``: format, count, shard size, CRS and, for
+the image and the label, dtype, shape, dims and the labels of every extra
+dim, such as the dates of a time stack) is written last, so a folder that
+holds it is a whole export; ``overwrite=True`` replaces only such folders,
+and :func:`~xflipnslide.tfrecord_dataset` reads dtypes and shapes from it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from .. import schema
 from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM, VALID_FRACTION
@@ -25,10 +31,13 @@ __all__ = [
     "FORMATS",
     "MARKER",
     "META",
+    "ChipLayout",
     "ShardedWriter",
     "Writer",
+    "chip_arrays",
     "chip_name",
     "is_export",
+    "label_texts",
     "read_manifest",
     "shard_names",
     "write_manifest",
@@ -68,6 +77,85 @@ def write_manifest(directory: str, meta: dict[str, Any]) -> None:
         json.dump(meta, f, indent=1)
 
 
+@dataclass(frozen=True)
+class ChipLayout:
+    """How one variable's tiles lie in its chips: ``dims`` (the dims after
+    ``tile``: the extra dims in the tiles' order, then the two spatial
+    dims), ``shape``, ``dtype`` and ``coords``, the text label of each entry
+    of every extra dim that has a coordinate (dates as ISO dates)."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    coords: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, tiles: xr.DataArray, spatial: Sequence[Hashable]) -> ChipLayout:
+        """The layout of ``tiles`` as :func:`chip_arrays` orders them."""
+        extra = [d for d in tiles.dims[1:] if d not in spatial]
+        coords = {str(d): label_texts(tiles[d].values) for d in extra if d in tiles.coords}
+        return cls(tuple(map(str, tiles.dims[1:])), tiles.shape[1:], tiles.dtype.name, coords)
+
+    @property
+    def extra(self) -> tuple[str, ...]:
+        """The dims besides the spatial ones, in order."""
+        return self.dims[:-2]
+
+    def _band_labels(self) -> list[tuple[str, ...]]:
+        labels = [
+            self.coords.get(d, [str(i) for i in range(n)])
+            for d, n in zip(self.extra, self.shape[:-2])
+        ]
+        return list(itertools.product(*labels))
+
+    def bands(self) -> list[str]:
+        """The band descriptions of a chip that holds the extra dims as bands,
+        folded in C order (the first extra dim slowest, so a ``(time, band)``
+        tile is time-major): each band's labels joined by ``/``, e.g.
+        ``"2023-06-01/red"``; an extra dim without a coordinate gives its
+        index. A tile without extra dims is one band, without a description."""
+        return ["/".join(parts) for parts in self._band_labels()]
+
+    def band_tags(self) -> list[dict[str, str]]:
+        """Per band of the folded chip, its label along each extra dim."""
+        return [dict(zip(self.extra, parts)) for parts in self._band_labels()]
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's entry for this variable."""
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "dims": list(self.dims),
+            "coords": self.coords,
+        }
+
+
+def chip_arrays(
+    tiles, image: Hashable, label: Hashable | None, spatial: Sequence[Hashable]
+) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The image and label tiles as chips hold them: ``tile`` first, then the
+    extra dims in the tiles' order, the spatial dims last."""
+    x, y = schema.image_and_label(tiles, image, label)
+
+    def order(a: xr.DataArray) -> xr.DataArray:
+        return a.transpose(schema.TILE_DIM, ..., *[d for d in spatial if d in a.dims])
+
+    return order(x), (order(y) if y is not None else None)
+
+
+def label_texts(values: np.ndarray) -> list[str]:
+    """The labels of a coordinate as text: dates in ISO 8601 at the coarsest
+    unit that keeps every value exact (``2023-06-01``, or with the time of
+    day where one has it), bytes decoded, anything else ``str``."""
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        for unit in ("D", "s", "ms", "us"):
+            if (values.astype(f"M8[{unit}]") == values).all():
+                return np.datetime_as_string(values, unit=unit).tolist()
+        return np.datetime_as_string(values).tolist()
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
+
+
 def chip_name(k: int, n: int) -> str:
     """Tile ``k`` of ``n``, zero-padded so that names sort in tile order."""
     return f"{k:0{max(len(str(n - 1)), 1)}d}"
@@ -87,18 +175,39 @@ def shard_names(directory: str, meta: dict, suffix: str) -> list[str]:
 
 class Writer:
     """Writes one tile after the other into ``root`` (the export's temporary
-    folder); each format sets :attr:`format` and implements :meth:`write`."""
+    folder); each format sets :attr:`format` and implements :meth:`write`.
+    ``layouts`` holds the :class:`ChipLayout` of the image (``schema.IMAGE``)
+    and, when exported, of the label (``schema.LABEL``)."""
 
     format = ""
 
-    def __init__(self, root: str, tiles, g: schema.TileGeometry, *, shard_size: int, crs) -> None:
+    def __init__(
+        self,
+        root: str,
+        tiles,
+        g: schema.TileGeometry,
+        *,
+        shard_size: int,
+        crs,
+        layouts: dict[str, ChipLayout],
+    ) -> None:
         self.root, self.tiles, self.g, self.shard_size, self.crs = root, tiles, g, shard_size, crs
+        self.layouts = layouts
         self.n = len(g)
         self.meta = {
             name: np.asarray(tiles[name].values)
             for name in (GRID, VALID_FRACTION)
             if name in tiles.coords
         }
+
+    @classmethod
+    def check(cls, layouts: dict[str, ChipLayout], spatial: Sequence[Hashable]) -> None:
+        """Refuse, before anything is written, variables this format cannot
+        hold (every format takes any shape unless it says otherwise)."""
+
+    def manifest(self, part: str) -> dict[str, Any]:
+        """The manifest's entry for ``part`` (``schema.IMAGE`` or ``schema.LABEL``)."""
+        return self.layouts[part].manifest()
 
     def write(self, k: int, image: np.ndarray, label: np.ndarray | None) -> None:
         raise NotImplementedError

@@ -47,10 +47,12 @@ SUFFIX = ".tfrecord"
 
 #: The ``tf.train.Example`` features of the TFRecord export (for
 #: ``tf.io.parse_single_example``): raw little-endian bytes, their shape and
-#: dtype name, and the tile's metadata. ``label*`` only when exported.
+#: dtype name, and the tile's metadata. ``label*`` only when exported. The
+#: shape is the whole tile's, in the dims the manifest names (a time stack's
+#: ``(time, band, y, x)`` stays four-dimensional).
 FEATURE_DESCRIPTION = {
     IMAGE: "bytes: the tile's raw values, C order, little-endian",
-    f"{IMAGE}_shape": "int64 list: (band, y, x)",
+    f"{IMAGE}_shape": "int64 list: the tile's shape, e.g. (band, y, x) or (time, band, y, x)",
     f"{IMAGE}_dtype": "bytes: numpy dtype name, e.g. b'float32'",
     LABEL: "bytes: the label tile's raw values (optional)",
     f"{LABEL}_shape": "int64 list (optional)",
@@ -171,6 +173,27 @@ def tfrecord_dataset(directory: str | os.PathLike, *, label: bool | None = None)
     InvalidParameterError
         ``directory`` is not a TFRecord export of :func:`export_chips` (no
         manifest, another format) or misses some of its shards.
+    MissingDependencyError
+        Without TensorFlow: ``pip install "xflipnslide[tensorflow]"``.
+
+    Examples
+    --------
+    Writing needs no TensorFlow; reading does (the check below reads only
+    where it is installed):
+
+    >>> import importlib.util, os, tempfile, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> tiles = scene.isel(y=slice(0, 128), x=slice(0, 128)).fns.tile(64)
+    >>> out = tiles.fns.export_chips(os.path.join(tempfile.mkdtemp(), "tfr"), format="tfrecord")
+    >>> sorted(os.listdir(out))
+    ['fns_export.json', 'shard-00000.tfrecord']
+    >>> def first_tile_matches(directory):
+    ...     if importlib.util.find_spec("tensorflow") is None:
+    ...         return True  # nothing to read with
+    ...     x = next(iter(xflipnslide.tfrecord_dataset(directory)))
+    ...     return x.dtype.name == "uint16" and bool((x.numpy() == tiles[0].values).all())
+    >>> first_tile_matches(out)
+    True
     """
     directory = os.fspath(directory)
     meta = read_manifest(directory)

@@ -60,7 +60,15 @@ def zarr_encoding(tiles: xr.DataArray | xr.Dataset, *, name: Hashable = schema.I
 
     Examples
     --------
-    >>> tiles.to_zarr("tiles.zarr", encoding=xflipnslide.zarr_encoding(tiles))  # doctest: +SKIP
+    >>> import os, tempfile, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> tiles = scene.isel(y=slice(0, 128), x=slice(0, 128)).fns.tile(64)
+    >>> xflipnslide.zarr_encoding(tiles)
+    {'image': {'compressors': (ZstdCodec(level=1, checksum=False),)}}
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiles.zarr")
+    >>> store = tiles.to_dataset(name="image").to_zarr(
+    ...     path, encoding=xflipnslide.zarr_encoding(tiles), consolidated=False
+    ... )
     """
     from zarr.codecs import ZstdCodec
 
@@ -120,8 +128,15 @@ def to_zarr(
 
     Examples
     --------
-    >>> tiles.fns.to_zarr("tiles.zarr")  # doctest: +SKIP
-    >>> tiles = xflipnslide.open_tiles("tiles.zarr")  # doctest: +SKIP
+    >>> import os, tempfile, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> tiles = scene.isel(y=slice(0, 128), x=slice(0, 128)).fns.tile(64)
+    >>> path = tiles.fns.to_zarr(os.path.join(tempfile.mkdtemp(), "tiles.zarr"))
+    >>> back = xflipnslide.open_tiles(path)
+    >>> back.image.dims, back.image.dtype.name
+    (('tile', 'band', 'y', 'x'), 'uint16')
+    >>> bool((back.image == tiles).all()), back.band.values.tolist()
+    (True, ['red', 'green', 'blue'])
     """
     refused = [k for k in _REFUSED if k in kwargs]
     if refused:
@@ -132,11 +147,8 @@ def to_zarr(
     if isinstance(tiles, xr.DataArray):
         tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
     schema.read_geometry(tiles, what="to_zarr")  # tiles only, their geometry checked
-    ds = tiles.copy(deep=False)
+    ds = _portable_text(tiles.copy(deep=False), kwargs.get("zarr_format"))
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
-    # Text coordinates (``grid``) are small, and xarray loads lazy ones to pick
-    # a dtype anyway, with a warning: load them here (in memory, a no-op).
-    ds = ds.assign_coords({n: c.compute() for n, c in ds.coords.items() if c.dtype == object})
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
         from numcodecs import Zstd
@@ -151,6 +163,26 @@ def to_zarr(
         ds.to_zarr(tmp, mode="w", encoding=encoding, **kwargs)
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
+
+
+def _portable_text(ds: xr.Dataset, zarr_format: int | None) -> xr.Dataset:
+    """``ds`` with its text in the form Zarr stores stably.
+
+    Fixed-width text (numpy ``<U5``, as ``np.array(["red", ...])`` gives band
+    labels) has no Zarr v3 data type: zarr stores it in a form it warns may
+    change, unreadable by other Zarr libraries (``UnstableSpecificationWarning``).
+    Written as Python strings, it is the variable-length ``string`` type,
+    which reads back as ``str``. Zarr v2 has a fixed-width type, kept.
+    Text coordinates are small, and xarray loads lazy ones to pick a dtype
+    anyway, with a warning: they are loaded here (in memory, a no-op).
+    """
+
+    def text(v: xr.DataArray) -> xr.DataArray:
+        return v.astype(object) if v.dtype.kind == "U" and zarr_format != 2 else v
+
+    data_vars = {n: text(v) for n, v in ds.data_vars.items() if v.dtype.kind == "U"}
+    coords = {n: text(c).compute() for n, c in ds.coords.items() if c.dtype.kind in "OU"}
+    return ds.assign(data_vars).assign_coords(coords)
 
 
 def _write_record(path: str, consolidate: bool) -> None:
@@ -222,8 +254,22 @@ def open_tiles(path: str | os.PathLike, **open_zarr_kwargs: Any) -> xr.Dataset:
 
     Examples
     --------
-    >>> tiles = xflipnslide.open_tiles("tiles.zarr")  # doctest: +SKIP
-    >>> loader = tiles.fns.torch_loader(32, shuffle=True, seed=0)  # doctest: +SKIP
+    >>> import os, tempfile, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> tiles = scene.isel(y=slice(0, 128), x=slice(0, 128)).fns.tile(64)
+    >>> folder = tempfile.mkdtemp()
+    >>> path = tiles.fns.to_zarr(os.path.join(folder, "tiles.zarr"))
+    >>> xflipnslide.open_tiles(path).sizes
+    Frozen({'tile': 13, 'band': 3, 'y': 64, 'x': 64})
+
+    A store written some other way (or whose writer stopped) is refused:
+
+    >>> plain = os.path.join(folder, "plain.zarr")
+    >>> store = tiles.to_dataset(name="image").to_zarr(plain, consolidated=False)
+    >>> xflipnslide.open_tiles(plain)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xflipnslide.errors.IncompleteStoreError: ...plain.zarr has no completion record: ...
     """
     path = os.fspath(path)
     if "group" in open_zarr_kwargs:
