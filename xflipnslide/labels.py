@@ -73,8 +73,26 @@ def rasterize(
 
     Examples
     --------
-    >>> labels = xflipnslide.rasterize("fields.gpkg", like=scene, column="class")  # doctest: +SKIP
-    >>> tiles = xr.Dataset({"image": scene, "label": labels}).fns.tile(256)  # doctest: +SKIP
+    Two fields on the built-in sample (560 x 600 pixels): class 1 on the
+    left half, class 2 on the bottom-right quarter.
+
+    >>> import geopandas, numpy as np, shapely, xarray as xr, xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> x0, y0, x1, y1 = scene.rio.bounds()
+    >>> xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    >>> fields = geopandas.GeoDataFrame(
+    ...     {"class": [1, 2]},
+    ...     geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, ym)],
+    ...     crs=scene.rio.crs,
+    ... )
+    >>> labels = xflipnslide.rasterize(fields, like=scene, column="class")
+    >>> labels.dims, labels.dtype.name, labels.name
+    (('y', 'x'), 'uint8', 'label')
+    >>> np.bincount(labels.values.ravel()).tolist()  # 300 x 280, 300 x 560, 300 x 280
+    [84000, 168000, 84000]
+    >>> tiles = xr.Dataset({"image": scene, "label": labels}).fns.tile(40)
+    >>> tiles.label.dims
+    ('tile', 'y', 'x')
     """
     if not isinstance(like, (xr.DataArray, xr.Dataset)):
         raise InvalidParameterError(
