@@ -44,9 +44,9 @@ from ..errors import (
 )
 from . import graph as _graph
 from .blocks import assemble, chunk_bounds, chunk_span, local_slices
+from .graph import check_known_chunks, threads
 from .kernels import fill_nearest, nearest_valid
 from .stats import band_stats_array
-from .tiling import check_known_chunks, threads
 
 __all__ = ["fill_array", "filled_message", "prepare_chunks", "report_missing"]
 

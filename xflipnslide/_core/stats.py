@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import DataDroppedWarning, InvalidParameterError, warn
 from . import graph as _graph
+from .graph import threads
 from .kernels import moments, standardize_into
-from .tiling import threads
 
 __all__ = [
     "band_stats_array",
