@@ -1,8 +1,8 @@
 """The ``xflipnslide`` command line.
 
 ``xflipnslide demo`` tiles the built-in sample scene with every strategy and
-writes the tiles to Zarr; ``xflipnslide tile INPUT --out OUT.zarr`` tiles a
-scene file; ``stac``, ``export`` and ``predict`` load from a STAC catalog,
+writes the tiles to Zarr; ``xflipnslide tile INPUT... --out OUT.zarr`` tiles a
+scene file (or several band files on one grid); ``stac``, ``export`` and ``predict`` load from a STAC catalog,
 write chips and run a model. Every failure ends with a one-line message on
 stderr and exit status 2 (``-v`` adds the traceback).
 
@@ -50,7 +50,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default."""
+    """Shows the default of every option that has one (not of required
+    options, flags, or options whose help says what their absence means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:
@@ -63,6 +69,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_nodata(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nodata",
+        type=float,
+        default=None,
+        help="value marking missing pixels (default: the one the file declares)",
+    )
+
+
 def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> None:
     p.add_argument("--out", required=True, help="output Zarr store")
     p.add_argument("--tile-size", type=_positive, default=tile_size, help="tile size in pixels")
@@ -71,17 +86,34 @@ def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> Non
         "--edge", choices=EDGES, default=EDGES[0], help="crop to, or pad to, whole tiles"
     )
     p.add_argument("--no-preprocess", action="store_true", help="tile the values as they are")
-    p.add_argument(
-        "--nodata", type=float, default=None, help="value marking missing pixels (None: the file's)"
-    )
+    _add_nodata(p)
     p.add_argument(
         "--min-valid",
         type=float,
         default=None,
-        help="drop tiles with less than this share of observed (not filled) pixels",
+        help="drop tiles with less than this share of observed (not filled) pixels "
+        "(default: keep every tile)",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is a tile store written here"
+    )
+
+
+def _add_scene(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument(
+        name,
+        nargs="+",
+        metavar=name.upper(),
+        help="GeoTIFF (or several, one or more bands each, on one grid, stacked in the order "
+        "given), Zarr store or netCDF file",
+    )
+    p.add_argument(
+        "--band-name",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="label of each band of GeoTIFF inputs, repeatable, one per band (default: the "
+        "files' band descriptions, else from the file names)",
     )
 
 
@@ -112,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _verbose(p, top=True)
     p.add_argument("--version", action="version", version=f"xflipnslide {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, help="the command to run"
+    )
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
@@ -124,30 +158,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tile-size", type=_positive, default=128, help="tile size in pixels")
 
     tile = command("tile", "tile a GeoTIFF, Zarr or netCDF scene into a Zarr store")
-    tile.add_argument("input", help="GeoTIFF, Zarr store or netCDF file")
+    _add_scene(tile, "input")
     _add_tiling_options(tile)
     tile.add_argument(
-        "--variable", default=None, help="variable to tile, for Zarr/netCDF inputs with several"
+        "--variable",
+        default=None,
+        help="variable to tile, for Zarr/netCDF inputs with several (default: the only one)",
     )
     tile.add_argument(
-        "--label", default=None, help="an integer label variable tiled with the image, unscaled"
+        "--label",
+        default=None,
+        help="an integer label variable of a Zarr/netCDF input, tiled with the image, unscaled "
+        "(default: none)",
     )
     tile.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
 
     stac = command("stac", "search a STAC catalog, load, preprocess, tile, write")
-    stac.add_argument("--bbox", type=float, nargs=4, required=True, metavar=("W", "S", "E", "N"))
-    stac.add_argument("--datetime", required=True, help='e.g. "2023-01/2023-03"')
     stac.add_argument(
-        "--collection", action="append", default=None, help="repeatable (None: landsat-c2-l2)"
+        "--bbox",
+        type=float,
+        nargs=4,
+        required=True,
+        metavar=("W", "S", "E", "N"),
+        help="area to load, in degrees: west south east north",
+    )
+    stac.add_argument("--datetime", required=True, help='dates to search, e.g. "2023-01/2023-03"')
+    stac.add_argument(
+        "--collection",
+        action="append",
+        default=None,
+        help="collection id, repeatable (default: landsat-c2-l2)",
     )
     stac.add_argument(
-        "--band", action="append", default=None, help="asset name, repeatable (None: all)"
+        "--band",
+        action="append",
+        default=None,
+        help="asset name, repeatable (default: every data asset)",
     )
     stac.add_argument(
-        "--max-cloud", type=float, default=None, help="keep items with eo:cloud_cover below this"
+        "--max-cloud",
+        type=float,
+        default=None,
+        help="keep items with eo:cloud_cover below this (default: no cloud filter)",
     )
     stac.add_argument(
-        "--resolution", type=float, default=None, help="output pixel size in the output CRS units"
+        "--resolution",
+        type=float,
+        default=None,
+        help="output pixel size in the output CRS units (default: the items' own)",
     )
     stac.add_argument("--catalog", default=PLANETARY_COMPUTER, help="STAC API URL")
     stac.add_argument("--no-sign", action="store_true", help="do not sign asset URLs")
@@ -161,22 +219,26 @@ def _parser() -> argparse.ArgumentParser:
 
     exp = command("export", "write a tile store as GeoTIFF chips, TFRecord or WebDataset shards")
     exp.add_argument("tiles", help="a tile store (Zarr) written by xflipnslide tile or .to_zarr")
-    exp.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+    exp.add_argument("--format", choices=FORMATS, default=FORMATS[0], help="what to write")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--image", default=IMAGE, help="image variable")
-    exp.add_argument("--label", default=None, help="label variable (None: images only)")
+    exp.add_argument("--label", default=None, help="label variable (default: images only)")
     exp.add_argument("--shard-size", type=_positive, default=1000, help="tiles per shard")
     exp.add_argument(
-        "--crs", default=None, help="the tiles' CRS when the store has none, e.g. EPSG:32621"
+        "--crs",
+        default=None,
+        help="the tiles' CRS when the store has none, e.g. EPSG:32621 (default: the store's)",
     )
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it is an export")
 
     pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
-    pred.add_argument("scene", help="GeoTIFF, Zarr store or netCDF file")
+    _add_scene(pred, "scene")
     pred.add_argument("--model", required=True, help="TorchScript model file (torch.jit.save)")
     pred.add_argument("--out", required=True, help="output GeoTIFF (Cloud Optimized)")
     pred.add_argument("--tile-size", type=_positive, default=256, help="window size in pixels")
-    pred.add_argument("--stride", type=_positive, default=None, help="step (None: tile-size / 2)")
+    pred.add_argument(
+        "--stride", type=_positive, default=None, help="step (default: half the tile size)"
+    )
     pred.add_argument("--tta", choices=("none", "d4"), default="none", help="test-time views")
     pred.add_argument(
         "--blend", choices=("mean", "hann", "distance", "spline"), default="hann", help="seams"
@@ -184,10 +246,22 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=_positive, default=32, help="windows per model call")
     pred.add_argument("--labels", action="store_true", help="write argmax classes as uint8")
     pred.add_argument("--no-preprocess", action="store_true", help="feed the values as they are")
-    pred.add_argument("--nodata", type=float, default=None, help="value marking missing pixels")
-    pred.add_argument("--variable", default=None, help="variable, for Zarr/netCDF inputs")
+    _add_nodata(pred)
+    pred.add_argument(
+        "--stats",
+        default=None,
+        metavar="FILE",
+        help="standardise with the statistics recorded in FILE (a tile store, or a scene "
+        "preprocessed and written to Zarr or netCDF), e.g. the training tiles "
+        "(default: the scene's own)",
+    )
+    pred.add_argument(
+        "--variable",
+        default=None,
+        help="variable, for Zarr/netCDF inputs with several (default: the only one)",
+    )
     pred.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
-    pred.add_argument("--device", default=None, help="torch device, e.g. cuda (None: cpu)")
+    pred.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     pred.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is a prediction written here"
     )
@@ -195,7 +269,37 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``xflipnslide`` command."""
+    """Entry point of the ``xflipnslide`` command.
+
+    Parameters
+    ----------
+    argv
+        The arguments after ``xflipnslide`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 after an error (one line on
+        stderr), 130 when interrupted.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> import xflipnslide
+    >>> from xflipnslide.cli import main
+    >>> folder = tempfile.mkdtemp()
+    >>> out = os.path.join(folder, "tiles.zarr")
+    >>> argv = ["tile", xflipnslide.sample_scene_path(), "--out", out, "--tile-size", "128",
+    ...         "--strategy", "no_overlap", "--edge", "pad", "--nodata", "0"]
+    >>> main(argv)  # doctest: +ELLIPSIS
+    wrote 25 tiles of 128 px to .../tiles.zarr
+    0
+    >>> xflipnslide.open_tiles(out)["image"].sizes
+    Frozen({'tile': 25, 'band': 3, 'y': 128, 'x': 128})
+    >>> main(argv)  # OUT exists: refused, one line on stderr, nothing done
+    2
+    >>> shutil.rmtree(folder)
+    """
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -16,7 +16,7 @@ from ..predict import predict
 from ..preprocess import preprocess
 from ..schema import TILE_DIM
 from .output import CliError, interruptible, one_line, print_progress, progress_bar
-from .scenes import OPTION, check_out, open_scene, prepare_and_tile, write_tiles
+from .scenes import OPTION, check_out, open_scene, open_stats, prepare_and_tile, write_tiles
 
 __all__ = ["PREDICT_TAG", "PREDICT_TAG_VALUE", "export", "predict_scene", "stac", "tile"]
 
@@ -27,7 +27,7 @@ PREDICT_TAG, PREDICT_TAG_VALUE = "FNS_WRITER", "xflipnslide predict"
 
 def tile(args) -> int:
     check_out(args.out, args.overwrite)
-    scene = open_scene(args.input, args.variable, args.chunks, args.label)
+    scene = open_scene(args.input, args.variable, args.chunks, args.label, args.band_name)
     tiles = prepare_and_tile(scene, args, args.label)
     write_tiles(tiles, args.out, args.overwrite)
     print(f"wrote {tiles.sizes[TILE_DIM]} tiles of {args.tile_size} px to {args.out}")
@@ -122,18 +122,21 @@ def _model_problem(path: str, exc: BaseException) -> str:
 
 def predict_scene(args) -> int:
     """The ``predict`` command."""
-    torch = require("torch", "torch", "xflipnslide predict")
     if os.path.isdir(args.out):
         raise CliError(f"{args.out} is a folder; --out names the GeoTIFF to write")
     check_out(args.out, args.overwrite, PREDICTION)
+    if args.stats and args.no_preprocess:
+        raise CliError("--stats standardises the scene, which --no-preprocess skips: drop one")
+    torch = require("torch", "torch", "xflipnslide predict")
     if not os.path.exists(args.model):
         raise CliError(f"no such model file: {args.model}")
+    stats = open_stats(args.stats) if args.stats else None
     model = _load_model(torch, args.model, args.device)
-    scene = open_scene(args.scene, args.variable, args.chunks)
+    scene = open_scene(args.scene, args.variable, args.chunks, band_names=args.band_name)
     if not hasattr(scene, "to_dataset"):
-        raise CliError(f"{args.scene} holds several variables: pick one with --variable")
+        raise CliError(f"{' '.join(args.scene)} holds several variables: pick one with --variable")
     if not args.no_preprocess:
-        scene = preprocess(scene, nodata=args.nodata)
+        scene = preprocess(scene, nodata=args.nodata, stats=stats)
     pred = predict(
         scene,
         model,

@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from ..errors import XFlipNSlideError
+from ..errors import XFlipNSlideError, XFlipNSlideWarning
 from ..export.zarr import CONSOLIDATED_NOTICE
 
 __all__ = [
@@ -61,8 +61,15 @@ _SHOWN: set[str] = set()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """xflipnslide's warnings as one line each on stderr, each text once."""
-    text = f"xflipnslide: {category.__name__}: {message}"
+    """Warnings as one line each on stderr, each text once, named after the
+    package whose class they are (``xflipnslide: DataDroppedWarning: ...``; a
+    library's under its own name, never as xflipnslide's)."""
+    text = f"{category.__name__}: {message}"
+    origin = category.__module__.partition(".")[0]
+    if issubclass(category, XFlipNSlideWarning):
+        text = f"xflipnslide: {text}"
+    elif origin != "builtins":
+        text = f"{origin}: {text}"
     if text not in _SHOWN:
         _SHOWN.add(text)
         print(text, file=sys.stderr)
@@ -72,8 +79,13 @@ def quiet_third_party() -> None:
     """Silence warnings about libraries' own choices that a user cannot act on,
     and show the package's own as one line each (inside the caller's
     ``warnings.catch_warnings()``)."""
+    _SHOWN.clear()  # each text once per command run
     warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", message=CONSOLIDATED_NOTICE)
+    # Notes to programmers about APIs the command calls (torch.jit.load's);
+    # Python hides them too outside __main__, whatever the caller's filters.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="xarray")
     warnings.filterwarnings("ignore", category=RuntimeWarning, message="All-NaN slice")
 
