@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import accessor as _accessor  # noqa: F401  (registers .fns)
 from .classes import class_weights
+from .collection import concat_tiles, footprints, scene_tiles, tile_collection, untile_collection
 from .errors import (
     AllMissingError,
     DataDroppedWarning,
@@ -23,6 +24,7 @@ from .errors import (
     InvalidParameterError,
     InvalidTilesError,
     IrregularGridError,
+    MissingClassWarning,
     MissingDependencyError,
     NonFiniteWarning,
     SceneTooSmallError,
@@ -76,6 +78,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidTilesError",
     "IrregularGridError",
+    "MissingClassWarning",
     "MissingDependencyError",
     "NonFiniteWarning",
     "SceneTooSmallError",
@@ -87,7 +90,9 @@ __all__ = [
     "apply_transform",
     "batches",
     "class_weights",
+    "concat_tiles",
     "export_chips",
+    "footprints",
     "load",
     "load_stac",
     "mask_clouds",
@@ -99,12 +104,15 @@ __all__ = [
     "rasterize",
     "read_stats",
     "sample_scene_path",
+    "scene_tiles",
     "split",
     "tf_dataset",
     "tfrecord_dataset",
     "tile",
+    "tile_collection",
     "to_zarr",
     "torch_loader",
     "untile",
+    "untile_collection",
     "zarr_encoding",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from . import classes, export, ml, tiling
+from . import classes, collection, export, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
@@ -46,6 +46,7 @@ class _FnsAccessor:
     to_zarr = _forward(_store.to_zarr)
     class_counts = _forward(classes.class_counts)
     tile_labels = _forward(classes.tile_labels)
+    footprints = _forward(collection.footprints)
     plot_rgb = _forward(_plot.plot_rgb)
     plot_tiles = _forward(_plot.plot_tiles)
     plot_samples = _forward(_plot.plot_samples)

@@ -4,7 +4,7 @@ augmentation and seamless blending."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -70,7 +70,9 @@ def predict(
     ----------
     scene
         ``(band, y, x)`` (the model's input channels first), numpy- or
-        dask-backed, preprocessed the way the model was trained.
+        dask-backed, preprocessed the way the model was trained; or a mapping
+        ``{id: scene}`` of such scenes, each predicted on its own grid
+        (the result is then ``{id: map}``).
     model
         A callable taking a float32 numpy batch ``(B, C, T, T)`` and
         returning ``(B, K, T, T)`` real numbers, or a ``torch.nn.Module``
@@ -131,7 +133,7 @@ def predict(
 
     Returns
     -------
-    DataArray
+    DataArray (or a dict of them, for a mapping of scenes)
         ``(class, y, x)`` float32 on the scene's grid with its coordinates,
         CRS and attrs; lazy for a dask scene (one task per chunk of windows,
         the model called once per batch inside it, then one task per output
@@ -146,6 +148,23 @@ def predict(
     >>> out.dims, bool(np.allclose(out.values, scene.values, atol=1e-6))
     (('class', 'y', 'x'), True)
     """
+    if isinstance(scene, Mapping) and not isinstance(scene, xr.Dataset):
+        options = dict(
+            tile_size=tile_size,
+            stride=stride,
+            tta=tta,
+            blend=blend,
+            batch_size=batch_size,
+            device=device,
+            dims=dims,
+            classes=classes,
+            class_dim=class_dim,
+            aoi=aoi,
+            aoi_crs=aoi_crs,
+            min_valid=min_valid,
+            chunks=chunks,
+        )
+        return {key: predict(one, model, **options) for key, one in scene.items()}
     if not isinstance(scene, xr.DataArray):
         raise InvalidParameterError(
             "predict takes a DataArray (band, y, x); for a Dataset pick the image: "

@@ -45,6 +45,8 @@ __all__ = [
     "ROW",
     "ROW_DIM",
     "SCALE_FACTOR",
+    "SCENE",
+    "SCENES",
     "SCENE_SHAPE",
     "SCENE_TRANSFORM",
     "SPLIT",
@@ -295,3 +297,8 @@ EXPORT_MANIFEST = "fns_export.json"
 #: Attribute ``split`` adds to each subset when it knows the tiles' classes:
 #: the subset's labelled pixels of each class id ``0..K-1`` (a list of ints).
 SPLIT_CLASS_COUNTS = "fns_split_class_counts"
+
+#: Coordinate on ``tile`` of a collection: the id of each tile's scene.
+SCENE = "scene"
+#: Attr of a collection (a JSON string): every scene's geometry, CRS and own attrs.
+SCENES = "fns_scenes"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +18,7 @@ from ._core.tiling import (
     tiles_per_chunk,
     valid_fractions,
 )
+from .collection import check_single_scene, scene_tiles, tile_collection
 from .dims import find_spatial_dims, spatial_data
 from .errors import (
     DataDroppedWarning,
@@ -59,7 +60,10 @@ def tile(
     ----------
     obj
         A DataArray or Dataset with two spatial dims (any other dims, such as
-        ``band`` or ``time``, ride along in every tile).
+        ``band`` or ``time``, ride along in every tile); or a collection, a
+        mapping ``{id: scene}`` or a sequence of scenes, each tiled on its own
+        grid into one tile set with a ``scene`` coordinate
+        (:func:`xflipnslide.collection.tile_collection`, :doc:`/collections`).
     tile_size
         Side ``T`` of the square tiles in pixels; a multiple of 4 for
         ``"flipnslide"`` and of 2 for ``"overlap"``.
@@ -145,6 +149,19 @@ def tile(
     >>> tiles.transform.values[:4]
     array([0, 3, 0, 3], dtype=int8)
     """
+    if isinstance(obj, (Mapping, list, tuple)) and not isinstance(obj, xr.Dataset):
+        return tile_collection(
+            obj,
+            tile_size,
+            strategy,
+            dims=dims,
+            edge=edge,
+            stride=stride,
+            min_valid=min_valid,
+            aoi=aoi,
+            aoi_crs=aoi_crs,
+            tile_chunks=tile_chunks,
+        )
     if not isinstance(obj, (xr.DataArray, xr.Dataset)):
         raise InvalidParameterError(
             f"tile takes an xarray DataArray or Dataset; got {type(obj).__name__}. "
@@ -331,6 +348,7 @@ def untile(
     like: xr.DataArray | xr.Dataset | None = None,
     chunks: int | str | None = None,
     dims: Sequence[Hashable] | None = None,
+    scene: str | None = None,
 ) -> T_Xarray:
     """Put tiles back on the scene's grid: undo each transform, overlap-add.
 
@@ -368,6 +386,10 @@ def untile(
     dims
         ``(row_dim, column_dim)`` of the tiles; by default the dims ``tile``
         recorded, else found by name as for :func:`tile`.
+    scene
+        For the tiles of a collection: the id of the scene to put back, on
+        its own grid and with its CRS (required there; the error lists the
+        ids).
 
     Returns
     -------
@@ -397,6 +419,9 @@ def untile(
     >>> bool(np.allclose(back, scene))
     True
     """
+    if scene is not None:
+        tiles = scene_tiles(tiles, scene)
+    check_single_scene(tiles, "untile")
     g = schema.read_geometry(tiles, dims=dims, what="untile")
     if not len(g):
         raise InvalidTilesError("untile got 0 tiles: there is nothing to put back")

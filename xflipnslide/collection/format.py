@@ -23,7 +23,7 @@ import xarray as xr
 
 from .. import schema
 from ..errors import InvalidParameterError, InvalidTilesError
-from ..schema import TILE_DIM, T_Xarray
+from ..schema import SCENE, SCENES, TILE_DIM, T_Xarray
 
 __all__ = [
     "CRS_NAME",
@@ -43,10 +43,6 @@ __all__ = [
     "write_record",
 ]
 
-#: Coordinate on ``tile``: the id of each tile's scene.
-SCENE = "scene"
-#: Attr (JSON string): every scene's geometry, CRS and own attrs.
-SCENES = "fns_scenes"
 CRS_NAME = "spatial_ref"  # rioxarray's name of the CRS coordinate
 GRID_MAPPING, CRS_WKT = "grid_mapping", "crs_wkt"
 _SELF = "."  # key of the object's own attrs (a DataArray's data) in fns_scenes
