@@ -147,7 +147,7 @@ def to_zarr(
     if isinstance(tiles, xr.DataArray):
         tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
     schema.read_geometry(tiles, what="to_zarr")  # tiles only, their geometry checked
-    ds = _portable_text(tiles.copy(deep=False), kwargs.get("zarr_format"))
+    ds = _portable_text(_without_store_encoding(tiles), kwargs.get("zarr_format"))
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
@@ -163,6 +163,30 @@ def to_zarr(
         ds.to_zarr(tmp, mode="w", encoding=encoding, **kwargs)
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
+
+
+#: Encoding keys that belong to the store a variable was read from (its codecs,
+#: chunking, on-disk dtype): a tile store chooses its own.
+_STORE_ENCODING = (
+    "compressors",
+    "compressor",
+    "filters",
+    "serializer",
+    "shards",
+    "chunks",
+    "preferred_chunks",
+    "dtype",
+    "chunk_key_encoding",
+)
+
+
+def _without_store_encoding(tiles: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``tiles`` whose variables forget the codecs of the store
+    they were read from (a Zarr v2 codec on a v3 store fails to write)."""
+    ds = tiles.copy(deep=False)
+    for var in ds.variables.values():
+        var.encoding = {k: v for k, v in var.encoding.items() if k not in _STORE_ENCODING}
+    return ds
 
 
 def _portable_text(ds: xr.Dataset, zarr_format: int | None) -> xr.Dataset:
