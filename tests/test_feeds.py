@@ -188,3 +188,109 @@ def test_tf_missing_names_the_extra(monkeypatch, labelled_tiles):
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     with pytest.raises(ImportError, match=r'pip install "xflipnslide\[tensorflow\]"'):
         labelled_tiles.fns.tf_dataset(8)
+
+
+# --- class-balanced feeds ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rare_tiles():
+    """Class 0 everywhere, class 1 on the left half, class 2 in one 8 x 8
+    patch; lazy, in tile chunks of 16."""
+    lab = np.zeros((96, 96), "uint8")
+    lab[:, :48] = 1
+    lab[60:68, 60:68] = 2
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset(
+        {
+            "image": (("band", "y", "x"), rng.random((1, 96, 96), "float32")),
+            "label": (("y", "x"), lab),
+        }
+    )
+    return ds.chunk({"y": 48, "x": 48}).fns.tile(16, tile_chunks=16)
+
+
+def oracle_tile_weights(labels: np.ndarray) -> np.ndarray:
+    """``w_t = max {N / n_c : n_tc > 0}`` from per-tile ``np.bincount``."""
+    per_tile = np.array([np.bincount(t.ravel(), minlength=3) for t in labels])
+    totals = per_tile.sum(0)
+    return np.array([max(totals.sum() / totals[c] for c in range(3) if row[c]) for row in per_tile])
+
+
+def balanced_epoch(feed, epoch, worker=0, workers=1) -> np.ndarray:
+    return np.concatenate([b["tile"] for b in feed.epoch(epoch, worker, workers)])
+
+
+def test_balanced_feed_draws_within_binomial_bounds_as_many_as_tiles(rare_tiles):
+    n = rare_tiles.sizes["tile"]
+    feed = TileFeed.from_tiles(rare_tiles, 16, label="label", balance=True, seed=0, classes=3)
+    p = oracle_tile_weights(rare_tiles["label"].values)
+    p = p / p.sum()
+    epochs, drawn = 120, np.zeros(n, np.int64)
+    for e in range(epochs):
+        tiles = balanced_epoch(feed, e)
+        assert tiles.size == n  # every epoch draws as many tiles as there are
+        np.add.at(drawn, tiles, 1)
+    trials = epochs * n
+    sigma = np.sqrt(trials * p * (1 - p))
+    assert (np.abs(drawn - trials * p) <= 5 * sigma + 1e-9).all()
+    rare = (rare_tiles["label"].values == 2).any((1, 2))
+    assert drawn[rare].sum() / trials > 3 * rare.mean()  # the rare class comes far more often
+
+
+def test_balanced_feed_is_reproducible_per_seed_and_epoch_and_chunk_aware(rare_tiles):
+    def feed(seed, tiles=rare_tiles):
+        return TileFeed.from_tiles(tiles, 8, label="label", balance=True, seed=seed, classes=3)
+
+    a, b, other = feed(3), feed(3), feed(4)
+    for e in range(3):
+        np.testing.assert_array_equal(balanced_epoch(a, e), balanced_epoch(b, e))
+    assert not np.array_equal(balanced_epoch(a, 0), balanced_epoch(a, 1))
+    assert not np.array_equal(balanced_epoch(a, 0), balanced_epoch(other, 0))
+    counted, reads = counting_reads(rare_tiles["image"])
+    lazy = rare_tiles.assign(image=counted)
+    for e in range(3):
+        reads.clear()
+        drawn = balanced_epoch(feed(3, lazy), e)
+        chunks_drawn = set((drawn // 16).tolist())
+        assert set(reads) == chunks_drawn and set(reads.values()) == {1}
+
+
+def test_balance_takes_per_tile_weights(rare_tiles):
+    n = rare_tiles.sizes["tile"]
+    weights = np.zeros(n)
+    weights[[3, 40, 41]] = [1.0, 2.0, 1.0]
+    feed = TileFeed.from_tiles(rare_tiles, 16, balance=weights, seed=1)
+    for e in range(4):
+        tiles = balanced_epoch(feed, e)
+        assert tiles.size == n and set(tiles.tolist()) <= {3, 40, 41}
+    with pytest.raises(xflipnslide.InvalidParameterError, match=rf"one per tile, shape \({n},\)"):
+        TileFeed.from_tiles(rare_tiles, 16, balance=weights[:-1])
+    with pytest.raises(xflipnslide.InvalidParameterError, match="pass label="):
+        TileFeed.from_tiles(rare_tiles, 16, balance=True)
+    with pytest.raises(xflipnslide.InvalidParameterError, match="classes="):
+        TileFeed.from_tiles(rare_tiles, 16, label="label", balance=True)  # lazy labels
+
+
+def test_balanced_torch_loader_with_workers_counts_every_epoch(rare_tiles):
+    pytest.importorskip("torch")
+    n = rare_tiles.sizes["tile"]
+    loader = rare_tiles.fns.torch_loader(
+        8, label="label", balance=True, classes=3, seed=2, num_workers=2, metadata=True
+    )
+    single = TileFeed.from_tiles(rare_tiles, 8, label="label", balance=True, classes=3, seed=2)
+    for e in range(3):
+        expected = len(loader)  # the next epoch's count
+        got = [m["tile"] for _, _, m in loader]
+        assert len(got) == expected
+        tiles = np.sort(np.concatenate([t.numpy() for t in got]))
+        assert tiles.size == n  # as many draws as tiles, over both workers
+        np.testing.assert_array_equal(tiles, np.sort(balanced_epoch(single, e)))
+
+
+def test_balanced_tf_dataset_draws_as_many_as_tiles(rare_tiles):
+    pytest.importorskip("tensorflow")
+    n = rare_tiles.sizes["tile"]
+    data = rare_tiles.fns.tf_dataset(16, label="label", balance=True, classes=3, seed=0)
+    for _ in range(2):
+        assert sum(int(x.shape[0]) for x, _ in data) == n

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidTilesError",
     "IrregularGridError",
+    "MissingClassWarning",
     "MissingDependencyError",
     "NonFiniteWarning",
     "SceneTooSmallError",
@@ -169,3 +170,8 @@ class IrregularGridError(InvalidParameterError):
 class NonFiniteWarning(XFlipNSlideWarning):
     """NaN or infinite values where numbers are expected: in the scene a model
     reads, or in a model's output (``predict``); the message counts them."""
+
+
+class MissingClassWarning(XFlipNSlideWarning):
+    """A class of the tile set is in no tile of a subset of a split (it cannot
+    be learnt or measured there); the message names each class and subset."""

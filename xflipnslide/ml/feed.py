@@ -18,8 +18,10 @@ from .. import schema
 from .._core.blocks import chunk_bounds
 from .._core.graph import tile_chunk_sizes
 from .._core.tiling import load_arrays
+from ..classes import class_counts
 from ..errors import InvalidParameterError, check_positive_int, check_seed, require
 from ..schema import IMAGE, LABEL, TILE_DIM
+from .balance import BalancedOrder, tile_weights_from_counts
 from .order import TileOrder
 
 __all__ = ["TileFeed", "tf_dataset", "torch_loader"]
@@ -39,7 +41,8 @@ class TileFeed:
     image, label
         The image tiles and the label tiles (or ``None``), ``tile`` first.
     order
-        A :class:`~.order.TileOrder` (or any object with its ``chunks`` and
+        A :class:`~.order.TileOrder` or a :class:`~.balance.BalancedOrder`
+        (any object with their ``chunks``, ``count(workers, epoch)`` and
         ``batches(epoch, worker, workers)``).
     """
 
@@ -68,6 +71,9 @@ class TileFeed:
         seed: int | None = None,
         drop_last: bool = False,
         shuffle_buffer: int = 1024,
+        balance: bool | Any = False,
+        classes: int | None = None,
+        ignore_index: int | None = None,
     ) -> TileFeed:
         """The feed :func:`torch_loader` and :func:`tf_dataset` build
         (``what`` names the caller in error messages; the options are theirs).
@@ -91,7 +97,11 @@ class TileFeed:
         if not x.sizes[TILE_DIM]:
             raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
         chunks = tile_chunk_sizes(x.variable, None if y is None else y.variable)
-        order = TileOrder(chunks, batch_size, bool(shuffle), seed, bool(drop_last), buffer)
+        if isinstance(balance, bool) and not balance:
+            order = TileOrder(chunks, batch_size, bool(shuffle), seed, bool(drop_last), buffer)
+        else:
+            weights = _tile_weights(tiles, balance, label, classes, ignore_index, what)
+            order = BalancedOrder(weights, chunks, batch_size, seed, bool(drop_last), buffer)
         return cls(x, y, order)
 
     def _load(self, chunks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
@@ -140,6 +150,33 @@ class TileFeed:
         return out
 
 
+def _tile_weights(tiles, balance, label, classes, ignore_index, what: str) -> np.ndarray:
+    """The sampling weight of each tile: given (``balance`` an array), or
+    (``balance=True``) :func:`~.balance.tile_weights_from_counts` of the
+    label tiles' class counts (computed once, on dask too)."""
+    n = tiles.sizes[TILE_DIM]
+    if balance is True:
+        if label is None:
+            raise InvalidParameterError(
+                f"{what}(balance=True) draws tiles by the classes they hold: pass label= the "
+                "label variable, or balance= an array of one weight per tile"
+            )
+        counts = class_counts(tiles, label=label, classes=classes, ignore_index=ignore_index)
+        return tile_weights_from_counts(np.asarray(counts.values))
+    try:
+        weights = np.asarray(balance, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"{what}: balance must be True, False or one weight per tile; got {balance!r}"
+        ) from exc
+    if weights.shape != (n,):
+        raise InvalidParameterError(
+            f"{what}: balance= weights must be one per tile, shape ({n},); got shape "
+            f"{weights.shape}"
+        )
+    return weights
+
+
 def _feed_options(given: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments of :meth:`TileFeed.from_tiles` among a feed's ``locals()``."""
     return {k: given[k] for k in _FEED_OPTIONS}
@@ -171,6 +208,9 @@ def torch_loader(
     num_workers: int = 0,
     metadata: bool = False,
     shuffle_buffer: int = 1024,
+    balance: bool | Any = False,
+    classes: int | None = None,
+    ignore_index: int | None = None,
     **loader_kwargs: Any,
 ) -> Any:
     """A :class:`torch.utils.data.DataLoader` of tile batches.
@@ -214,6 +254,23 @@ def torch_loader(
     shuffle_buffer
         Least number of tiles shuffled among (more mixes better and holds
         more chunks in memory).
+    balance
+        Class-balanced sampling: each epoch draws as many tiles as there are,
+        **with replacement**, tile ``t`` with probability ``w_t / sum_s w_s``
+        (a new draw every epoch, reproducible from ``seed``; ``shuffle`` is
+        implied). ``True``: ``w_t = max {N / n_c : n_tc > 0}``, the inverse
+        pixel share of the rarest class in the tile (``n_tc`` its pixels of
+        class ``c``, ``n_c = sum_t n_tc``, ``N = sum_c n_c``; see
+        :func:`~xflipnslide.ml.balance.tile_weights_from_counts`), from the
+        ``label`` tiles' class counts (computed once when the loader is made,
+        on dask too); a tile with no labelled pixel is never drawn. Or a 1-D
+        array of one non-negative weight per tile. Chunk-aware as
+        ``shuffle`` is: a chunk is read at most once per epoch, and a chunk
+        nothing was drawn from not at all.
+    classes, ignore_index
+        With ``balance=True``, as for :func:`~xflipnslide.class_counts`: the
+        number of classes (needed on dask) and the value of unlabelled
+        pixels.
     **loader_kwargs
         Passed to :class:`torch.utils.data.DataLoader` (``pin_memory``,
         ``persistent_workers``, ``prefetch_factor``...).
@@ -224,7 +281,9 @@ def torch_loader(
         Yields float32 ``(B, C, T, T)`` image tensors, or ``(images,
         labels)`` pairs with int64 labels, plus the metadata dict last when
         ``metadata=True``. ``len(loader)`` is the number of batches each
-        epoch yields, with workers too (each worker's partial batch counted).
+        epoch yields, with workers too (each worker's partial batch counted;
+        balanced, the count of the next epoch, which with workers may change
+        from epoch to epoch by up to ``num_workers - 1``).
 
     Raises
     ------
@@ -258,13 +317,17 @@ def tf_dataset(
     seed: int | None = None,
     drop_last: bool = False,
     shuffle_buffer: int = 1024,
+    balance: bool | Any = False,
+    classes: int | None = None,
+    ignore_index: int | None = None,
 ) -> Any:
     """A :class:`tf.data.Dataset` of tile batches, for Keras's ``model.fit``.
 
     Built on the same chunk-aware order as :func:`torch_loader`: every tile
     once per epoch, a new shuffle of tiles every epoch (reproducible from
-    ``seed``), the last partial batch kept unless ``drop_last``. Each pass
-    over the dataset (each Keras epoch) is the next epoch.
+    ``seed``), the last partial batch kept unless ``drop_last``, or
+    class-balanced draws with ``balance``. Each pass over the dataset (each
+    Keras epoch) is the next epoch.
 
     Parameters
     ----------
@@ -272,7 +335,7 @@ def tf_dataset(
         As for :func:`torch_loader`.
     channels_last
         Images as ``(B, T, T, C)`` (Keras's default) instead of ``(B, C, T, T)``.
-    shuffle, seed, drop_last, shuffle_buffer
+    shuffle, seed, drop_last, shuffle_buffer, balance, classes, ignore_index
         As for :func:`torch_loader`.
 
     Returns
