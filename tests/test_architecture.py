@@ -25,13 +25,6 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 #: Violations in modules still being written elsewhere, as (test, path
 #: prefix): listed until their module is fixed, then removed from here.
 PENDING = {
-    # collection/ (tile sets of many scenes): the fns_scenes attr is spelled
-    # there; it moves to schema with the collection format
-    ("names", "collection/"),
-    # io/ (being split into raster and stac): the fns_scale_factor and
-    # fns_add_offset attrs, which schema.portable_attrs writes
-    # (schema.SCALE_FACTOR, schema.ADD_OFFSET)
-    ("names", "io/"),
     # ml/split.py: branches on in_memory(var) (a backend test); the check it
     # guards belongs behind an array-layer entry point
     ("backend", "ml/split.py"),

@@ -1,4 +1,4 @@
-"""Collections: many scenes, one tile set (SPEC §7).
+"""Collections: many scenes, one tile set (docs/collections.md).
 
 Expected values come from the scenes themselves (slices through the oracle's
 transform table), from rioxarray's transforms with affine arithmetic and

@@ -1,4 +1,4 @@
-"""preprocess() of many scenes: one set of band statistics for a collection (SPEC §7).
+"""preprocess() of many scenes: one set of band statistics for a collection (docs/collections.md).
 
 The expected statistics are numpy's mean and population std over the
 concatenated valid pixels of all scenes (the oracle below), never the

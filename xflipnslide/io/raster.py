@@ -21,7 +21,7 @@ NAME_SEPARATORS = "_-. "
 
 #: Attrs that change what the values mean: files stacked by
 #: :func:`open_image` must agree on them.
-_VALUE_ATTRS = ("nodata", "fns_scale_factor", "fns_add_offset")
+_VALUE_ATTRS = ("nodata", schema.SCALE_FACTOR, schema.ADD_OFFSET)
 
 #: GDAL's block cache per process, in MB, unless ``GDAL_CACHEMAX`` is set.
 #: GDAL's own default (5 % of the machine's RAM *per process*) overflows

@@ -21,7 +21,7 @@ __all__ = ["LANDSAT_C2_QA_BITS", "QA_DEFAULTS", "SENTINEL2_SCL_CLASSES", "mask_c
 
 log = logging.getLogger(__name__)
 
-#: Landsat Collection 2 ``QA_PIXEL`` bits (SPEC §6), bit -> name.
+#: Landsat Collection 2 ``QA_PIXEL`` bits (see :doc:`/preprocessing`), bit -> name.
 LANDSAT_C2_QA_BITS = {
     0: "fill",
     1: "dilated_cloud",
