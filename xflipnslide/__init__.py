@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 
 from . import accessor as _accessor  # noqa: F401  (registers .fns)
+from . import errors as _errors
 from .classes import class_weights
 from .collection import concat_tiles, footprints, scene_tiles, tile_collection, untile_collection
-from .errors import (
-    AllMissingError,
-    DataDroppedWarning,
-    DataFilledWarning,
-    EmptySubsetError,
-    FillReachError,
-    FillReachWarning,
-    IncompleteStoreError,
-    InvalidLabelsError,
-    InvalidParameterError,
-    InvalidTilesError,
-    IrregularGridError,
-    MissingClassWarning,
-    MissingDependencyError,
-    NonFiniteWarning,
-    SceneTooSmallError,
-    SpatialDimsError,
-    XFlipNSlideError,
-    XFlipNSlideWarning,
-)
+from .errors import *  # noqa: F403  (the exception and warning classes)
 from .export import export_chips, tfrecord_dataset
 from .export.zarr import open_tiles, to_zarr
 from .io import load_stac, open_image, sample_scene_path, zarr_encoding
@@ -63,56 +46,40 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "EDGES",
-    "STRATEGIES",
-    "TRANSFORMS",
-    "AllMissingError",
-    "DataDroppedWarning",
-    "DataFilledWarning",
-    "EmptySubsetError",
-    "FillReachError",
-    "FillReachWarning",
-    "IncompleteStoreError",
-    "InvalidLabelsError",
-    "InvalidParameterError",
-    "InvalidTilesError",
-    "IrregularGridError",
-    "MissingClassWarning",
-    "MissingDependencyError",
-    "NonFiniteWarning",
-    "SceneTooSmallError",
-    "SpatialDimsError",
-    "TileDataModule",
-    "TilePlan",
-    "XFlipNSlideError",
-    "XFlipNSlideWarning",
-    "apply_transform",
-    "batches",
-    "class_weights",
-    "concat_tiles",
-    "export_chips",
-    "footprints",
-    "load",
-    "load_stac",
-    "mask_clouds",
-    "open_image",
-    "open_tiles",
-    "plan_tiles",
-    "predict",
-    "preprocess",
-    "rasterize",
-    "read_stats",
-    "sample_scene_path",
-    "scene_tiles",
-    "split",
-    "tf_dataset",
-    "tfrecord_dataset",
+__all__ = [  # noqa: RUF022  (grouped by feature)
+    *(name for name in _errors.__all__ if name[0].isupper()),  # classes, not helpers
     "tile",
-    "tile_collection",
-    "to_zarr",
-    "torch_loader",
     "untile",
+    "load",
+    "plan_tiles",
+    "apply_transform",
+    "TilePlan",
+    "STRATEGIES",
+    "EDGES",
+    "TRANSFORMS",
+    "tile_collection",
+    "concat_tiles",
+    "scene_tiles",
     "untile_collection",
+    "footprints",
+    "open_image",
+    "sample_scene_path",
+    "load_stac",
+    "rasterize",
+    "mask_clouds",
+    "preprocess",
+    "read_stats",
+    "split",
+    "class_weights",
+    "batches",
+    "torch_loader",
+    "tf_dataset",
+    "predict",
+    "to_zarr",
+    "open_tiles",
     "zarr_encoding",
+    "export_chips",
+    "tfrecord_dataset",
 ]
+if find_spec("lightning") is not None:  # listed where ``import *`` can import it
+    __all__.append("TileDataModule")
