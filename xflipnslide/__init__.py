@@ -46,7 +46,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [  # noqa: RUF022  (grouped by feature)
+__all__ = [
     *(name for name in _errors.__all__ if name[0].isupper()),  # classes, not helpers
     "tile",
     "untile",
