@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..collection import SCENE, scene_ids, scene_tiles
 from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM, VALID_FRACTION
 from .atomic import OutputKind
 
@@ -32,6 +33,7 @@ __all__ = [
     "MARKER",
     "META",
     "ChipLayout",
+    "ScenePart",
     "ShardedWriter",
     "Writer",
     "chip_arrays",
@@ -39,6 +41,7 @@ __all__ = [
     "is_export",
     "label_texts",
     "read_manifest",
+    "scene_parts",
     "shard_names",
     "write_manifest",
 ]
@@ -128,6 +131,35 @@ class ChipLayout:
             "dims": list(self.dims),
             "coords": self.coords,
         }
+
+
+@dataclass(frozen=True)
+class ScenePart:
+    """One scene of a tile set: its id (``None`` for tiles of one scene without
+    one), the positions of its tiles in the tile set, its own single-scene
+    tile set and that set's geometry (checked)."""
+
+    id: str | None
+    where: np.ndarray
+    tiles: Any
+    geometry: schema.TileGeometry
+
+
+def scene_parts(tiles, what: str) -> list[ScenePart]:
+    """The scenes of ``tiles``, each as its own tile set with its geometry
+    read (and so checked) by :func:`schema.read_geometry`: one part for tiles
+    of one scene, one per scene for a collection (through
+    :func:`~xflipnslide.collection.scene_tiles`). Reads coordinates, never
+    pixels."""
+    ids = scene_ids(tiles)
+    if len(ids) > 1:
+        values = np.asarray(tiles[SCENE].values)
+        pairs = [(i, np.flatnonzero(values == i), scene_tiles(tiles, i)) for i in ids]
+    else:
+        pairs = [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
+    return [
+        ScenePart(i, where, part, schema.read_geometry(part, what=what)) for i, where, part in pairs
+    ]
 
 
 def chip_arrays(

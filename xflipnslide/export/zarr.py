@@ -26,6 +26,7 @@ import xarray as xr
 from .. import schema
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
+from .layout import scene_parts
 
 __all__ = [
     "COMPLETE",
@@ -98,8 +99,12 @@ def to_zarr(
     ----------
     tiles
         Output of :func:`xflipnslide.tile` (in memory or lazy; a subset, or
-        tiles reopened from a store). A DataArray is written as the
-        variable ``name``.
+        tiles reopened from a store), or a collection of many scenes
+        (``docs/collections.md``): each scene's geometry is checked, and its
+        geometry and CRS travel in ``fns_scenes``, so the reopened store
+        (:func:`open_tiles` or plain :func:`xarray.open_zarr`) gives every
+        scene back with :func:`~xflipnslide.collection.scene_tiles`. A
+        DataArray is written as the variable ``name``.
     path
         The store to create (a local folder, ``.zarr`` by convention).
     overwrite
@@ -146,7 +151,7 @@ def to_zarr(
         )
     if isinstance(tiles, xr.DataArray):
         tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
-    schema.read_geometry(tiles, what="to_zarr")  # tiles only, their geometry checked
+    scene_parts(tiles, "to_zarr")  # tiles only, each scene's geometry checked
     ds = _portable_text(_without_store_encoding(tiles), kwargs.get("zarr_format"))
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
