@@ -79,3 +79,66 @@ def test_to_zarr_checks_every_scene_of_a_collection(scenes, tiles, tmp_path):
     with pytest.raises(xflipnslide.InvalidTilesError):
         xflipnslide.to_zarr(bad, tmp_path / "bad.zarr")
     assert not (tmp_path / "bad.zarr").exists()
+
+
+# --- chips -----------------------------------------------------------------------
+
+
+def test_geotiff_chips_of_a_collection_carry_their_own_scene_geometry(scenes, tiles, tmp_path):
+    import csv
+    import json
+
+    import rasterio
+    from affine import Affine
+
+    out = xflipnslide.export_chips(tiles, tmp_path / "chips")
+    with open(f"{out}/index.csv") as f:
+        index = list(csv.DictReader(f))
+    n = tiles.sizes["tile"]
+    assert len(index) == n
+    width = len(str(n - 1))
+    seen = set()
+    for k, entry in enumerate(index):
+        scene_id = str(tiles[SCENE].values[k])
+        assert entry["scene"] == scene_id
+        assert entry["file"] == f"images/{k:0{width}d}_{scene_id}.tif"
+        scene = scenes[scene_id]
+        r, c, code = int(tiles.row[k]), int(tiles.col[k]), int(tiles.transform[k])
+        window = scene.rio.transform() * Affine.translation(c, r)  # the window's origin
+        corners = [window * (u, v) for u, v in ((0, 0), (64, 0), (64, 64), (0, 64))]
+        xs, ys = zip(*corners)
+        with rasterio.open(f"{out}/{entry['file']}") as src:
+            assert src.crs == scene.rio.crs
+            left, bottom, right, top = src.bounds  # as the transform orders them
+            np.testing.assert_allclose(
+                (min(left, right), min(bottom, top), max(left, right), max(bottom, top)),
+                (min(xs), min(ys), max(xs), max(ys)),
+                rtol=1e-12,
+            )
+            # a D4 tile's chip covers the same four corners, in its own order
+            got = sorted(src.transform * (u, v) for u, v in ((0, 0), (64, 0), (64, 64), (0, 64)))
+            np.testing.assert_allclose(got, sorted(corners), rtol=1e-12)
+            if code == 0:  # an identity tile: the chip's transform is its window's
+                np.testing.assert_allclose(tuple(src.transform)[:6], tuple(window)[:6], rtol=1e-12)
+            # the chip's pixels are the tile's
+            np.testing.assert_array_equal(src.read(), tiles.isel(tile=k).values)
+        seen.add((scene_id, code == 0))
+    assert {s for s, _ in seen} == {"utm", "geo"}
+    with open(f"{out}/fns_export.json") as f:
+        meta = json.load(f)
+    assert meta["crs"] is None
+    for id, scene in scenes.items():
+        entry = meta["scenes"][id]
+        assert entry["count"] == int((tiles[SCENE].values == id).sum())
+        assert rasterio.crs.CRS.from_wkt(entry["crs"]) == scene.rio.crs
+        assert entry["scene_shape"] == list(scene.shape[-2:])
+
+
+def test_a_scene_id_that_is_no_file_name_is_refused_before_writing(scenes, tmp_path):
+    tiles = quiet(tile_collection, {"a/b": scenes["utm"], "c": scenes["geo"]}, 64)
+    with pytest.raises(xflipnslide.InvalidParameterError, match="file name"):
+        xflipnslide.export_chips(tiles, tmp_path / "chips")
+    assert not (tmp_path / "chips").exists()
+    # other formats name no file by scene, and record it per tile
+    out = xflipnslide.export_chips(tiles, tmp_path / "wds", format="webdataset")
+    assert (tmp_path / "wds" / "shard-00000.tar").exists() and out

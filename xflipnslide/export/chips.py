@@ -26,7 +26,15 @@ from ..errors import InvalidParameterError, check_positive_int
 from ..schema import IMAGE, LABEL, TILE_DIM
 from . import atomic
 from .geotiff import GeoTiffWriter
-from .layout import EXPORT, FORMATS, ChipLayout, Writer, chip_arrays, write_manifest
+from .layout import (
+    EXPORT,
+    FORMATS,
+    ChipLayout,
+    Writer,
+    chip_arrays,
+    scene_parts,
+    write_manifest,
+)
 from .tfrecord import TFRecordWriter
 from .webdataset import TarWriter
 
@@ -55,7 +63,11 @@ def export_chips(
     tiles
         Output of :func:`xflipnslide.tile` (in memory, lazy or reopened
         from Zarr): a DataArray of images, or a Dataset with ``image`` and,
-        optionally, ``label`` variables.
+        optionally, ``label`` variables. A collection of many scenes
+        (``docs/collections.md``) too: every chip carries its own scene's
+        CRS and exact transform, GeoTIFF chips are named ``{tile}_{scene}``
+        (scene ids of letters, digits, ``.``, ``_`` and ``-``), and
+        ``index.csv`` and every format's per-tile metadata name the scene.
     directory
         The folder to create. Its parent folder must exist.
     format
@@ -92,7 +104,10 @@ def export_chips(
     str
         The directory written. It holds ``fns_export.json`` (format, count,
         CRS and, for the image and label, dtype, shape, dims and each extra
-        dim's labels, such as the dates), written last, besides the chips.
+        dim's labels, such as the dates), written last, besides the chips;
+        for tiles that record scene ids, ``scenes``: per scene its number of
+        tiles, CRS and shape (``crs`` is then the scenes' CRS where they
+        share one, else ``null``).
 
     Raises
     ------
@@ -133,16 +148,19 @@ def export_chips(
             f"format must be one of {', '.join(map(repr, FORMATS))}; got {format!r}"
         )
     shard_size = check_positive_int(shard_size, "shard_size")
-    g = schema.read_geometry(tiles, what="export_chips")
+    parts = scene_parts(tiles, "export_chips")
+    g = parts[0].geometry if len(parts) == 1 else schema.read_geometry(tiles, what="export_chips")
     x, y = chip_arrays(tiles, image, label, g.dims)
     layouts = {IMAGE: ChipLayout.of(x, g.dims)}
     if y is not None:
         layouts[LABEL] = ChipLayout.of(y, g.dims)
     writer_class = WRITERS[format]
     writer_class.check(layouts, g.dims)
-    crs = _crs(tiles, crs, format)
+    crss = [_crs(p.tiles, crs, format, p.id) for p in parts]
     with atomic.write_dir(directory, EXPORT, overwrite=overwrite) as tmp:
-        writer = writer_class(tmp, tiles, g, shard_size=shard_size, crs=crs, layouts=layouts)
+        writer = writer_class(
+            tmp, tiles, g, shard_size=shard_size, crs=crss, layouts=layouts, parts=parts
+        )
         try:
             done, n = 0, len(g)
             for a, b in _tile_ranges(x):
@@ -163,24 +181,38 @@ def export_chips(
             "shard_size": shard_size,
             IMAGE: writer.manifest(IMAGE),
             LABEL: writer.manifest(LABEL) if y is not None else None,
-            "crs": crs.to_wkt() if crs is not None else None,
+            "crs": _wkt(crss[0]) if all(c == crss[0] for c in crss) else None,
             "tile_size": g.tile_size,
             "scene_shape": list(g.scene_shape) if g.scene_shape else None,
         }
+        if parts[0].id is not None:  # tiles that record scene ids: each scene's own
+            meta["scenes"] = {
+                p.id: {
+                    "count": len(p.where),
+                    "crs": _wkt(c),
+                    "scene_shape": list(p.geometry.scene_shape) if p.geometry.scene_shape else None,
+                }
+                for p, c in zip(parts, crss)
+            }
         write_manifest(tmp, meta)
     return os.fspath(directory)
 
 
-def _crs(tiles, crs, format: str):
-    """The CRS the chips carry: the tiles' own, else ``crs``; GeoTIFF chips
-    need one."""
+def _wkt(crs) -> str | None:
+    return crs.to_wkt() if crs is not None else None
+
+
+def _crs(tiles, crs, format: str, scene: str | None = None):
+    """The CRS the chips of one scene carry: the tiles' own, else ``crs``;
+    GeoTIFF chips need one."""
     import rioxarray  # noqa: F401  (registers .rio)
 
     have = tiles.rio.crs
+    which = f"the tiles of scene {scene!r}" if scene is not None else "the tiles"
     if crs is None:
         if have is None and format == GeoTiffWriter.format:
             raise InvalidParameterError(
-                "the tiles carry no CRS (no spatial_ref coordinate), so GeoTIFF chips would not "
+                f"{which} carry no CRS (no spatial_ref coordinate), so GeoTIFF chips would not "
                 "be placed on the ground: pass crs= to export_chips (e.g. crs='EPSG:32621'; "
                 "--crs in the CLI), or tile a scene that has one (scene.rio.write_crs(...))"
             )
@@ -196,7 +228,7 @@ def _crs(tiles, crs, format: str):
         ) from exc
     if have is not None and have != given:
         raise InvalidParameterError(
-            f"the tiles carry the CRS {have.to_string()} and crs={crs!r} says otherwise: drop "
+            f"{which} carry the CRS {have.to_string()} and crs={crs!r} says otherwise: drop "
             "crs=, or reproject the scene before tiling"
         )
     return given

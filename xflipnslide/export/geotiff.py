@@ -4,7 +4,9 @@
 Each chip carries the CRS and its exact geotransform: the window's
 transform composed with the tile's D4 transform
 (:func:`xflipnslide.georef.tile_transform`), so a GIS draws a rotated or
-reflected chip in place. Written with rasterio.
+reflected chip in place; in a collection, its own scene's (chips
+``{tile}_{scene}.tif``, ``index.csv`` with a ``scene`` column). Written
+with rasterio.
 
 A chip's bands are the tile's extra dims folded in C order
 (:meth:`.layout.ChipLayout.bands`): a ``(time, band, y, x)`` tile of a time
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import xarray as xr
 
 from .. import schema
 from ..errors import InvalidParameterError
 from ..georef import scene_transform, tile_transform, window_bounds
-from ..schema import COL, GRID, IMAGE, LABEL, ROW, TRANSFORM, VALID_FRACTION
+from ..schema import COL, GRID, IMAGE, LABEL, ROW, SCENE, TRANSFORM, VALID_FRACTION
 from .layout import META, ChipLayout, Writer, chip_name
 
 __all__ = ["IMAGES", "INDEX", "LABELS", "GeoTiffWriter", "footprint_wkt", "scene_affine"]
@@ -64,14 +67,16 @@ class GeoTiffWriter(Writer):
         super().__init__(*args, **kwargs)
         import rasterio  # noqa: F401  (the export extra, checked before any chip)
 
-        self.scene = scene_affine(self.tiles, self.g)
+        self.scenes = [scene_affine(p.tiles, p.geometry) for p in self.parts]
+        self.names = [_name_part(p.id) for p in self.parts]
         for sub, part in ((IMAGES, IMAGE), (LABELS, LABEL)):
             if part in self.layouts:
                 os.makedirs(os.path.join(self.root, sub))
         # open across many write() calls; closed by close()/abort()
         self.index = open(os.path.join(self.root, INDEX), "w", newline="")  # noqa: SIM115
         self.csv = csv.writer(self.index)
-        self.csv.writerow(COLUMNS)
+        self.columns = COLUMNS if self.parts[0].id is None else (COLUMNS[0], SCENE, *COLUMNS[1:])
+        self.csv.writerow(self.columns)
 
     def write(self, k, image, label):
         import rasterio
@@ -79,8 +84,10 @@ class GeoTiffWriter(Writer):
         meta = self.tile_meta(k)
         T = self.g.tile_size
         row, col, code = meta[ROW], meta[COL], meta[TRANSFORM]
-        affine = tile_transform(self.scene, row, col, T, code)
-        name = chip_name(k, self.n) + ".tif"
+        part = int(self.part_of[k])
+        scene, crs = self.scenes[part], self.crs[part]
+        affine = tile_transform(scene, row, col, T, code)
+        name = chip_name(k, self.n) + self.names[part] + ".tif"
         tags = {f"{schema.ATTR_PREFIX}{key}": str(v) for key, v in meta.items()}
         for sub, part, data in ((IMAGES, IMAGE, image), (LABELS, LABEL, label)):
             if data is None:
@@ -93,7 +100,7 @@ class GeoTiffWriter(Writer):
                 "height": T,
                 "count": arr.shape[0],
                 "dtype": arr.dtype.name,
-                "crs": self.crs,
+                "crs": crs,
                 "transform": affine,
                 "compress": "deflate",
             }
@@ -104,10 +111,11 @@ class GeoTiffWriter(Writer):
                     if band:
                         dst.set_band_description(i, text)
                         dst.update_tags(i, **band)
-        bounds = window_bounds(self.scene, [row], [col], T)[0]
+        bounds = window_bounds(scene, [row], [col], T)[0]
         self.csv.writerow(
             [
                 f"{IMAGES}/{name}",
+                *([meta[SCENE]] if SCENE in meta else []),
                 *(meta[key] for key in META),
                 meta.get(GRID, ""),
                 meta.get(VALID_FRACTION, ""),
@@ -118,6 +126,23 @@ class GeoTiffWriter(Writer):
     def close(self):
         if not self.index.closed:
             self.index.close()
+
+
+#: Scene ids that may be part of a file name.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _name_part(scene: str | None) -> str:
+    """The ``_{scene}`` suffix of a chip's name (nothing for tiles without ids)."""
+    if scene is None:
+        return ""
+    if not _SAFE_ID.fullmatch(scene) or scene in (".", ".."):
+        raise InvalidParameterError(
+            f"the scene id {scene!r} cannot be part of a chip's file name: GeoTIFF chips of a "
+            "collection are named by scene, so use ids of letters, digits, '.', '_' and '-' "
+            "(concat_tiles(..., ids=...) renames scenes), or export format='tfrecord'"
+        )
+    return f"_{scene}"
 
 
 def footprint_wkt(x0: float, y0: float, x1: float, y1: float) -> str:

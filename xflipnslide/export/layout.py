@@ -209,7 +209,8 @@ class Writer:
     """Writes one tile after the other into ``root`` (the export's temporary
     folder); each format sets :attr:`format` and implements :meth:`write`.
     ``layouts`` holds the :class:`ChipLayout` of the image (``schema.IMAGE``)
-    and, when exported, of the label (``schema.LABEL``)."""
+    and, when exported, of the label (``schema.LABEL``); ``parts`` the
+    scenes (:func:`scene_parts`) and ``crs`` each one's CRS, in that order."""
 
     format = ""
 
@@ -220,12 +221,17 @@ class Writer:
         g: schema.TileGeometry,
         *,
         shard_size: int,
-        crs,
+        crs: list,
         layouts: dict[str, ChipLayout],
+        parts: list[ScenePart],
     ) -> None:
-        self.root, self.tiles, self.g, self.shard_size, self.crs = root, tiles, g, shard_size, crs
-        self.layouts = layouts
+        self.root, self.tiles, self.g, self.shard_size = root, tiles, g, shard_size
+        self.layouts, self.parts, self.crs = layouts, parts, crs
         self.n = len(g)
+        #: The part (scene) of each tile, by position in ``parts``.
+        self.part_of = np.zeros(self.n, dtype=np.intp)
+        for i, p in enumerate(parts):
+            self.part_of[p.where] = i
         self.meta = {
             name: np.asarray(tiles[name].values)
             for name in (GRID, VALID_FRACTION)
@@ -255,13 +261,16 @@ class Writer:
 
     def tile_meta(self, k: int) -> dict[str, Any]:
         """Tile ``k``'s metadata: index, window origin, code and, where the
-        tiles carry them, grid and valid fraction."""
+        tiles carry them, scene id, grid and valid fraction."""
         out: dict[str, Any] = {
             TILE_DIM: int(k),
             ROW: int(self.g.rows[k]),
             COL: int(self.g.cols[k]),
             TRANSFORM: int(self.g.codes[k]),
         }
+        scene = self.parts[self.part_of[k]].id
+        if scene is not None:
+            out[SCENE] = scene
         if GRID in self.meta:
             out[GRID] = str(self.meta[GRID][k])
         if VALID_FRACTION in self.meta:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidParameterError, require
-from ..schema import COL, IMAGE, LABEL, ROW, TILE_DIM, TRANSFORM
+from ..schema import COL, IMAGE, LABEL, ROW, SCENE, TILE_DIM, TRANSFORM
 from .layout import MARKER, META, ShardedWriter, read_manifest, shard_names
 
 __all__ = [
@@ -61,6 +61,7 @@ FEATURE_DESCRIPTION = {
     ROW: "int64: window origin row in scene pixels",
     COL: "int64: window origin column",
     TRANSFORM: "int64: D4 code 0-7",
+    SCENE: "bytes: the tile's scene id (tiles that record scene ids only)",
 }
 
 
@@ -151,6 +152,8 @@ class TFRecordWriter(ShardedWriter):
             features.update(_array_features(LABEL, label))
         for key in META:
             features[key] = int64_feature([meta[key]])
+        if SCENE in meta:
+            features[SCENE] = bytes_feature(meta[SCENE].encode())
         self.target(k).write(record(example(features)))
 
 
