@@ -21,7 +21,10 @@ def make_dataset(feed, channels_last: bool) -> Any:
     """A :class:`tf.data.Dataset` whose every pass is the next epoch of ``feed``.
 
     Images are float32, channels-last ``(B, T, T, C)`` when ``channels_last``
-    (else as the feed gives them); labels int64.
+    (else as the feed gives them); labels int64. Its cardinality is the
+    number of batches an epoch yields (one producer: the same every epoch,
+    the last partial batch counted unless ``drop_last``), so Keras knows
+    where an epoch ends and never reports that the input ran out of data.
     """
     import tensorflow as tf
 
@@ -46,4 +49,5 @@ def make_dataset(feed, channels_last: bool) -> Any:
         signature = (spec_x, spec_y)
     else:
         signature = spec_x
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(feed.order.count(1, 0)))
