@@ -662,3 +662,22 @@ def test_dask_matches_numpy_for_any_chunking():
     for chunks in [(1, 16, 16), (85, 3, 5), (17, 16, 1)]:
         x = da.from_array(lab, chunks=chunks)
         np.testing.assert_array_equal(class_counts_array(x, 5, IGNORE).compute(), expected)
+
+
+def test_feeds_yield_tile_labels_instead_of_masks():
+    """Chip classification: a (tile,) class per tile, fed in place of the mask."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    image = xr.DataArray(rng.random((2, 128, 128), dtype="float32"), dims=("band", "y", "x"))
+    mask = xr.DataArray(rng.integers(0, 3, (128, 128)).astype("uint8"), dims=("y", "x"))
+    tiles = xr.Dataset({"image": image, "label": mask}).fns.tile(32)
+    tiles["chip_class"] = tiles.fns.tile_labels(label="label")
+    seen = {}
+    for _, y, meta in tiles.fns.torch_loader(8, label="chip_class", metadata=True):
+        assert y.shape == (len(meta["tile"]),)
+        for k, c in zip(meta["tile"].tolist(), y.tolist()):
+            seen[k] = c
+    assert sorted(seen) == list(range(tiles.sizes["tile"]))
+    for k, y in seen.items():
+        counts = np.bincount(tiles["label"].values[k].ravel(), minlength=3)
+        assert y == int(np.argmax(counts))  # ties go to the smallest id, as argmax does
