@@ -84,6 +84,15 @@ class TilePlan:
         ``int8`` array: the D4 transform code of each tile (:data:`TRANSFORMS`).
     grids
         String array: ``"outer"``, ``"inner"`` (flipnslide) or ``"regular"``.
+
+    Examples
+    --------
+    >>> from xflipnslide import plan_tiles
+    >>> plan = plan_tiles((512, 512), 256, "flipnslide")
+    >>> len(plan), plan.extent, plan.stride
+    (13, (512, 512), 128)
+    >>> plan.grids[[0, 9]], plan.codes[[0, 9]]
+    (array(['outer', 'inner'], dtype='<U7'), array([0, 4], dtype=int8))
     """
 
     shape: tuple[int, int]
@@ -367,6 +376,18 @@ def apply_transform(a: np.ndarray, code: int) -> np.ndarray:
     This is the definition of the codes (the table in ``docs/tiling.md``),
     written with numpy; the numba kernels implement the same mapping in one
     pass.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xflipnslide import apply_transform
+    >>> a = np.array([[0, 1], [2, 3]])
+    >>> apply_transform(a, 3)  # rot90: a quarter turn counter-clockwise
+    array([[1, 3],
+           [0, 2]])
+    >>> apply_transform(a, 4)  # flip_x: columns reversed
+    array([[1, 0],
+           [3, 2]])
     """
     code = int(code)
     if code == 0:

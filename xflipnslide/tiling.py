@@ -469,7 +469,11 @@ def load(obj: T_Xarray) -> T_Xarray:
 
     Examples
     --------
-    >>> tiles = xflipnslide.open_image("scene.tif").fns.tile(256).fns.load()  # doctest: +SKIP
+    >>> import xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())  # lazy
+    >>> tiles = scene.fns.tile(128, edge="pad").fns.load()  # 9 x 9 + 8 x 8 windows
+    >>> type(tiles.data).__name__, tiles.sizes["tile"]
+    ('ndarray', 145)
     """
     if not isinstance(obj, (xr.DataArray, xr.Dataset)):
         raise InvalidParameterError(
