@@ -142,3 +142,42 @@ def test_a_scene_id_that_is_no_file_name_is_refused_before_writing(scenes, tmp_p
     # other formats name no file by scene, and record it per tile
     out = xflipnslide.export_chips(tiles, tmp_path / "wds", format="webdataset")
     assert (tmp_path / "wds" / "shard-00000.tar").exists() and out
+
+
+# --- footprint plots -------------------------------------------------------------
+
+
+def test_plot_footprints_draws_every_scene_of_a_collection(scenes, tiles, tmp_path):
+    pytest.importorskip("matplotlib")
+    from affine import Affine
+
+    from xflipnslide.plot import plot_footprints
+
+    with pytest.raises(xflipnslide.InvalidParameterError, match="pass crs="):
+        plot_footprints(tiles)  # EPSG:32621 and EPSG:4326
+    fig = plot_footprints(tiles, crs="EPSG:4326")
+    fig.savefig(tmp_path / "collection.png", dpi=60)
+    assert (tmp_path / "collection.png").stat().st_size > 0
+    ax = fig.axes[0]
+    ids = tiles[SCENE].values
+    assert [len(c.get_paths()) for c in ax.collections] == [
+        int((ids == "utm").sum()),
+        int((ids == "geo").sum()),
+    ]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == [f"utm ({(ids == 'utm').sum()})", f"geo ({(ids == 'geo').sum()})"]
+    # the EPSG:4326 scene is drawn in its own CRS: its window's corners
+    k = int(np.flatnonzero(ids == "geo")[0])
+    window = scenes["geo"].rio.transform() * Affine.translation(
+        int(tiles.col[k]), int(tiles.row[k])
+    )
+    want = sorted(window * uv for uv in ((0, 0), (64, 0), (64, 64), (0, 64)))
+    drawn = ax.collections[1].get_paths()[0].vertices[:4]
+    np.testing.assert_allclose(sorted(map(tuple, drawn)), want, rtol=1e-12)
+    # one scene's options point at scene_tiles
+    for kwargs in ({"kind": "density"}, {"scene": scenes["utm"]}, {"color_by": "code"}):
+        with pytest.raises(xflipnslide.InvalidParameterError, match="scene_tiles"):
+            plot_footprints(tiles, crs="EPSG:4326", **kwargs)
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from ..collection import SCENE, footprints, is_collection, scene_ids
 from ..dims import find_spatial_dims
 from ..errors import InvalidParameterError
 from ..georef import coords_transform
@@ -171,6 +172,7 @@ def plot_footprints(
     alpha: float | None = None,
     ax=None,
     title: str | None = None,
+    crs: Any = None,
 ):
     """Map a set of tiles (or a split's subsets) where they lie on their scene.
 
@@ -217,6 +219,14 @@ def plot_footprints(
         A matplotlib Axes; a new figure is made if ``None``.
     title
         Axes title; by default the number of tiles and their size.
+    crs
+        For a collection of many scenes: the CRS to draw in (anything pyproj
+        reads), needed where the scenes' CRSs differ. A collection is drawn
+        from :func:`xflipnslide.collection.footprints` (each scene's own
+        transform, reprojected to ``crs``), coloured by scene (``color_by``
+        ``"scene"``, its default, or ``"subset"`` for a split's dict);
+        ``scene=`` and ``kind="density"`` take one scene
+        (:func:`~xflipnslide.collection.scene_tiles`).
 
     Returns
     -------
@@ -249,6 +259,15 @@ def plot_footprints(
     if kind not in _KINDS:
         raise InvalidParameterError(f"kind must be one of {_KINDS}; got {kind!r}")
     sets = _tile_sets(tiles)
+    if any(is_collection(part) for _, part in sets):
+        return _plot_collection(
+            sets, _is_split(tiles), scene, color_by, kind, crs, ax, title, (linewidth, alpha)
+        )
+    if crs is not None:
+        raise InvalidParameterError(
+            "crs= draws a collection of scenes in different CRSs; tiles of one scene are drawn "
+            "in their own CRS: drop crs="
+        )
     if color_by is None:
         color_by = "subset" if _is_split(tiles) else "code"
     elif kind == "density":
@@ -309,6 +328,64 @@ def plot_footprints(
     handles += outline
     if handles:
         _axes.legend(fig, ax, handles, own=own, below=colorbar is not None)
+    return fig
+
+
+def _plot_collection(sets, split: bool, scene, color_by, kind, crs, ax, title, style):
+    """The tiles of many scenes, from their footprints in ``crs``, by scene or subset."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    color_by = color_by or ("subset" if split else SCENE)
+    if scene is not None or kind != "outline" or color_by not in (SCENE, "subset"):
+        ids = next(scene_ids(part) for _, part in sets if is_collection(part))
+        raise InvalidParameterError(
+            "plot_footprints draws a collection of scenes as outlines coloured by scene or "
+            "subset (color_by='scene' or 'subset'); scene=, kind='density' and color_by="
+            f"{color_by!r} draw one scene: pick it with xflipnslide.scene_tiles(tiles, "
+            f"{ids[0]!r})"
+        )
+    frames = [(name, footprints(part, crs=crs)) for name, part in sets]
+    target = frames[0][1].crs
+    if any(f.crs != target for _, f in frames[1:]):
+        raise InvalidParameterError(
+            "the subsets lie in different CRSs: pass crs= the CRS to draw them in"
+        )
+    groups: dict[str, list] = {}
+    for name, frame in frames:
+        keys = frame[SCENE] if color_by == SCENE and SCENE in frame else [name] * len(frame)
+        for key, polygon in zip(keys, frame.geometry):
+            groups.setdefault(str(key), []).append(np.asarray(polygon.exterior.coords))
+    lw, a = _auto_style(sum(map(len, groups.values())), *style)
+    fig, ax_ = _axes.figure(ax, figsize=(7, 5.5))
+    handles = []
+    for i, (key, rings) in enumerate(groups.items()):
+        colour = SUBSET_COLORS[i % len(SUBSET_COLORS)]
+        ax_.add_collection(
+            PolyCollection(
+                rings,
+                closed=True,
+                facecolors="none",
+                edgecolors=colour,
+                linewidths=lw,
+                alpha=a,
+                zorder=4,
+            )
+        )
+        handles.append(Patch(fill=False, ec=colour, label=f"{key} ({len(rings)})"))
+    xy = np.concatenate([r for rings in groups.values() for r in rings])
+    ax_.update_datalim(xy)
+    ax_.margins(0.03)
+    ax_.autoscale_view()
+    ax_.set_aspect("equal")
+    where = target.to_string() if target is not None else "pixels"
+    ax_.set_xlabel(f"x ({where})")
+    ax_.set_ylabel(f"y ({where})")
+    ax_.tick_params(axis="x", labelrotation=30)
+    n = sum(map(len, groups.values()))
+    default = f"{n} tiles of {len(groups)} {'scenes' if color_by == SCENE else 'subsets'}"
+    ax_.set_title(title or default, fontsize="medium")
+    _axes.legend(fig, ax_, handles, own=ax is None)
     return fig
 
 
