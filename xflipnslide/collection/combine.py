@@ -343,6 +343,17 @@ def untile_collection(tiles: T_Xarray, *, scene: str | None = None, **options: A
     ------
     InvalidTilesError
         Without ``scene=`` on tiles of several scenes, listing their ids.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xflipnslide import tile_collection, untile_collection
+    >>> osaka = xr.DataArray(np.zeros((1, 128, 128), "float32"), dims=("band", "y", "x"))
+    >>> tokyo = xr.DataArray(np.ones((1, 128, 192), "float32"), dims=("band", "y", "x"))
+    >>> tiles = tile_collection({"osaka": osaka, "tokyo": tokyo}, 64)
+    >>> back = untile_collection(tiles, scene="osaka")
+    >>> back.sizes, float(back.max())
+    (Frozen({'band': 1, 'y': 128, 'x': 128}), 0.0)
     """
     from ..tiling import untile
 

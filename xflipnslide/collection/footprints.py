@@ -83,6 +83,17 @@ def footprints(tiles: xr.DataArray | xr.Dataset, crs: Any = None, *, densify: in
     InvalidParameterError
         For scenes in different CRSs without ``crs=``, or ``crs=`` on
         scenes without a CRS or transform.
+
+    Examples
+    --------
+    >>> import xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
+    >>> frame = xflipnslide.footprints(scene.fns.tile(256))  # 3 x 3 + 2 x 2 windows
+    >>> len(frame), frame.crs.to_epsg(), list(frame.columns)
+    (13, 32621, ['tile', 'row', 'col', 'transform', 'grid', 'geometry'])
+    >>> west, south, east, north = frame.geometry.iloc[0].bounds
+    >>> east - west, north - south  # 256 pixels of 30 m
+    (7680.0, 7680.0)
     """
     gpd = require("geopandas", "vector", "footprints")
     pyproj = require("pyproj", "vector", "footprints")

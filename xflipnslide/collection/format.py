@@ -263,6 +263,17 @@ def scene_tiles(tiles: T_Xarray, scene: str) -> T_Xarray:
     InvalidParameterError
         For an id the tiles do not hold (the message lists them), or tiles
         of one scene without an id.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from xflipnslide import scene_tiles, tile_collection
+    >>> osaka = xr.DataArray(np.zeros((1, 128, 128), "float32"), dims=("band", "y", "x"))
+    >>> tokyo = xr.DataArray(np.ones((1, 128, 192), "float32"), dims=("band", "y", "x"))
+    >>> tiles = tile_collection({"osaka": osaka, "tokyo": tokyo}, 64)  # 13 + 23 tiles
+    >>> part = scene_tiles(tiles, "tokyo")
+    >>> part.sizes["tile"], sorted(set(part.scene.values)), float(part.mean())
+    (23, ['tokyo'], 1.0)
     """
     record = read_record(tiles)
     if record is None:
