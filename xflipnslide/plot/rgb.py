@@ -149,7 +149,10 @@ def plot_rgb(
     --------
     >>> import xflipnslide
     >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path())
-    >>> fig = scene.where(scene != 0).fns.plot_rgb()  # doctest: +SKIP
+    >>> fig = scene.where(scene != 0).fns.plot_rgb()
+    >>> fig.axes[0].get_title(), fig.axes[0].images[0].get_array().shape  # RGBA pixels
+    ('RGB: red, green, blue', (560, 600, 4))
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     _axes.pyplot()
     obj = _axes.variable(obj, variable, "plot_rgb")

@@ -110,8 +110,11 @@ def plot_samples(
     --------
     >>> import xflipnslide
     >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path()).load()
-    >>> tiles = scene.fns.preprocess(nodata=0).fns.tile(128)  # doctest: +SKIP
-    >>> fig = tiles.fns.plot_samples(n=4)  # doctest: +SKIP
+    >>> tiles = scene.fns.preprocess(nodata=0).fns.tile(128)
+    >>> fig = tiles.fns.plot_samples(n=4)
+    >>> len(fig.axes)  # a tile and a ground panel per sample
+    8
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     plt = _axes.pyplot()
     from matplotlib.patches import Patch

@@ -55,6 +55,17 @@ def plot_tiles(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path()).load()
+    >>> fig = scene.fns.plot_tiles(256)
+    >>> fig.axes[0].get_title()  # 3 x 3 outer and 2 x 2 inner windows
+    'flipnslide: 13 tiles of 256 px'
+    >>> len(fig.axes[0].patches)  # the windows and the tiled area's outline
+    14
+    >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     _axes.pyplot()  # the viz extra, with a clear error
     from matplotlib.patches import Patch, Rectangle
