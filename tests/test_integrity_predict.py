@@ -203,8 +203,8 @@ def test_aoi_mapping_with_coordinates_still_works(scene):
 @pytest.mark.parametrize(
     ("dims", "extra"),
     [
-        (("time", "band", "y", "x"), "['time'] is extra"),
-        (("band", "time", "y", "x"), "['time'] is extra"),
+        (("time", "c", "y", "x"), "['time', 'c'] are extra"),  # no dim named as channels
+        (("band", "channel", "y", "x"), "['band', 'channel'] are extra"),  # two named so
         (("t", "c", "y", "x"), "['t', 'c'] are extra"),
     ],
 )
@@ -214,9 +214,9 @@ def test_extra_dims_are_named_with_what_to_do(dims, extra):
         scene.fns.predict(first_class, tile_size=16)
     message = str(info.value)
     assert extra in message and "select or reduce" in message
-    if dims[0] != "t":
+    assert "keeping one dim: the model's input channels" in message
+    if dims[0] == "time":
         assert "scene.isel(time=0) or scene.mean('time')" in message
-        assert "keeping 'band' as the model's input channels" in message
 
 
 # --- 2. NaN and infinity are reported ---------------------------------------

@@ -182,7 +182,7 @@ def test_cli_predict_writes_a_georeferenced_map(tmp_path, capsys):
     assert "wrote labels for 560 x 600 px" in capsys.readouterr().out
     with rasterio.open(out) as f:
         assert f.dtypes == ("uint8",) and f.crs.to_epsg() == 32621
-        assert set(np.unique(f.read(1))) <= {0, 1, 2, 3}
+        assert set(np.unique(f.read(1))) <= {0, 1, 2, 3, 255} and f.nodata == 255
     assert main(argv) == 2  # exists
     assert main([*argv, "--overwrite", "--blend", "spline"]) == 0
     with rasterio.open(out) as f:

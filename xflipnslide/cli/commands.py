@@ -12,7 +12,7 @@ from ..export.atomic import OutputKind, write_file
 from ..export.layout import EXPORT
 from ..export.zarr import open_tiles
 from ..io import load_stac
-from ..predict import predict
+from ..predict import label_map, predict
 from ..preprocess import preprocess
 from ..schema import TILE_DIM
 from .output import CliError, interruptible, one_line, print_progress, progress_bar
@@ -147,8 +147,10 @@ def predict_scene(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
-    if args.labels:
-        pred = pred.argmax("class").astype("uint8")
+    if args.labels:  # the nodata class (declared) where the scene was not observed
+        pred = label_map(pred)
+    else:  # band descriptions: the class names, where predict has them
+        pred.attrs.setdefault("long_name", tuple(f"class {i}" for i in range(pred.sizes["class"])))
     with (
         interruptible(),
         write_file(args.out, PREDICTION, overwrite=args.overwrite, option=OPTION) as tmp,
