@@ -21,7 +21,7 @@ from .io import load_stac, open_image, sample_scene_path, zarr_encoding
 from .labels import rasterize
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
-from .predict import predict
+from .predict import label_map, predict
 from .preprocess import mask_clouds, preprocess, read_stats
 from .tiling import load, tile, untile
 
@@ -75,6 +75,7 @@ __all__ = [
     "torch_loader",
     "tf_dataset",
     "predict",
+    "label_map",
     "to_zarr",
     "open_tiles",
     "zarr_encoding",

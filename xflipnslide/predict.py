@@ -254,6 +254,16 @@ def label_map(pred: xr.DataArray, class_dim: Hashable = "class") -> xr.DataArray
 
     ``uint8`` with nodata 255 for up to 255 classes (``uint16`` and 65535 up
     to 65535); ``rio.to_raster`` declares the nodata. Lazy stays lazy.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xflipnslide
+    >>> pred = xr.DataArray(
+    ...     [[[0.2, np.nan], [0.9, 0.1]], [[0.8, np.nan], [0.1, 0.3]]], dims=("class", "y", "x")
+    ... )
+    >>> labels = xflipnslide.label_map(pred)
+    >>> labels.values.tolist(), labels.dtype.name, labels.attrs["_FillValue"]
+    ([[1, 255], [0, 1]], 'uint8', 255)
     """
     k = pred.sizes[class_dim]
     dtype = np.dtype(np.uint8 if k <= 255 else np.uint16 if k <= 65535 else np.uint32)
