@@ -248,3 +248,19 @@ def test_feeds_give_time_stacks_as_b_time_c_t_t(stack):
     assert tuple(x.shape) == (8, 3, 3, T, T)
     want = oracle.tiles(np.asarray(ready.values), T, "flipnslide")[:8]
     np.testing.assert_array_equal(x.numpy(), want)
+
+
+def test_fold_time_puts_dates_into_channels_time_major():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    data = rng.random((2, 3, 64, 64), dtype="float32")  # (time, band, y, x)
+    scene = xr.DataArray(data, dims=("time", "band", "y", "x"))
+    tiles = scene.fns.tile(32, strategy="no_overlap")
+    stacked = next(iter(tiles.fns.torch_loader(4)))
+    folded = next(iter(tiles.fns.torch_loader(4, fold_time=True)))
+    assert tuple(stacked.shape) == (4, 2, 3, 32, 32)
+    assert tuple(folded.shape) == (4, 6, 32, 32)
+    for t in range(2):
+        for c in range(3):
+            torch.testing.assert_close(folded[:, 3 * t + c], stacked[:, t, c])
+    np.testing.assert_array_equal(folded[0, 4].numpy(), data[1, 1, :32, :32])  # tile 0: rows 0:32

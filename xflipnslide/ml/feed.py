@@ -46,8 +46,16 @@ class TileFeed:
         ``batches(epoch, worker, workers)``).
     """
 
-    def __init__(self, image: xr.DataArray, label: xr.DataArray | None, order: TileOrder):
+    def __init__(
+        self,
+        image: xr.DataArray,
+        label: xr.DataArray | None,
+        order: TileOrder,
+        *,
+        fold_time: bool = False,
+    ):
         self.image, self.label, self.order = image, label, order
+        self.fold_time = bool(fold_time)
         self._meta = {
             TILE_DIM: np.arange(image.sizes[TILE_DIM], dtype=np.int64),
             **{
@@ -74,6 +82,7 @@ class TileFeed:
         balance: bool | Any = False,
         classes: int | None = None,
         ignore_index: int | None = None,
+        fold_time: bool = False,
     ) -> TileFeed:
         """The feed :func:`torch_loader` and :func:`tf_dataset` build
         (``what`` names the caller in error messages; the options are theirs).
@@ -102,7 +111,7 @@ class TileFeed:
         else:
             weights = _tile_weights(tiles, balance, label, classes, ignore_index, what)
             order = BalancedOrder(weights, chunks, batch_size, seed, bool(drop_last), buffer)
-        return cls(x, y, order)
+        return cls(x, y, order, fold_time=fold_time)
 
     def _load(self, chunks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Read tile chunks in one computation, so the scene chunks they share
@@ -144,6 +153,8 @@ class TileFeed:
             x[pick] = cache[c][0][local]
             if y is not None:
                 y[pick] = cache[c][1][local]
+        if self.fold_time and x.ndim > 4:  # (B, time, C, T, T) -> (B, time * C, T, T)
+            x = x.reshape(len(idx), -1, *x.shape[-2:])
         out = {IMAGE: x, **{k: v[idx] for k, v in self._meta.items()}}
         if y is not None:
             out[LABEL] = _as_labels(y)
@@ -211,6 +222,7 @@ def torch_loader(
     balance: bool | Any = False,
     classes: int | None = None,
     ignore_index: int | None = None,
+    fold_time: bool = False,
     **loader_kwargs: Any,
 ) -> Any:
     """A :class:`torch.utils.data.DataLoader` of tile batches.
@@ -271,6 +283,11 @@ def torch_loader(
         With ``balance=True``, as for :func:`~xflipnslide.class_counts`: the
         number of classes (needed on dask) and the value of unlabelled
         pixels.
+    fold_time
+        Tiles of a time stack come as ``(B, time, C, T, T)``; ``True`` folds
+        time into the channels, ``(B, time * C, T, T)``, time-major (channel
+        ``t * C + c`` is band ``c`` of date ``t``), for models that take a
+        stack of dates as channels. No effect on ``(B, C, T, T)`` tiles.
     **loader_kwargs
         Passed to :class:`torch.utils.data.DataLoader` (``pin_memory``,
         ``persistent_workers``, ``prefetch_factor``...).
@@ -320,6 +337,7 @@ def tf_dataset(
     balance: bool | Any = False,
     classes: int | None = None,
     ignore_index: int | None = None,
+    fold_time: bool = False,
 ) -> Any:
     """A :class:`tf.data.Dataset` of tile batches, for Keras's ``model.fit``.
 
@@ -335,7 +353,7 @@ def tf_dataset(
         As for :func:`torch_loader`.
     channels_last
         Images as ``(B, T, T, C)`` (Keras's default) instead of ``(B, C, T, T)``.
-    shuffle, seed, drop_last, shuffle_buffer, balance, classes, ignore_index
+    shuffle, seed, drop_last, shuffle_buffer, balance, classes, ignore_index, fold_time
         As for :func:`torch_loader`.
 
     Returns
