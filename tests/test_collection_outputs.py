@@ -181,3 +181,144 @@ def test_plot_footprints_draws_every_scene_of_a_collection(scenes, tiles, tmp_pa
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# --- the command line --------------------------------------------------------------
+
+
+def band_files(folder, seed: int, crs: str, transform) -> list[str]:
+    """Three single-band 64 x 64 GeoTIFFs (B2, B3, B4) of random positive values."""
+    import os
+
+    import rasterio
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for b in ("B2", "B3", "B4"):
+        path = os.path.join(folder, f"S{seed}_{b}.tif")
+        profile = dict(driver="GTiff", width=64, height=64, count=1, dtype="uint16")
+        with rasterio.open(path, "w", crs=crs, transform=transform, **profile) as dst:
+            dst.write(rng.integers(100 + 1000 * seed, 2100 + 1000 * seed, (1, 64, 64), "uint16"))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def cli_scenes(tmp_path):
+    from affine import Affine
+
+    return {
+        "utm": band_files(
+            tmp_path / "utm", 1, "EPSG:32621", Affine(30, 0, 740000, 0, -30, -2800000)
+        ),
+        "geo": band_files(
+            tmp_path / "geo", 2, "EPSG:4326", Affine(1e-4, 0, -54.6, 0, -1e-4, -25.4)
+        ),
+    }
+
+
+def read_stack(paths):
+    import rasterio
+
+    out = []
+    for p in paths:
+        with rasterio.open(p) as f:
+            out.append(f.read(1).astype(np.float64))
+    return np.stack(out)
+
+
+def pooled(cli_scenes):
+    """Each scene standardised with the mean and std of both scenes' pixels (numpy)."""
+    raw = {id: read_stack(paths) for id, paths in cli_scenes.items()}
+    both = np.concatenate([r.reshape(3, -1) for r in raw.values()], axis=1)
+    mean, std = both.mean(axis=1)[:, None, None], both.std(axis=1)[:, None, None]
+    return {id: (r - mean) / std for id, r in raw.items()}
+
+
+def scene_args(cli_scenes):
+    return [a for id, paths in cli_scenes.items() for a in ("--scene", f"{id}={','.join(paths)}")]
+
+
+def test_cli_tile_takes_several_scenes_into_one_store(cli_scenes, tmp_path, capsys):
+    import rasterio
+
+    from xflipnslide.cli import main
+
+    out = tmp_path / "c.zarr"
+    argv = ["tile", *scene_args(cli_scenes), "--out", str(out), "--tile-size", "32"]
+    assert main([*argv, "--nodata", "0"]) == 0
+    assert "of 2 scenes" in capsys.readouterr().out
+    store = xflipnslide.open_tiles(out)
+    assert scene_ids(store) == ["utm", "geo"]
+    want = pooled(cli_scenes)
+    for id, paths in cli_scenes.items():
+        part = scene_tiles(store, id)
+        with rasterio.open(paths[0]) as f:
+            assert part.image.rio.crs == f.crs
+            np.testing.assert_allclose(part.attrs[schema.SCENE_TRANSFORM], tuple(f.transform)[:6])
+        identity = np.flatnonzero(part.transform.values == 0)
+        assert identity.size
+        for k in identity:
+            r, c = int(part.row[k]), int(part.col[k])
+            np.testing.assert_allclose(
+                part.image.isel(tile=k).values, want[id][:, r : r + 32, c : c + 32], rtol=1e-5
+            )
+
+
+def test_cli_scene_options_and_positional_inputs_exclude_each_other(cli_scenes, tmp_path, capsys):
+    from xflipnslide.cli import main
+
+    out = tmp_path / "c.zarr"
+    for argv, message in [
+        (["tile", cli_scenes["utm"][0], *scene_args(cli_scenes)], "not both"),
+        (["tile"], "--scene ID=PATH for each scene"),
+        (["tile", "--scene", "a", "--scene", "b=x.tif"], "takes ID=PATH"),
+        (
+            [
+                "tile",
+                "--scene",
+                f"a={cli_scenes['utm'][0]}",
+                "--scene",
+                f"a={cli_scenes['geo'][0]}",
+            ],
+            "given twice",
+        ),
+    ]:
+        try:
+            status = main([*argv, "--out", str(out)])
+        except SystemExit as exc:  # argparse's own errors
+            status = exc.code
+        assert status == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
+    assert not out.exists()
+
+
+def test_cli_predict_writes_one_geotiff_per_scene(cli_scenes, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    import rasterio
+
+    from xflipnslide.cli import main
+
+    net = torch.nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+    model = str(tmp_path / "identity.pt")
+    torch.jit.script(net).save(model)
+    out = tmp_path / "maps"
+    argv = ["predict", *scene_args(cli_scenes), "--model", model, "--out", str(out)]
+    assert main([*argv, "--tile-size", "32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["geo.tif", "utm.tif"]
+    want = pooled(cli_scenes)  # one set of statistics for both scenes
+    for id, paths in cli_scenes.items():
+        with rasterio.open(paths[0]) as src, rasterio.open(out / f"{id}.tif") as got:
+            assert got.crs == src.crs
+            np.testing.assert_allclose(tuple(got.transform), tuple(src.transform), rtol=1e-9)
+            np.testing.assert_allclose(got.read(), want[id], rtol=1e-4, atol=1e-4)
+    # the outputs are checked before any work: a second run without --overwrite is refused
+    assert main([*argv, "--tile-size", "32"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--tile-size", "32", "--overwrite"]) == 0
+    # --out a file is refused with --scene
+    assert main([*argv[:-1], str(out / "utm.tif"), "--overwrite"]) == 2

@@ -361,7 +361,7 @@ def test_every_command_refuses_an_existing_output_before_any_work(tmp_path, monk
         return work
 
     for module, name in [
-        (commands, "open_scene"),
+        (commands, "open_inputs"),
         (commands, "open_stats"),
         (commands, "load_stac"),
         (commands, "open_tiles"),

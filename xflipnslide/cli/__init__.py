@@ -2,8 +2,10 @@
 
 ``xflipnslide demo`` tiles the built-in sample scene with every strategy and
 writes the tiles to Zarr; ``xflipnslide tile INPUT... --out OUT.zarr`` tiles a
-scene file (or several band files on one grid); ``stac``, ``export`` and ``predict`` load from a STAC catalog,
-write chips and run a model. Every failure ends with a one-line message on
+scene file (or several band files on one grid; ``--scene ID=PATH`` repeated:
+several scenes into one store); ``stac``, ``export`` and ``predict`` load from
+a STAC catalog, write chips and run a model (``--scene``: one GeoTIFF per
+scene). Every failure ends with a one-line message on
 stderr and exit status 2 (``-v`` adds the traceback).
 
 Modules: this one parses the arguments and runs a command;
@@ -99,13 +101,34 @@ def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> Non
     )
 
 
-def _add_scene(p: argparse.ArgumentParser, name: str) -> None:
+def _scene_spec(text: str) -> tuple[str, list[str]]:
+    """``ID=PATH[,PATH...]``: a scene id and its files."""
+    id, sep, paths = text.partition("=")
+    files = [f for f in paths.split(",") if f]
+    if not sep or not id or not files:
+        raise argparse.ArgumentTypeError(
+            f"takes ID=PATH or ID=PATH,PATH,... (a scene id and its files); got {text!r}"
+        )
+    return id, files
+
+
+def _add_scene(p: argparse.ArgumentParser, name: str, several: str) -> None:
     p.add_argument(
         name,
-        nargs="+",
+        nargs="*",
         metavar=name.upper(),
         help="GeoTIFF (or several, one or more bands each, on one grid, stacked in the order "
-        "given), Zarr store or netCDF file",
+        "given), Zarr store or netCDF file: one scene (or --scene)",
+    )
+    p.add_argument(
+        "--scene",
+        dest="scenes",
+        action="append",
+        type=_scene_spec,
+        default=None,
+        metavar="ID=PATH[,PATH...]",
+        help=f"a scene and its id, repeatable: {several} (its files as for "
+        f"{name.upper()}; instead of {name.upper()})",
     )
     p.add_argument(
         "--band-name",
@@ -158,7 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tile-size", type=_positive, default=128, help="tile size in pixels")
 
     tile = command("tile", "tile a GeoTIFF, Zarr or netCDF scene into a Zarr store")
-    _add_scene(tile, "input")
+    _add_scene(
+        tile,
+        "input",
+        "every scene is tiled on its own grid into one store, "
+        "standardised with one set of statistics for all",
+    )
     _add_tiling_options(tile)
     tile.add_argument(
         "--variable",
@@ -232,9 +260,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it is an export")
 
     pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
-    _add_scene(pred, "scene")
+    _add_scene(pred, "scene", "one GeoTIFF per scene, OUT/ID.tif")
     pred.add_argument("--model", required=True, help="TorchScript model file (torch.jit.save)")
-    pred.add_argument("--out", required=True, help="output GeoTIFF (Cloud Optimized)")
+    pred.add_argument(
+        "--out",
+        required=True,
+        help="output GeoTIFF (Cloud Optimized); with --scene, the folder of the scenes' ID.tif",
+    )
     pred.add_argument("--tile-size", type=_positive, default=256, help="window size in pixels")
     pred.add_argument(
         "--stride", type=_positive, default=None, help="step (default: half the tile size)"

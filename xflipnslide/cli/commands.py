@@ -9,14 +9,14 @@ import sys
 from ..errors import require
 from ..export import export_chips
 from ..export.atomic import OutputKind, write_file
-from ..export.layout import EXPORT
+from ..export.layout import EXPORT, file_id
 from ..export.zarr import open_tiles
 from ..io import load_stac
 from ..predict import label_map, predict
 from ..preprocess import preprocess
 from ..schema import TILE_DIM
 from .output import CliError, interruptible, one_line, print_progress, progress_bar
-from .scenes import OPTION, check_out, open_scene, open_stats, prepare_and_tile, write_tiles
+from .scenes import OPTION, check_out, open_inputs, open_stats, prepare_and_tile, write_tiles
 
 __all__ = ["PREDICT_TAG", "PREDICT_TAG_VALUE", "export", "predict_scene", "stac", "tile"]
 
@@ -27,10 +27,18 @@ PREDICT_TAG, PREDICT_TAG_VALUE = "FNS_WRITER", "xflipnslide predict"
 
 def tile(args) -> int:
     check_out(args.out, args.overwrite)
-    scene = open_scene(args.input, args.variable, args.chunks, args.label, args.band_name)
+    scene = open_inputs(
+        args,
+        args.input,
+        variable=args.variable,
+        chunks=args.chunks,
+        label=args.label,
+        band_names=args.band_name,
+    )
     tiles = prepare_and_tile(scene, args, args.label)
     write_tiles(tiles, args.out, args.overwrite)
-    print(f"wrote {tiles.sizes[TILE_DIM]} tiles of {args.tile_size} px to {args.out}")
+    of = f" of {len(scene)} scenes" if isinstance(scene, dict) else ""
+    print(f"wrote {tiles.sizes[TILE_DIM]} tiles{of} of {args.tile_size} px to {args.out}")
     return 0
 
 
@@ -120,11 +128,33 @@ def _model_problem(path: str, exc: BaseException) -> str:
     return one_line(exc)
 
 
+def _prediction_paths(args) -> dict[str | None, str]:
+    """Where each prediction goes, checked before any work: ``--out`` for one
+    scene, ``OUT/ID.tif`` for each ``--scene`` (``OUT`` a folder, made if new)."""
+    if not args.scenes:
+        if os.path.isdir(args.out):
+            raise CliError(f"{args.out} is a folder; --out names the GeoTIFF to write")
+        check_out(args.out, args.overwrite, PREDICTION)
+        return {None: args.out}
+    if os.path.lexists(args.out) and not os.path.isdir(args.out):
+        raise CliError(
+            f"{args.out} is a file; with --scene, --out names the folder of one GeoTIFF per scene"
+        )
+    parent = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(args.out) and not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"cannot make the folder {args.out}: {parent} is missing or not writable")
+    paths = {}
+    for id, _ in args.scenes:
+        file_id(id, "predict writes OUT/ID.tif", "")
+        paths[id] = os.path.join(args.out, f"{id}.tif")
+        if os.path.isdir(args.out):
+            check_out(paths[id], args.overwrite, PREDICTION)
+    return paths
+
+
 def predict_scene(args) -> int:
-    """The ``predict`` command."""
-    if os.path.isdir(args.out):
-        raise CliError(f"{args.out} is a folder; --out names the GeoTIFF to write")
-    check_out(args.out, args.overwrite, PREDICTION)
+    """The ``predict`` command: one scene to ``--out``, or each ``--scene`` to ``OUT/ID.tif``."""
+    outs = _prediction_paths(args)
     if args.stats and args.no_preprocess:
         raise CliError("--stats standardises the scene, which --no-preprocess skips: drop one")
     torch = require("torch", "torch", "xflipnslide predict")
@@ -132,12 +162,17 @@ def predict_scene(args) -> int:
         raise CliError(f"no such model file: {args.model}")
     stats = open_stats(args.stats) if args.stats else None
     model = _load_model(torch, args.model, args.device)
-    scene = open_scene(args.scene, args.variable, args.chunks, band_names=args.band_name)
-    if not hasattr(scene, "to_dataset"):
-        raise CliError(f"{' '.join(args.scene)} holds several variables: pick one with --variable")
-    if not args.no_preprocess:
+    scene = open_inputs(
+        args, args.scene, variable=args.variable, chunks=args.chunks, band_names=args.band_name
+    )
+    scenes = scene if isinstance(scene, dict) else {None: scene}
+    for id, one in scenes.items():
+        if not hasattr(one, "to_dataset"):
+            where = " ".join(args.scene) if id is None else f"--scene {id}"
+            raise CliError(f"{where} holds several variables: pick one with --variable")
+    if not args.no_preprocess:  # one set of statistics for all scenes
         scene = preprocess(scene, nodata=args.nodata, stats=stats)
-    pred = predict(
+    preds = predict(
         scene,
         model,
         tile_size=args.tile_size,
@@ -147,17 +182,26 @@ def predict_scene(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
+    preds = preds if isinstance(scene, dict) else {None: preds}
+    if None not in outs:
+        os.makedirs(args.out, exist_ok=True)
+    for id, pred in preds.items():
+        _write_prediction(pred, outs[id], args)
+    return 0
+
+
+def _write_prediction(pred, out: str, args) -> None:
+    """One map to a COG through the atomic writer (argmax labels with ``--labels``)."""
     if args.labels:  # the nodata class (declared) where the scene was not observed
         pred = label_map(pred)
     else:  # band descriptions: the class names, where predict has them
         pred.attrs.setdefault("long_name", tuple(f"class {i}" for i in range(pred.sizes["class"])))
     with (
         interruptible(),
-        write_file(args.out, PREDICTION, overwrite=args.overwrite, option=OPTION) as tmp,
+        write_file(out, PREDICTION, overwrite=args.overwrite, option=OPTION) as tmp,
     ):
         with progress_bar():
             pred = pred.compute()
         pred.rio.to_raster(tmp, driver="COG", tags={PREDICT_TAG: PREDICT_TAG_VALUE})
     what = "labels" if args.labels else f"{pred.sizes['class']} class scores"
-    print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {args.out}")
-    return 0
+    print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {out}")

@@ -7,9 +7,8 @@ import importlib.util
 import logging
 import os
 import time
-import warnings
 
-from ..errors import XFlipNSlideWarning, warn
+from ..errors import prefixed_warnings
 from ..export.atomic import OutputKind, write_file
 from ..io import open_image, sample_scene_path
 from ..plan import STRATEGIES, TRANSFORMS
@@ -51,7 +50,8 @@ def demo(args) -> int:
     flipnslide = None
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        tiles = _tile_naming_strategy(ready, args.tile_size, strategy)
+        with prefixed_warnings(f"strategy={strategy!r}"):  # their crops read the same
+            tiles = tile(ready, args.tile_size, strategy)
         write_tiles(tiles.rename(IMAGE), stores[strategy], overwrite=True)
         seconds = time.perf_counter() - start
         codes = tiles[TRANSFORM].values
@@ -71,24 +71,6 @@ def demo(args) -> int:
     if figures:
         print(f"figures: {', '.join(figures)}")
     return 0
-
-
-def _tile_naming_strategy(scene, tile_size: int, strategy: str):
-    """:func:`~xflipnslide.tile` with each of its warnings naming ``strategy``.
-
-    The strategies crop the same edges, so their warnings would read the
-    same and the command, which shows each text once, would show only the
-    first: named, each strategy's is seen.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", XFlipNSlideWarning)
-        tiles = tile(scene, tile_size, strategy)
-    for w in caught:
-        if issubclass(w.category, XFlipNSlideWarning):
-            warn(f"strategy={strategy!r}: {w.message}", w.category)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return tiles
 
 
 def _figures(scene, tiles, out: str, tile_size: int) -> list[str]:

@@ -21,6 +21,7 @@ from .output import CliError, interruptible, one_line, progress_bar
 __all__ = [
     "OPTION",
     "check_out",
+    "open_inputs",
     "open_scene",
     "open_stats",
     "open_store",
@@ -132,22 +133,56 @@ def _open_netcdf(path: str):
             raise first from None
 
 
+def open_inputs(args, paths: Sequence[str], **options):
+    """The scene of the positional files, or ``{id: scene}`` of the ``--scene
+    ID=PATH[,PATH...]`` options (each opened as :func:`open_scene` opens files)."""
+    if args.scenes and paths:
+        raise CliError(
+            f"{' '.join(paths)}: give one scene's files, or --scene ID=PATH for each of several "
+            "scenes, not both"
+        )
+    if not args.scenes:
+        if not paths:
+            raise CliError("give the scene's files, or --scene ID=PATH for each scene")
+        return open_scene(paths, **options)
+    ids = [id for id, _ in args.scenes]
+    twice = sorted({id for id in ids if ids.count(id) > 1})
+    if twice:
+        raise CliError(f"--scene {twice[0]} is given twice: give every scene its own id")
+    return {id: open_scene(files, **options) for id, files in args.scenes}
+
+
 def prepare_and_tile(scene, args, label=None) -> xr.Dataset:
     """Preprocess (unless ``--no-preprocess``; never the label) and tile, as
     the options say; the image is the variable ``image``. The tiling options
-    are checked against the scene's size first, before any work."""
-    rows, cols = find_spatial_dims(scene)
-    shape = (scene.sizes[rows], scene.sizes[cols])
-    plan_tiles(shape, args.tile_size, args.strategy, edge=args.edge)
+    are checked against each scene's size first, before any work. A mapping
+    ``{id: scene}`` is preprocessed with one set of statistics for all and
+    tiled into one collection."""
+    many = isinstance(scene, dict)
+    scenes = scene if many else {None: scene}
+    for one in scenes.values():
+        rows, cols = find_spatial_dims(one)
+        shape = (one.sizes[rows], one.sizes[cols])
+        plan_tiles(shape, args.tile_size, args.strategy, edge=args.edge)
     check_min_valid(args.min_valid)
     if not args.no_preprocess:
+        first = next(iter(scenes.values()))
         variables = None
-        if isinstance(scene, xr.Dataset):
-            variables = [n for n in scene.data_vars if n != label]
+        if isinstance(first, xr.Dataset):
+            variables = [n for n in first.data_vars if n != label]
         scene = preprocess(scene, nodata=args.nodata, variables=variables)
-    if isinstance(scene, xr.DataArray):
-        scene = scene.to_dataset(name=IMAGE)
-    return tile(scene, args.tile_size, args.strategy, edge=args.edge, min_valid=args.min_valid)
+        scenes = scene if many else {None: scene}
+    scenes = {
+        id: one.to_dataset(name=IMAGE) if isinstance(one, xr.DataArray) else one
+        for id, one in scenes.items()
+    }
+    return tile(
+        scenes if many else scenes[None],
+        args.tile_size,
+        args.strategy,
+        edge=args.edge,
+        min_valid=args.min_valid,
+    )
 
 
 def write_tiles(tiles, out: str, overwrite: bool) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 
 import xarray as xr
 
@@ -28,7 +27,7 @@ from .. import schema
 from ..errors import InvalidParameterError
 from ..georef import scene_transform, tile_transform, window_bounds
 from ..schema import COL, GRID, IMAGE, LABEL, ROW, SCENE, TRANSFORM, VALID_FRACTION
-from .layout import META, ChipLayout, Writer, chip_name
+from .layout import META, ChipLayout, Writer, chip_name, file_id
 
 __all__ = ["IMAGES", "INDEX", "LABELS", "GeoTiffWriter", "footprint_wkt", "scene_affine"]
 
@@ -128,21 +127,12 @@ class GeoTiffWriter(Writer):
             self.index.close()
 
 
-#: Scene ids that may be part of a file name.
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
-
-
 def _name_part(scene: str | None) -> str:
     """The ``_{scene}`` suffix of a chip's name (nothing for tiles without ids)."""
     if scene is None:
         return ""
-    if not _SAFE_ID.fullmatch(scene) or scene in (".", ".."):
-        raise InvalidParameterError(
-            f"the scene id {scene!r} cannot be part of a chip's file name: GeoTIFF chips of a "
-            "collection are named by scene, so use ids of letters, digits, '.', '_' and '-' "
-            "(concat_tiles(..., ids=...) renames scenes), or export format='tfrecord'"
-        )
-    return f"_{scene}"
+    fix = " (concat_tiles(..., ids=...) renames scenes), or export format='tfrecord'"
+    return "_" + file_id(scene, "GeoTIFF chips of a collection are named by scene", fix)
 
 
 def footprint_wkt(x0: float, y0: float, x1: float, y1: float) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import xarray as xr
 
 from .. import schema
 from ..collection import SCENE, scene_ids, scene_tiles
+from ..errors import InvalidParameterError
 from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM, VALID_FRACTION
 from .atomic import OutputKind
 
@@ -38,6 +40,7 @@ __all__ = [
     "Writer",
     "chip_arrays",
     "chip_name",
+    "file_id",
     "is_export",
     "label_texts",
     "read_manifest",
@@ -186,6 +189,20 @@ def label_texts(values: np.ndarray) -> list[str]:
                 return np.datetime_as_string(values, unit=unit).tolist()
         return np.datetime_as_string(values).tolist()
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
+
+
+#: Scene ids that may be part of a file name.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def file_id(scene: str, what: str, fix: str) -> str:
+    """``scene`` where a file is named by it (``what``), else an error saying ``fix``."""
+    if not _SAFE_ID.fullmatch(scene) or scene in (".", ".."):
+        raise InvalidParameterError(
+            f"the scene id {scene!r} cannot be part of a file name ({what}): use ids of "
+            f"letters, digits, '.', '_' and '-'{fix}"
+        )
+    return scene
 
 
 def chip_name(k: int, n: int) -> str:
