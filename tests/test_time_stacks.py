@@ -264,3 +264,24 @@ def test_fold_time_puts_dates_into_channels_time_major():
         for c in range(3):
             torch.testing.assert_close(folded[:, 3 * t + c], stacked[:, t, c])
     np.testing.assert_array_equal(folded[0, 4].numpy(), data[1, 1, :32, :32])  # tile 0: rows 0:32
+
+
+def test_a_per_date_observed_mask_counts_pixels_observed_at_every_date():
+    rng = np.random.default_rng(8)
+    scene = xr.DataArray(
+        rng.random((2, 1, 64, 64), dtype="float32"), dims=("time", "band", "y", "x")
+    )
+    observed = np.ones((2, 64, 64), bool)
+    observed[0, :16, :16] = False  # a gap on the first date only
+    observed[1, 48:, 48:] = False  # another on the second
+    scene = scene.assign_coords(fns_observed=(("time", "y", "x"), observed))
+    tiles = scene.fns.tile(32, strategy="no_overlap")
+    every_date = observed.all(0)
+    expected = [
+        every_date[r : r + 32, c : c + 32].mean()
+        for r, c in zip(tiles.row.values, tiles.col.values)
+    ]
+    np.testing.assert_allclose(tiles.valid_fraction.values, expected)
+    assert tiles.valid_fraction.values.tolist() == [0.75, 1.0, 1.0, 0.75]
+    kept = scene.fns.tile(32, strategy="no_overlap", min_valid=0.8)
+    assert kept.sizes["tile"] == 2

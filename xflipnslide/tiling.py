@@ -209,9 +209,21 @@ def tile(
 
 
 def _observed_mask(obj, ydim, xdim) -> xr.DataArray | None:
+    """The ``(y, x)`` observed mask windows are measured by: a pixel counts as
+    observed only where it is observed along every other dim of the mask (at
+    every date of a ``(time, y, x)`` mask), the rule ``preprocess`` applies."""
     mask = obj.coords.get(schema.OBSERVED)
-    if mask is None or set(mask.dims) != {ydim, xdim}:
+    if mask is None:
         return None
+    if not {ydim, xdim} <= set(mask.dims):
+        raise InvalidParameterError(
+            f"the {schema.OBSERVED!r} mask has dims {mask.dims}, without both spatial dims "
+            f"({ydim!r}, {xdim!r}): drop it (scene.drop_vars({schema.OBSERVED!r})) or give it "
+            "the scene's grid"
+        )
+    other = [d for d in mask.dims if d not in (ydim, xdim)]
+    if other:
+        mask = mask.astype(bool).all(other)
     return mask.transpose(ydim, xdim)
 
 
