@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
+from .blocks import chunk_bounds
 from .blend import OverlapAdd, untile_array
 from .tiling import tile_array, tiles_per_chunk
 
@@ -303,7 +304,7 @@ def _predict_dask(x, plan, runner, weight, classes, chunks):
     # each worker once, not once per task.
     dsk: dict = {model_key: runner}
     inner = (0,) * (tiles.ndim - 1)
-    starts = np.cumsum((0, *tiles.chunks[0]))
+    starts = chunk_bounds(tiles.chunks[0])
     for i in range(len(tiles.chunks[0])):
         key = (tiles.name, i, *inner)
         dsk[(name, i, 0, 0, 0)] = (_run_chunk, key, model_key, int(starts[i]), len(plan))
