@@ -36,8 +36,8 @@ import numpy as np
 from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
-from .blocks import chunk_bounds
 from .blend import OverlapAdd, untile_array
+from .blocks import chunk_bounds
 from .tiling import tile_array, tiles_per_chunk
 
 __all__ = ["ModelRunner", "NonFiniteCounts", "predict_array"]
