@@ -322,3 +322,67 @@ def test_cli_predict_writes_one_geotiff_per_scene(cli_scenes, tmp_path, capsys):
     assert main([*argv, "--tile-size", "32", "--overwrite"]) == 0
     # --out a file is refused with --scene
     assert main([*argv[:-1], str(out / "utm.tif"), "--overwrite"]) == 2
+
+
+# --- STAC: one scene per item ------------------------------------------------------
+
+
+def geographic_item(folder) -> object:
+    """The row-78 crop reprojected to EPSG:4326 (files written here), as a STAC item."""
+    import os
+
+    import pystac
+    import rioxarray
+    from pystac.extensions.projection import ProjectionExtension
+    from stac_items import BANDS, landsat_crop, make_item
+
+    item = make_item("78", raster_bands=False)
+    item.id = "geographic"
+    os.makedirs(folder, exist_ok=True)
+    for name, band in BANDS.items():
+        raw = rioxarray.open_rasterio(landsat_crop("78", band))
+        geo = raw.rio.reproject("EPSG:4326", nodata=0)
+        path = os.path.join(folder, f"{band}.tif")
+        geo.rio.to_raster(path)
+        asset = pystac.Asset(href=path, media_type=pystac.MediaType.COG, roles=["data"])
+        item.add_asset(name, asset)
+        ProjectionExtension.ext(asset, add_if_missing=True).apply(
+            epsg=4326, shape=list(geo.shape[1:]), transform=list(geo.rio.transform())[:6]
+        )
+    return item, geo
+
+
+def test_load_stac_groupby_item_gives_each_item_in_its_own_crs(tmp_path):
+    pytest.importorskip("odc.stac")
+    import rioxarray
+    from conftest import raise_if_dask_computes
+    from stac_items import landsat_crop, make_item
+
+    utm = make_item("77", raster_bands=False)
+    geo_item, geo = geographic_item(tmp_path / "geo")
+    bands = ["red", "green", "blue"]
+    with raise_if_dask_computes():
+        scenes = xflipnslide.load_stac(
+            items=[utm, geo_item], bands=bands, sign=False, groupby="item"
+        )
+    assert list(scenes) == [utm.id, "geographic"]
+    raw = rioxarray.open_rasterio(landsat_crop("77", "B4"))
+    one = scenes[utm.id]
+    assert one.rio.crs == raw.rio.crs and one.sizes["y"] == raw.sizes["y"]
+    np.testing.assert_allclose(tuple(one.rio.transform())[:6], tuple(raw.rio.transform())[:6])
+    two = scenes["geographic"]
+    assert two.rio.crs.to_epsg() == 4326
+    assert two.shape[-2:] == geo.shape[-2:]
+    np.testing.assert_allclose(
+        tuple(two.rio.transform())[:6], tuple(geo.rio.transform())[:6], rtol=1e-9
+    )
+    assert all(s.chunks is not None for s in scenes.values())  # lazy
+    np.testing.assert_array_equal(
+        one.isel(time=0).sel(band="red").values, raw.isel(band=0).values.astype("float32")
+    )
+    # the default is still one mosaicked cube, and an unknown grouping is refused
+    assert isinstance(xflipnslide.load_stac(items=[utm], bands=bands, sign=False), xr.DataArray)
+    with pytest.raises(xflipnslide.InvalidParameterError, match="groupby"):
+        xflipnslide.load_stac(items=[utm], sign=False, groupby="day")
+    with pytest.raises(xflipnslide.InvalidParameterError, match="several items"):
+        xflipnslide.load_stac(items=[utm, utm], sign=False, groupby="item")

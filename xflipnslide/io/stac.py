@@ -15,7 +15,14 @@ import xarray as xr
 
 from ..errors import InvalidParameterError, XFlipNSlideError, require
 
-__all__ = ["PLANETARY_COMPUTER", "QA_ASSETS", "CatalogError", "band_scaling", "load_stac"]
+__all__ = [
+    "GROUPBY",
+    "PLANETARY_COMPUTER",
+    "QA_ASSETS",
+    "CatalogError",
+    "band_scaling",
+    "load_stac",
+]
 
 #: The Planetary Computer STAC API, ``load_stac``'s default catalog.
 PLANETARY_COMPUTER = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -25,6 +32,10 @@ log = logging.getLogger(__name__)
 
 class CatalogError(XFlipNSlideError, OSError):
     """A STAC catalog could not be reached or did not answer in time."""
+
+
+#: How ``load_stac`` groups items: mosaicked per solar day, or one scene per item.
+GROUPBY = ("solar_day", "item")
 
 
 def band_scaling(items: Iterable[Any], bands: Sequence[str]) -> dict[str, dict[str, float | None]]:
@@ -99,7 +110,8 @@ def load_stac(
     max_items: int | None = 100,
     mask_clouds: bool = False,
     timeout: float = 30.0,
-) -> xr.DataArray:
+    groupby: str = "solar_day",
+) -> xr.DataArray | dict[str, xr.DataArray]:
     """Search a STAC catalog and load the scenes lazily as ``(time, band, y, x)``.
 
     The search runs through pystac-client (with
@@ -145,16 +157,27 @@ def load_stac(
         a positive number); a catalog that does not answer in time, or
         answers too slowly, raises :class:`CatalogError` instead of hanging.
         Failed requests are not retried.
+    groupby
+        ``"solar_day"``: one cube, items of a solar day mosaicked into one
+        time step (in ``crs``, or the items' common CRS). ``"item"``: a
+        collection, ``{item id: scene}``, each item loaded on its own in
+        its own native CRS and resolution (from its ``proj:`` metadata;
+        ``crs=``/``resolution=`` still apply to every item when given),
+        never reprojected or mosaicked: give it to
+        :func:`xflipnslide.preprocess` and :func:`xflipnslide.tile` (see
+        ``docs/collections.md``).
 
     Returns
     -------
-    DataArray
+    DataArray or dict
         ``(time, band, y, x)`` float32 with the CRS (``latitude`` /
         ``longitude`` instead of ``y`` / ``x`` in a geographic CRS, as
         odc-stac names them). Where the items carry
         ``raster:bands`` metadata, ``nodata`` pixels are NaN and ``scale`` /
         ``offset`` are applied (e.g. Landsat C2 L2 reflectance); otherwise
-        values are the stored ones, as float32.
+        values are the stored ones, as float32. With ``groupby="item"``,
+        ``{item id: DataArray}`` of such scenes (one time step each), in
+        the items' order.
 
     Raises
     ------
@@ -200,6 +223,10 @@ def load_stac(
     import rioxarray  # noqa: F401  (registers .rio, used below)
 
     timeout = _check_timeout(timeout)
+    if groupby not in GROUPBY:
+        raise InvalidParameterError(
+            f"groupby must be one of {', '.join(map(repr, GROUPBY))}; got {groupby!r}"
+        )
 
     if items is None:
         if bbox is None and datetime is None and not query:
@@ -218,15 +245,31 @@ def load_stac(
     qa = _qa_asset(items) if mask_clouds else None
     if bands is not None and qa is not None:
         bands = [*bands, qa[0]] if qa[0] not in bands else list(bands)
-    ds = odc_stac.load(
-        items,
-        bands=list(bands) if bands is not None else None,
-        bbox=tuple(bbox) if bbox is not None else None,
-        resolution=resolution,
-        crs=crs,
-        chunks=dict(chunks) if chunks is not None else {"x": 2048, "y": 2048},
-        groupby="solar_day",
-    )
+    options = {
+        "bands": list(bands) if bands is not None else None,
+        "bbox": tuple(bbox) if bbox is not None else None,
+        "resolution": resolution,
+        "crs": crs,
+        "chunks": dict(chunks) if chunks is not None else {"x": 2048, "y": 2048},
+        "groupby": "solar_day",
+    }
+    if groupby == "solar_day":
+        return _load(odc_stac, items, options, qa)
+    ids = [str(item.id) for item in items]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InvalidParameterError(
+            f"groupby='item' names each scene by its item id, and {twice[0]!r} is the id of "
+            "several items: load them with groupby='solar_day', or give items with unique ids"
+        )
+    # one item at a time: odc-stac takes each one's own CRS and grid
+    return {i: _load(odc_stac, [item], options, qa) for i, item in zip(ids, items)}
+
+
+def _load(odc_stac, items: list, options: dict, qa) -> xr.DataArray:
+    """``items`` through :func:`odc.stac.load` as one ``(time, band, y, x)``
+    cube: scaled, QA-masked, with its CRS."""
+    ds = odc_stac.load(items, **options)
     flags = None
     if qa is not None:
         if qa[0] not in ds.data_vars:
