@@ -10,8 +10,10 @@ what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
+from collections.abc import Iterator
 
 __all__ = [
     "AllMissingError",
@@ -34,6 +36,7 @@ __all__ = [
     "XFlipNSlideWarning",
     "check_positive_int",
     "check_seed",
+    "prefixed_warnings",
     "require",
     "warn",
 ]
@@ -175,3 +178,19 @@ class NonFiniteWarning(XFlipNSlideWarning):
 class MissingClassWarning(XFlipNSlideWarning):
     """A class of the tile set is in no tile of a subset of a split (it cannot
     be learnt or measured there); the message names each class and subset."""
+
+
+@contextlib.contextmanager
+def prefixed_warnings(prefix: str) -> Iterator[None]:
+    """Re-issue every warning raised inside as ``"{prefix}: {message}"``,
+    same class, once the block ends (:func:`warn`).
+
+    For one call made for several items (scenes, strategies) whose warnings
+    would otherwise read the same, so that a display showing each text once
+    shows each item's.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warn(f"{prefix}: {w.message}", w.category)

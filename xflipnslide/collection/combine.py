@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import xarray as xr
 
 from .. import schema
 from ..dims import find_spatial_dims
-from ..errors import InvalidParameterError, InvalidTilesError, warn
+from ..errors import InvalidParameterError, InvalidTilesError, prefixed_warnings
 from ..schema import TILE_DIM, T_Xarray
 from .format import (
     SCENE,
@@ -326,11 +325,8 @@ def tile_collection(
     _check_agree(objs, ids, spatial, InvalidParameterError, "tile_collection")
     tiled = []
     for id, obj in items:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with prefixed_warnings(f"scene {id!r}"):
             tiled.append(tile(obj, tile_size, strategy, dims=dims, **options))
-        for w in caught:
-            warn(f"scene {id!r}: {w.message}", w.category)
     return concat_tiles(tiled, ids=ids)
 
 
