@@ -27,14 +27,7 @@ PREDICT_TAG, PREDICT_TAG_VALUE = "FNS_WRITER", "xflipnslide predict"
 
 def tile(args) -> int:
     check_out(args.out, args.overwrite)
-    scene = open_inputs(
-        args,
-        args.input,
-        variable=args.variable,
-        chunks=args.chunks,
-        label=args.label,
-        band_names=args.band_name,
-    )
+    scene = open_inputs(args, args.input, args.variable, args.chunks, args.label, args.band_name)
     tiles = prepare_and_tile(scene, args, args.label)
     write_tiles(tiles, args.out, args.overwrite)
     of = f" of {len(scene)} scenes" if isinstance(scene, dict) else ""

@@ -133,7 +133,7 @@ def _open_netcdf(path: str):
             raise first from None
 
 
-def open_inputs(args, paths: Sequence[str], **options):
+def open_inputs(args, paths: Sequence[str], *options, **keywords):
     """The scene of the positional files, or ``{id: scene}`` of the ``--scene
     ID=PATH[,PATH...]`` options (each opened as :func:`open_scene` opens files)."""
     if args.scenes and paths:
@@ -144,12 +144,12 @@ def open_inputs(args, paths: Sequence[str], **options):
     if not args.scenes:
         if not paths:
             raise CliError("give the scene's files, or --scene ID=PATH for each scene")
-        return open_scene(paths, **options)
+        return open_scene(paths, *options, **keywords)
     ids = [id for id, _ in args.scenes]
     twice = sorted({id for id in ids if ids.count(id) > 1})
     if twice:
         raise CliError(f"--scene {twice[0]} is given twice: give every scene its own id")
-    return {id: open_scene(files, **options) for id, files in args.scenes}
+    return {id: open_scene(files, *options, **keywords) for id, files in args.scenes}
 
 
 def prepare_and_tile(scene, args, label=None) -> xr.Dataset:
