@@ -245,10 +245,9 @@ def test_collection_refuses_bad_input():
 
 
 def landsat_row(row: int) -> xr.DataArray:
-    """One Landsat row: the single-band B4/B3/B2 files, each opened lazily, as red/green/blue."""
+    """One Landsat row: the single-band B4/B3/B2 files, opened lazily as red/green/blue."""
     name = f"{SHARED}/LC08_L1TP_2240{row}_20200518_20200518_01_RT_B{{}}.TIF"
-    bands = [xflipnslide.open_image(name.format(b)) for b in (4, 3, 2)]
-    return xr.concat(bands, "band").assign_coords(band=BANDS)
+    return xflipnslide.open_image([name.format(b) for b in (4, 3, 2)], band_names=BANDS)
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="needs /work/shared/data")
