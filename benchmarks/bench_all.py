@@ -26,6 +26,7 @@ FULL = {
     "bench_predict.py": [],
     "bench_stores.py": [],
     "bench_export.py": [],
+    "bench_collection.py": [],
 }
 SMALL = {
     "bench_tile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
@@ -46,6 +47,7 @@ SMALL = {
     "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
     "bench_stores.py": ["--small"],
     "bench_export.py": ["--tile-size", "128"],
+    "bench_collection.py": ["--small"],
 }
 
 
