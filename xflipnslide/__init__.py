@@ -19,11 +19,12 @@ from .export import export_chips, tfrecord_dataset
 from .export.zarr import open_tiles, to_zarr
 from .io import load_stac, open_image, sample_scene_path, zarr_encoding
 from .labels import rasterize
+from .loading import load
 from .ml import batches, split, tf_dataset, torch_loader
 from .plan import EDGES, STRATEGIES, TRANSFORMS, TilePlan, apply_transform, plan_tiles
 from .predict import label_map, predict
 from .preprocess import mask_clouds, preprocess, read_stats
-from .tiling import load, tile, untile
+from .tiling import tile, untile
 
 try:
     __version__ = version("xflipnslide")

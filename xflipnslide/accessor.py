@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from . import classes, collection, export, ml, tiling
+from . import classes, collection, export, loading, ml, tiling
 from . import plot as _plot
 from . import predict as _predict
 from . import preprocess as _preprocess
@@ -37,7 +37,7 @@ class _FnsAccessor:
     preprocess = _forward(_preprocess.preprocess)
     tile = _forward(tiling.tile)
     untile = _forward(tiling.untile)
-    load = _forward(tiling.load)
+    load = _forward(loading.load)
     split = _forward(ml.split)
     batches = _forward(ml.batches)
     torch_loader = _forward(ml.torch_loader)

@@ -36,7 +36,7 @@ from .georef import (
 from .plan import Edge, Strategy, TilePlan, check_min_valid, plan_tiles
 from .schema import TILE_DIM, T_Xarray
 
-__all__ = ["load", "tile", "untile"]
+__all__ = ["tile", "untile"]
 
 log = logging.getLogger(__name__)
 
@@ -466,42 +466,3 @@ def untile(
         for n, v in tiles.data_vars.items()
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-
-def load(obj: T_Xarray) -> T_Xarray:
-    """Compute lazy tiles (or any lazy object) into memory, in one pass.
-
-    ``.compute()`` lets dask concatenate each variable's chunks into a new
-    array, a second copy of the output; ``load`` stores every chunk straight
-    into preallocated numpy arrays (:func:`dask.array.store`), all variables
-    and lazy coordinates in one graph, so inputs they share are read once.
-    Peak memory stays near input + output. On a ``dask.distributed`` cluster
-    (or the processes scheduler) the chunks are computed elsewhere and
-    gathered, as ``.compute()`` does.
-
-    Examples
-    --------
-    >>> import xflipnslide
-    >>> tiles = xflipnslide.open_image(xflipnslide.sample_scene_path()).fns.tile(128).fns.load()
-    >>> type(tiles.data).__name__, tiles.sizes["tile"]  # 7 x 7 + 6 x 6 windows, in memory
-    ('ndarray', 85)
-    """
-    if not isinstance(obj, (xr.DataArray, xr.Dataset)):
-        raise InvalidParameterError(
-            f"load takes an xarray DataArray or Dataset (the tiles from tile(), or any lazy "
-            f"object); got {type(obj).__name__}. Pass the tiles: "
-            "xflipnslide.load(scene.fns.tile(256))"
-        )
-    if isinstance(obj, xr.DataArray):
-        variables = {**{n: c.variable for n, c in obj.coords.items()}, None: obj.variable}
-    else:
-        variables = dict(obj.variables)
-    names = list(variables)
-    arrays = load_arrays([variables[n].data for n in names])
-    loaded = {n: variables[n].copy(data=a) for n, a in zip(names, arrays)}
-    if isinstance(obj, xr.DataArray):
-        coords = {n: v for n, v in loaded.items() if n is not None}
-        return xr.DataArray(loaded[None], coords=coords, name=obj.name, attrs=obj.attrs)
-    data_vars = {n: v for n, v in loaded.items() if n in obj.data_vars}
-    coords = {n: v for n, v in loaded.items() if n in obj.coords}
-    return xr.Dataset(data_vars, coords=coords, attrs=obj.attrs)
