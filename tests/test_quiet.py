@@ -74,7 +74,7 @@ def _public() -> dict[str, object]:
 
 #: Public names whose module has no runnable example yet (ml/feed.py); remove
 #: a name when its docstring gains one.
-PENDING = {"tf_dataset", "torch_loader", ".fns.tf_dataset", ".fns.torch_loader"}
+PENDING: set[str] = set()
 
 
 def _runnable(obj) -> bool:

