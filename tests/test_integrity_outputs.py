@@ -459,26 +459,39 @@ def test_tfrecord_dataset_on_a_plain_folder_is_a_typed_error(tmp_path, tiles):
 
 def test_cli_torchscript_errors_show_their_cause(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    src, good = small_scene_file(tmp_path), scripted_model(tmp_path)
+    src, good = small_scene_file(tmp_path), str(tmp_path / "model.pt")
+    # scripted in a fresh interpreter: in this one an earlier script of a
+    # Conv2d would save under another (mangled) name
+    code = f"import torch; torch.jit.script(torch.nn.Conv2d(3, 2, 1)).save({good!r})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     # a TorchScript archive whose code names a class it does not define
     broken = tmp_path / "broken.pt"
     with zipfile.ZipFile(good) as zin, zipfile.ZipFile(broken, "w") as zout:
         for name in zin.namelist():
             data = zin.read(name)
+            # a type name no earlier TorchScript load in this process has cached
+            data = data.replace(b"Conv2d", b"Cnv9zd")
             zout.writestr(name, b"" if name.endswith("conv.py") else data)
     eager = tmp_path / "eager.pt"
     torch.save(torch.nn.Conv2d(3, 2, 1), eager)
     expected = {
-        broken: "RuntimeError: Unknown type name '__torch__.torch.nn.modules.conv.Conv2d': "
-        "__torch__.torch.nn.modules.conv.Conv2d",
+        broken: "RuntimeError: Unknown type name '__torch__.torch.nn.modules.conv.Cnv9zd': "
+        "__torch__.torch.nn.modules.conv.Cnv9zd",
         eager: "it is a torch.save() checkpoint (a pickled module or state_dict), not "
         "TorchScript: save the model with torch.jit.script(model).save(path)",
     }
-    capsys.readouterr()
     for model, cause in expected.items():
+        # A fresh interpreter: TorchScript caches the types it has compiled in
+        # a process, so an earlier load of a Conv2d would mask the broken one.
         argv = ["predict", src, "--model", str(model), "--out", str(tmp_path / "p.tif")]
-        assert main(argv) == 2
-        err = capsys.readouterr().err  # (torch may add a deprecation line)
+        done = subprocess.run(
+            [sys.executable, "-m", "xflipnslide.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 2, done.stderr
+        err = done.stderr  # (torch may add a deprecation line)
         errors = [line for line in err.splitlines() if ": error: " in line]
         assert errors == [
             f"xflipnslide predict: error: cannot load {model} as TorchScript: {cause}"
