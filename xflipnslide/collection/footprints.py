@@ -10,7 +10,7 @@ import xarray as xr
 from .. import schema
 from ..errors import InvalidParameterError, require
 from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM
-from .format import CRS_NAME, CRS_WKT, SCENE, crs_name, scene_ids, scene_tiles
+from .format import CRS_NAME, CRS_WKT, SCENE, crs_name, scene_ids, scene_parts
 
 __all__ = ["SUBSET", "footprints"]
 
@@ -102,11 +102,7 @@ def footprints(tiles: xr.DataArray | xr.Dataset, crs: Any = None, *, densify: in
     if densify < 1:
         raise InvalidParameterError("densify must be a positive integer (points per edge)")
     ids = scene_ids(tiles)
-    if len(ids) > 1:
-        values = np.asarray(tiles[SCENE].values)
-        parts = [(i, np.flatnonzero(values == i), scene_tiles(tiles, i)) for i in ids]
-    else:
-        parts = [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
+    parts = scene_parts(tiles)
     found = {i: _scene_crs(p, pyproj) for i, _, p in parts}
     geoms = {i: schema.read_geometry(p, what="footprints") for i, _, p in parts}
     bare = [i for i, g in geoms.items() if g.transform is None]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -39,6 +40,7 @@ __all__ = [
     "load_scenes",
     "read_record",
     "scene_ids",
+    "scene_parts",
     "scene_tiles",
     "write_record",
 ]
@@ -81,6 +83,17 @@ def scene_ids(tiles: xr.DataArray | xr.Dataset) -> list[str]:
     scene that carry no id). Reads attrs only."""
     record = read_record(tiles)
     return list(record["scenes"]) if record is not None else []
+
+
+def scene_parts(tiles: xr.DataArray | xr.Dataset) -> list[tuple[str | None, np.ndarray, Any]]:
+    """``(id, positions along tile, that scene's own tile set)`` for each scene
+    of ``tiles``: one part (id ``None`` when none is recorded) for tiles of
+    one scene, one per scene for a collection. Reads coordinates, never pixels."""
+    ids = scene_ids(tiles)
+    if len(ids) > 1:
+        values = np.asarray(tiles[SCENE].values)
+        return [(i, np.flatnonzero(values == i), scene_tiles(tiles, i)) for i in ids]
+    return [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
 
 
 def is_collection(tiles: xr.DataArray | xr.Dataset) -> bool:

@@ -24,9 +24,9 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from ..collection import SCENE, scene_ids, scene_tiles
+from ..collection.format import scene_parts as collection_parts
 from ..errors import InvalidParameterError
-from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM, VALID_FRACTION
+from ..schema import COL, GRID, ROW, SCENE, TILE_DIM, TRANSFORM, VALID_FRACTION
 from .atomic import OutputKind
 
 __all__ = [
@@ -154,12 +154,7 @@ def scene_parts(tiles, what: str) -> list[ScenePart]:
     of one scene, one per scene for a collection (through
     :func:`~xflipnslide.collection.scene_tiles`). Reads coordinates, never
     pixels."""
-    ids = scene_ids(tiles)
-    if len(ids) > 1:
-        values = np.asarray(tiles[SCENE].values)
-        pairs = [(i, np.flatnonzero(values == i), scene_tiles(tiles, i)) for i in ids]
-    else:
-        pairs = [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
+    pairs = collection_parts(tiles)
     return [
         ScenePart(i, where, part, schema.read_geometry(part, what=what)) for i, where, part in pairs
     ]
