@@ -20,7 +20,14 @@ def test_all_benchmarks_smoke():
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for expected in ("tile-dask-store", "fns-dask", "untile blend=hann", "out of core", "summary", "tile_collection"):
+    for expected in (
+        "tile-dask-store",
+        "fns-dask",
+        "untile blend=hann",
+        "out of core",
+        "summary",
+        "tile_collection",
+    ):
         assert expected in out, expected
     assert "tile (numpy) time / memcpy of the output" in out
 
