@@ -24,11 +24,7 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 
 #: Violations in modules still being written elsewhere, as (test, path
 #: prefix): listed until their module is fixed, then removed from here.
-PENDING = {
-    # ml/split.py: branches on in_memory(var) (a backend test); the check it
-    # guards belongs behind an array-layer entry point
-    ("backend", "ml/split.py"),
-}
+PENDING: set[tuple[str, str]] = set()  # (test, path prefix) allowed to fail: none
 
 #: The one allowed dask import of the xarray layer: the CLI's progress bar.
 #: The ml modules of the frameworks import dask where they must.

@@ -18,14 +18,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..plan import TilePlan, read_range
-from .graph import is_lazy
 
 __all__ = [
     "Strip",
     "assemble",
     "chunk_bounds",
     "chunk_span",
-    "in_memory",
     "local_slices",
     "strip_source",
     "strips",
@@ -169,10 +167,3 @@ def only(nested: list):
             return None
         nested = nested[0]
     return nested
-
-
-def in_memory(x) -> bool:
-    """Whether reading ``x``'s values computes nothing: numpy (or an xarray
-    Variable over numpy), not a dask collection. For work done only when it
-    is free, such as a check the user did not ask for."""
-    return not is_lazy(x)

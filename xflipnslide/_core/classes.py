@@ -32,6 +32,7 @@ __all__ = [
     "check_label_dtype",
     "class_counts_array",
     "class_totals_array",
+    "counts_if_free",
     "majority_dtype",
     "tile_labels_array",
 ]
@@ -170,6 +171,14 @@ def class_counts_array(x, classes: int | None = None, ignore_index: int | None =
         )
         return parts.sum(axis=tuple(range(1, nd)), dtype=np.int64) if nd > 1 else parts
     return _tile_counts(np.asarray(x), classes, ignore_index)
+
+
+def counts_if_free(x, classes: int | None = None, ignore_index: int | None = None):
+    """:func:`class_counts_array` of in-memory labels, ``None`` for lazy ones:
+    for checks nobody asked for, done only where they compute nothing."""
+    if _graph.is_lazy(x):
+        return None
+    return class_counts_array(x, classes, ignore_index)
 
 
 def _block_totals(block: np.ndarray, classes: int | None, ignore_index: int | None) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from .._core.blocks import in_memory
+from .._core.classes import counts_if_free
 from ..classes import class_counts
 from ..errors import (
     DataDroppedWarning,
@@ -101,9 +101,9 @@ def _label_counts(tiles, stratify, label, classes, ignore_index) -> np.ndarray |
     name = stratify if stratify is not None else label
     if name is None:
         var = tiles.data_vars.get(LABEL) if isinstance(tiles, xr.Dataset) else None
-        if var is None or var.dtype.kind not in "iub" or not in_memory(var.variable):
+        if var is None or var.dtype.kind not in "iub":
             return None
-        name = LABEL
+        return counts_if_free(var.transpose(TILE_DIM, ...).data, classes, ignore_index)
     elif not isinstance(tiles, xr.Dataset):
         raise InvalidParameterError(
             f"split(stratify=/label={name!r}) reads the label variable of a Dataset of tiles, "
