@@ -4,6 +4,8 @@ a demo that shows each distinct drop, and an example for every public name."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -94,3 +96,32 @@ def test_every_public_name_has_a_runnable_example():
     assert not missing, "no runnable Examples section: " + ", ".join(missing)
     done = sorted(name for name in PENDING if name in public and _runnable(public[name]))
     assert not done, f"now with runnable examples, remove from PENDING: {done}"
+
+
+def test_worker_batches_leave_no_weak_references_for_exit(tmp_path):
+    """torch keeps a weak reference to every shared-memory storage a worker
+    batch arrives in and prunes them only past 128; deleted at interpreter
+    teardown they print StorageWeakRef.__del__ tracebacks. The loader drops
+    them at exit, before the teardown."""
+    pytest.importorskip("torch")
+    script = tmp_path / "epoch.py"
+    script.write_text(
+        "import atexit, numpy as np, xarray as xr, xflipnslide\n"
+        "from torch.multiprocessing import reductions\n"
+        # registered first, so it runs after the loader's own exit handler
+        "atexit.register(lambda: print('left at exit:', len(reductions.shared_cache)))\n"
+        "if __name__ == '__main__':\n"
+        "    scene = xr.DataArray(np.ones((1, 256, 256), 'float32'), dims=('band', 'y', 'x'))\n"
+        "    tiles = scene.chunk({'y': 64}).fns.tile(32)\n"
+        "    loader = tiles.fns.torch_loader(4, num_workers=2)\n"
+        "    batches = [b for b in loader]\n"
+        "    print('during:', len(reductions.shared_cache))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    during = int(done.stdout.split("during:")[1].split()[0])
+    assert during > 0  # the cache the handler must empty was filled
+    assert "left at exit: 0" in done.stdout, done.stdout
+    assert "StorageWeakRef" not in done.stderr

@@ -10,6 +10,8 @@ Linux) can unpickle the dataset.
 
 from __future__ import annotations
 
+import atexit
+
 from .. import schema
 
 try:
@@ -99,8 +101,29 @@ class EpochLoader(DataLoader):
         return super().__iter__()
 
 
+def _release_shared_storages() -> None:
+    """Drop torch's cache of weak references to the shared-memory storages
+    worker batches arrive in, while torch can still free them.
+
+    The cache only prunes itself past 128 entries, so entries of the last
+    epochs stay until the interpreter exits; deleted then, after torch's
+    modules are torn down, each prints a ``StorageWeakRef.__del__``
+    traceback. Run at exit (registered with the first loader with workers).
+    """
+    from torch.multiprocessing import reductions
+
+    reductions.shared_cache.clear()
+
+
+_release_registered = False
+
+
 def make_loader(feed, metadata: bool, workers: int, **loader_kwargs) -> EpochLoader:
     """The DataLoader :func:`xflipnslide.torch_loader` returns: ``feed``'s
     batches (already batched: ``batch_size=None``) over ``workers`` processes."""
+    global _release_registered
+    if workers and not _release_registered:
+        atexit.register(_release_shared_storages)
+        _release_registered = True
     dataset = TileDataset(feed, metadata, workers)
     return EpochLoader(dataset, batch_size=None, num_workers=workers, **loader_kwargs)
