@@ -63,3 +63,9 @@ def test_footprints_on_the_accessor(scenes):
     frame = tiles.fns.footprints()
     assert len(frame) == tiles.sizes["tile"]
     assert sorted(set(frame["scene"])) == ["east", "west"]
+
+
+def test_split_of_a_collection_is_refused_naming_the_leak(scenes):
+    tiles = xflipnslide.tile(scenes, 32)
+    with pytest.raises(InvalidTilesError, match="overlap on the ground"):
+        tiles.fns.split(seed=0)

@@ -101,8 +101,9 @@ def is_collection(tiles: xr.DataArray | xr.Dataset) -> bool:
     return len(scene_ids(tiles)) > 1
 
 
-def check_single_scene(tiles: xr.DataArray | xr.Dataset, what: str) -> None:
-    """Refuse a collection of several scenes where one scene is needed.
+def check_single_scene(tiles: xr.DataArray | xr.Dataset, what: str, how: str | None = None) -> None:
+    """Refuse a collection of several scenes where one scene is needed
+    (``how``: what to do instead, if not picking one scene).
 
     Raises
     ------
@@ -114,9 +115,11 @@ def check_single_scene(tiles: xr.DataArray | xr.Dataset, what: str) -> None:
         shown = ", ".join(map(repr, ids[:10])) + (
             f", ... ({len(ids)} in all)" if len(ids) > 10 else ""
         )
+        how = how or (
+            f"pick one with scene={ids[0]!r} (or xflipnslide.scene_tiles(tiles, {ids[0]!r}))"
+        )
         raise InvalidTilesError(
-            f"{what} works on one scene, but these tiles hold {len(ids)} scenes ({shown}): pick "
-            f"one with scene={ids[0]!r} (or xflipnslide.scene_tiles(tiles, {ids[0]!r}))"
+            f"{what} works on one scene, but these tiles hold {len(ids)} scenes ({shown}): {how}"
         )
 
 

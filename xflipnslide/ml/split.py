@@ -13,6 +13,7 @@ import xarray as xr
 from .. import schema
 from .._core.classes import counts_if_free
 from ..classes import class_counts
+from ..collection import check_single_scene
 from ..errors import (
     DataDroppedWarning,
     EmptySubsetError,
@@ -244,6 +245,13 @@ def split(
     """
     fractions = _check_fractions(fractions)
     seed = check_seed(seed, "split")
+    check_single_scene(
+        tiles,
+        "split",
+        "splitting each scene apart leaks wherever scenes overlap on the ground; split "
+        "scenes that do not overlap one by one (xflipnslide.scene_tiles) and combine the "
+        "subsets with xflipnslide.concat_tiles",
+    )
     g = schema.read_geometry(tiles, what="split")
     if g.scene_shape is None:
         raise InvalidParameterError(
