@@ -69,3 +69,19 @@ def test_split_of_a_collection_is_refused_naming_the_leak(scenes):
     tiles = xflipnslide.tile(scenes, 32)
     with pytest.raises(InvalidTilesError, match="overlap on the ground"):
         tiles.fns.split(seed=0)
+
+
+def test_a_shuffled_epoch_mixes_scenes_and_names_each_tiles_scene(scenes):
+    pytest.importorskip("torch")
+    tiles = xflipnslide.tile({k: v.chunk({"y": 32}) for k, v in scenes.items()}, 32)
+    truth = tiles["scene"].values
+    for epoch_seen in range(2):
+        seen, mixed = [], 0
+        loader = tiles.fns.torch_loader(16, shuffle=True, seed=epoch_seen, metadata=True)
+        for _, meta in loader:
+            index = meta["tile"].tolist()
+            assert meta["scene"] == [str(truth[k]) for k in index]
+            seen += index
+            mixed += len(set(meta["scene"])) > 1
+        assert sorted(seen) == list(range(tiles.sizes["tile"]))  # every tile once per epoch
+        assert mixed > 0  # batches draw from both scenes

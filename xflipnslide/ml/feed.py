@@ -64,6 +64,8 @@ class TileFeed:
                 if name in image.coords
             },
         }
+        if schema.SCENE in image.coords:  # a collection: each tile's scene id
+            self._meta[schema.SCENE] = np.asarray(image[schema.SCENE].values).astype(str)
         self.bounds = np.asarray(chunk_bounds(order.chunks), dtype=np.int64)
 
     @classmethod
@@ -262,7 +264,8 @@ def torch_loader(
         (and sending them the tiles) every epoch.
     metadata
         Also yield a dict of int64 tensors ``tile``, ``row``, ``col``,
-        ``transform`` for each batch (to stitch predictions later).
+        ``transform`` for each batch (to stitch predictions later), and for
+        the tiles of a collection ``scene``, the list of each tile's scene id.
     shuffle_buffer
         Least number of tiles shuffled among (more mixes better and holds
         more chunks in memory).

@@ -82,7 +82,10 @@ class TileDataset(IterableDataset):
             if schema.LABEL in batch:
                 out.append(torch.from_numpy(batch[schema.LABEL]))
             if self.metadata:
-                out.append({k: torch.from_numpy(batch[k]) for k in META if k in batch})
+                meta = {k: torch.from_numpy(batch[k]) for k in META if k in batch}
+                if schema.SCENE in batch:  # text: a list of scene ids
+                    meta[schema.SCENE] = batch[schema.SCENE].tolist()
+                out.append(meta)
             yield out[0] if len(out) == 1 else tuple(out)
 
 
