@@ -85,3 +85,15 @@ def test_a_shuffled_epoch_mixes_scenes_and_names_each_tiles_scene(scenes):
             mixed += len(set(meta["scene"])) > 1
         assert sorted(seen) == list(range(tiles.sizes["tile"]))  # every tile once per epoch
         assert mixed > 0  # batches draw from both scenes
+
+
+def test_a_reopened_collection_feeds_its_scene_ids(scenes, tmp_path):
+    pytest.importorskip("torch")
+    tiles = xflipnslide.tile(scenes, 32)
+    xflipnslide.to_zarr(tiles, tmp_path / "tiles.zarr")
+    back = xr.open_zarr(tmp_path / "tiles.zarr")  # text as zarr gives it back
+    truth = [str(s) for s in tiles["scene"].values]
+    got = {}
+    for _, meta in back.fns.torch_loader(32, metadata=True):
+        got.update(zip(meta["tile"].tolist(), meta["scene"]))
+    assert [got[k] for k in range(len(truth))] == truth

@@ -65,7 +65,8 @@ class TileFeed:
             },
         }
         if schema.SCENE in image.coords:  # a collection: each tile's scene id
-            self._meta[schema.SCENE] = np.asarray(image[schema.SCENE].values).astype(str)
+            ids = image[schema.SCENE].values  # <U, object or numpy's StringDType (Zarr)
+            self._meta[schema.SCENE] = np.array([str(i) for i in ids], dtype=object)
         self.bounds = np.asarray(chunk_bounds(order.chunks), dtype=np.int64)
 
     @classmethod
