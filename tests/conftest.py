@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import dask
 import numpy as np
@@ -27,6 +28,18 @@ def backend(request):
 
     convert.name = request.param
     return convert
+
+
+@pytest.fixture(scope="module")
+def tiles():
+    """Lazy image + label tiles of the built-in sample, in several tile chunks
+    (the export and output tests' input)."""
+    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
+    label = (scene.isel(band=0, drop=True) // 1000).astype("uint8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+        ds = xr.Dataset({"image": scene, "label": label})
+        return ds.chunk({"y": 200, "x": 200}).fns.tile(64, tile_chunks=40)
 
 
 @pytest.fixture

@@ -19,16 +19,6 @@ from xflipnslide import InvalidParameterError
 from xflipnslide.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiles():
-    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
-    label = (scene.isel(band=0, drop=True) // 1000).astype("uint8")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
-        ds = xr.Dataset({"image": scene, "label": label})
-        return ds.chunk({"y": 200, "x": 200}).fns.tile(64, tile_chunks=40)
-
-
 @pytest.mark.slow
 def test_geotiff_chips_read_back_and_sit_in_place(tiles, tmp_path):
     out = tiles.fns.export_chips(tmp_path / "chips", format="geotiff", label="label")

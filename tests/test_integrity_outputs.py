@@ -33,16 +33,6 @@ from xflipnslide.cli import main
 HERE = os.path.dirname(__file__)
 
 
-@pytest.fixture(scope="module")
-def tiles():
-    scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=None).load()
-    label = (scene.isel(band=0, drop=True) // 1000).astype("uint8")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
-        ds = xr.Dataset({"image": scene, "label": label})
-        return ds.chunk({"y": 200, "x": 200}).fns.tile(64, tile_chunks=40)
-
-
 def tree(path) -> dict[str, bytes]:
     """Every file under ``path`` (relative name -> content)."""
     out = {}
