@@ -65,10 +65,12 @@ def test_footprints_on_the_accessor(scenes):
     assert sorted(set(frame["scene"])) == ["east", "west"]
 
 
-def test_split_of_a_collection_is_refused_naming_the_leak(scenes):
-    tiles = xflipnslide.tile(scenes, 32)
-    with pytest.raises(InvalidTilesError, match="overlap on the ground"):
-        tiles.fns.split(seed=0)
+def test_split_on_the_accessor_takes_a_collection(scenes):
+    tiles = xflipnslide.tile(scenes, 32, edge="pad")
+    parts = tiles.fns.split(seed=0, by="scene", fractions={"train": 0.5, "test": 0.5})
+    # two scenes far apart: one each, whole, nothing dropped
+    assert sorted(str(p["scene"].values[0]) for p in parts.values()) == ["east", "west"]
+    assert sum(p.sizes["tile"] for p in parts.values()) == tiles.sizes["tile"]
 
 
 def test_a_shuffled_epoch_mixes_scenes_and_names_each_tiles_scene(scenes):

@@ -51,8 +51,10 @@ __all__ = [
     "SCENE_TRANSFORM",
     "SPLIT",
     "SPLIT_BLOCK_SIZE",
+    "SPLIT_BY",
     "SPLIT_CLASS_COUNTS",
     "SPLIT_DROPPED",
+    "SPLIT_SCENE_TILES",
     "SPLIT_SEED",
     "STATS_COORDS",
     "STRATEGY",
@@ -297,6 +299,10 @@ EXPORT_MANIFEST = "fns_export.json"
 #: Attribute ``split`` adds to each subset when it knows the tiles' classes:
 #: the subset's labelled pixels of each class id ``0..K-1`` (a list of ints).
 SPLIT_CLASS_COUNTS = "fns_split_class_counts"
+#: Attributes ``split`` adds to each subset of a collection: how the ground
+#: was dealt (``"block"`` or ``"scene"``) and the subset's tiles from each
+#: scene (a list of ints, in the order of the collection's scene ids).
+SPLIT_BY, SPLIT_SCENE_TILES = "fns_split_by", "fns_split_scene_tiles"
 
 #: Coordinate on ``tile`` of a collection: the id of each tile's scene.
 SCENE = "scene"

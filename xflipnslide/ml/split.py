@@ -13,7 +13,7 @@ import xarray as xr
 from .. import schema
 from .._core.classes import counts_if_free
 from ..classes import class_counts
-from ..collection import check_single_scene
+from ..collection import is_collection
 from ..errors import (
     DataDroppedWarning,
     EmptySubsetError,
@@ -25,10 +25,15 @@ from ..errors import (
 )
 from ..plan import read_ranges
 from ..schema import LABEL, TILE_DIM, T_Xarray
+from .ground import GroundBlocks, ground_blocks
 from .partition import Partition, refine
 from .stratify import assign_blocks
 
 __all__ = ["split"]
+
+#: What ``split(by=...)`` deals to the subsets: blocks of ground, or whole scenes.
+_BY_BLOCK, _BY_SCENE = "block", "scene"
+_BY = (_BY_BLOCK, _BY_SCENE)
 
 
 def _check_fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
@@ -160,12 +165,13 @@ def split(
     fractions: Mapping[str, float] | None = None,
     block_size: int | None = None,
     seed: int = 0,
+    by: str = "block",
     stratify: Hashable | None = None,
     label: Hashable | None = None,
     classes: int | None = None,
     ignore_index: int | None = None,
 ) -> dict[str, T_Xarray]:
-    """Split tiles into subsets with no source pixel in two of them.
+    """Split tiles into subsets with no source pixel (no ground) in two of them.
 
     The scene is cut into square blocks of ``block_size`` pixels; blocks are
     dealt to the subsets in proportion to ``fractions``: shuffled (seeded),
@@ -182,16 +188,24 @@ def split(
     fractions
         Subset name to fraction; default ``{"train": 0.8, "val": 0.1,
         "test": 0.1}``: of the *blocks* (of the tiles wholly inside blocks
-        with ``stratify``). Fractions of kept tiles land near these, not
-        exactly: blocks hold different numbers of tiles.
+        with ``stratify``; of the tiles with ``by="scene"``). Fractions of
+        kept tiles land near these, not exactly: blocks hold different
+        numbers of tiles.
     block_size
         Block side in pixels, at least the tile size. Larger blocks drop
         fewer tiles (only tiles on block borders can be dropped) but deal
         the scene in coarser pieces. By default: the largest multiple of the
         tile size that still leaves about ``3 / min(fractions)`` blocks (at
-        least two tiles wide).
+        least two tiles wide); for a collection, what its largest scene
+        alone would get, in pixels of each region's reference scene.
     seed
         Seed of the deal (an int); the same seed gives the same split.
+    by
+        ``"block"``: blocks of ground dealt to the subsets (above).
+        ``"scene"``: a collection's whole scenes dealt to the subsets, in
+        proportion to their tiles (groups of scenes that overlap on the
+        ground go together); no tile is dropped, and there must be at least
+        as many groups as subsets.
     stratify
         The label variable of a Dataset of tiles (e.g. ``"label"``): deal
         the blocks so that every class of the tiles reaches every subset
@@ -218,11 +232,19 @@ def split(
         ``fns_split_seed`` and ``fns_split_dropped`` (tiles dropped in the
         whole split), and where the classes were counted
         ``fns_split_class_counts`` (its labelled pixels of each class id).
+        Subsets of a collection also carry ``fns_split_by`` (``"block"`` or
+        ``"scene"``) and ``fns_split_scene_tiles``: its tiles from each
+        scene, in the order of ``xflipnslide.collection.scene_ids(tiles)``
+        (scenes without a tile in it are 0).
 
     Raises
     ------
     EmptySubsetError
-        When a subset gets no tile; the message says what to change.
+        When a subset gets no tile (or ``by="scene"`` finds fewer groups of
+        scenes than subsets); the message says what to change.
+    InvalidParameterError
+        For a collection whose scenes cannot be placed on the ground (no
+        transform; a CRS on some scenes only), or ``by="scene"`` on one scene.
 
     Warns
     -----
@@ -242,16 +264,35 @@ def split(
     >>> kept = {name: part.sizes["tile"] for name, part in parts.items()}
     >>> sum(kept.values()) + parts["train"].attrs["fns_split_dropped"] == tiles.sizes["tile"]
     True
+
+    Two scenes that overlap on the ground by 256 px, dealt whole:
+
+    >>> def scene(x0):
+    ...     coords = {"y": -30.0 * np.arange(512), "x": x0 + 30.0 * np.arange(512)}
+    ...     return xr.DataArray(np.zeros((1, 512, 512), "float32"), dims=("band", "y", "x"),
+    ...                         coords={"band": [1], **coords})
+    >>> collection = xflipnslide.tile({"a": scene(0.0), "b": scene(7680.0), "c": scene(1e6)}, 128)
+    >>> parts = collection.fns.split(by="scene", fractions={"train": 0.5, "test": 0.5})
+    >>> sorted(tuple(sorted(set(p.scene.values.tolist()))) for p in parts.values())
+    [('a', 'b'), ('c',)]
     """
     fractions = _check_fractions(fractions)
     seed = check_seed(seed, "split")
-    check_single_scene(
-        tiles,
-        "split",
-        "splitting each scene apart leaks wherever scenes overlap on the ground; split "
-        "scenes that do not overlap one by one (xflipnslide.scene_tiles) and combine the "
-        "subsets with xflipnslide.concat_tiles",
-    )
+    if by not in _BY:
+        raise InvalidParameterError(
+            f"by must be 'block' (blocks of ground dealt to subsets) or 'scene' (whole scenes); "
+            f"got {by!r}"
+        )
+    counts = None
+    if is_collection(tiles):
+        counts = _label_counts(tiles, stratify, label, classes, ignore_index)
+        return _split_collection(tiles, fractions, block_size, seed, by, counts, stratify)
+    if by == _BY_SCENE:
+        raise InvalidParameterError(
+            "split(by='scene') deals the whole scenes of a collection, but these tiles are of one "
+            "scene: use by='block' (the default), or tile several scenes together "
+            "(xflipnslide.tile({id: scene, ...}, ...))"
+        )
     g = schema.read_geometry(tiles, what="split")
     if g.scene_shape is None:
         raise InvalidParameterError(
@@ -261,20 +302,10 @@ def split(
     (h, w), T = g.scene_shape, g.tile_size
     if block_size is None:
         block_size = _default_block_size((h, w), T, min(fractions.values()))
-    block_size = check_positive_int(block_size, "block_size")
-    if block_size < T:
-        raise InvalidParameterError(
-            f"block_size={block_size} is smaller than the {T} px tiles, so every tile would "
-            f"straddle blocks and be dropped: use block_size >= {T} (e.g. {4 * T})"
-        )
+    block_size = _check_block_size(block_size, T)
     oy, ox = (max(int(v.min()), 0) if len(v) else 0 for v in (g.rows, g.cols))
     nby, nbx = -(-(h - oy) // block_size), -(-(w - ox) // block_size)
-    n_blocks = nby * nbx
-    if n_blocks < len(fractions):
-        raise InvalidParameterError(
-            f"block_size={block_size} cuts the {h} x {w} scene into {n_blocks} blocks, fewer than "
-            f"the {len(fractions)} subsets: use a smaller block_size"
-        )
+    _check_enough_blocks(nby * nbx, fractions, block_size, f"the {h} x {w} scene")
     counts = _label_counts(tiles, stratify, label, classes, ignore_index)
     # The pixels each tile reads (reflected padding included), and their blocks.
     ys, xs = read_ranges(g.rows, T, h), read_ranges(g.cols, T, w)
@@ -284,23 +315,118 @@ def split(
         owner = _deal_blocks(fractions, nby, nbx, inside, seed).ravel()
     else:
         part, owner = _stratified_deal(g, ys, xs, counts, fractions, block_size, seed)
-    names = list(fractions)
     subset = part.owners(owner, ys, xs)
-    dropped = int((subset < 0).sum())
     blocks = f"{len(part.blocks)} blocks of {block_size} px"
     blocks += " or less (cut around rare classes)" if stratify is not None else ""
-    kept = {n: int((subset == i).sum()) for i, n in enumerate(names)}
-    empty = [n for n, c in kept.items() if not c]
+    attrs = {schema.SPLIT_BLOCK_SIZE: int(block_size)}
+    return _subsets(tiles, subset, fractions, blocks, seed, counts, stratify, attrs, None)
+
+
+def _check_block_size(block_size, T: int) -> int:
+    block_size = check_positive_int(block_size, "block_size")
+    if block_size < T:
+        raise InvalidParameterError(
+            f"block_size={block_size} is smaller than the {T} px tiles, so every tile would "
+            f"straddle blocks and be dropped: use block_size >= {T} (e.g. {4 * T})"
+        )
+    return block_size
+
+
+def _check_enough_blocks(n_blocks: int, fractions: dict, block_size: int, what: str) -> None:
+    if n_blocks < len(fractions):
+        raise InvalidParameterError(
+            f"block_size={block_size} cuts {what} into {n_blocks} blocks, fewer than the "
+            f"{len(fractions)} subsets: use a smaller block_size"
+        )
+
+
+def _split_collection(tiles, fractions, block_size, seed, by, counts, stratify):
+    """:func:`split` of a collection: blocks (or groups of overlapping
+    scenes) of ground dealt to subsets, see :mod:`.ground`."""
+    gb = ground_blocks(
+        tiles,
+        block_size,
+        lambda shape, T: _default_block_size(shape, T, min(fractions.values())),
+    )
+    n = len(gb.region)
+    if by == _BY_SCENE:
+        group = gb.groups[gb.scene_of]
+        n_groups = int(gb.groups.max()) + 1
+        if n_groups < len(fractions):
+            raise EmptySubsetError(
+                f"split(by='scene'): the {len(gb.ids)} scenes form {n_groups} group(s) of "
+                f"scenes that overlap on the ground, fewer than the {len(fractions)} subsets "
+                "(overlapping scenes go to one subset together): add scenes, use fewer "
+                "subsets, or by='block'"
+            )
+        sizes = np.bincount(group, minlength=n_groups)
+        hist = _histograms(counts, group, n_groups) if stratify is not None else sizes[:, None]
+        subset = assign_blocks(hist, fractions, seed, sizes=sizes).subset[group]
+        where = f"{n_groups} groups of overlapping scenes"
+        attrs = {schema.SPLIT_BY: _BY_SCENE}
+        return _subsets(tiles, subset, fractions, where, seed, counts, stratify, attrs, gb)
+    _check_block_size(gb.block_size, gb.tile_size)
+    tile, block = gb.touched()
+    n_blocks = int(block.max()) + 1 if len(block) else 0
+    _check_enough_blocks(
+        n_blocks, fractions, gb.block_size, f"the ground of the {len(gb.ids)} scenes"
+    )
+    touches = np.bincount(tile, minlength=n)
+    home = np.full(n, -1, np.int64)
+    alone = touches[tile] == 1
+    home[tile[alone]] = block[alone]
+    if stratify is None:
+        inside = float(np.mean(home >= 0)) if n else 1.0
+        owner = _deal_blocks(fractions, n_blocks, 1, inside, seed).ravel()
+    else:
+        whole = home >= 0
+        hist = _histograms(counts[whole], home[whole], n_blocks)
+        sizes = np.bincount(home[whole], minlength=n_blocks)
+        owner = assign_blocks(hist, fractions, seed, sizes=sizes).subset
+    lo, hi = np.full(n, len(fractions), np.int64), np.full(n, -1, np.int64)
+    np.minimum.at(lo, tile, owner[block])
+    np.maximum.at(hi, tile, owner[block])
+    subset = np.where(lo == hi, lo, -1)
+    where = f"{n_blocks} blocks of {gb.block_size} px of ground"
+    attrs = {schema.SPLIT_BY: _BY_BLOCK, schema.SPLIT_BLOCK_SIZE: int(gb.block_size)}
+    return _subsets(tiles, subset, fractions, where, seed, counts, stratify, attrs, gb)
+
+
+def _histograms(counts: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """``(n, K)`` sums of the ``(tile, K)`` ``counts`` by each tile's ``owner``."""
+    hist = np.zeros((n, counts.shape[1]), np.int64)
+    np.add.at(hist, owner, counts)
+    return hist
+
+
+def _per_scene(gb: GroundBlocks | None, mask: np.ndarray) -> list[int] | None:
+    if gb is None:
+        return None
+    return np.bincount(gb.scene_of[mask], minlength=len(gb.ids)).tolist()
+
+
+def _subsets(tiles, subset, fractions, blocks, seed, counts, stratify, attrs, gb):
+    """The subsets of ``tiles`` (``subset``: each tile's index, -1 dropped),
+    with their attrs, after the checks and warnings every split makes."""
+    names = list(fractions)
+    n = len(subset)
+    dropped = int((subset < 0).sum())
+    kept = {name: int((subset == i).sum()) for i, name in enumerate(names)}
+    empty = [name for name, c in kept.items() if not c]
     if empty:
         raise EmptySubsetError(
-            f"split: subset(s) {empty} got no tile ({kept}, {dropped} of {len(g)} dropped "
+            f"split: subset(s) {empty} got no tile ({kept}, {dropped} of {n} dropped "
             f"with {blocks}): use a larger scene, a smaller tile_size, a larger fraction for "
             "them, or another block_size or seed"
         )
     if dropped:
+        scenes = ""
+        if gb is not None:
+            lost = _per_scene(gb, subset < 0)
+            scenes = " (by scene: " + ", ".join(f"{i} {c}" for i, c in zip(gb.ids, lost)) + ")"
         warn(
-            f"split: {dropped} of {len(g)} tiles straddle blocks of two subsets and are in no "
-            f"subset ({', '.join(f'{n} {c}' for n, c in kept.items())}; {blocks}). A larger "
+            f"split: {dropped} of {n} tiles{scenes} straddle blocks of two subsets and are in "
+            f"no subset ({', '.join(f'{k} {c}' for k, c in kept.items())}; {blocks}). A larger "
             "block_size drops fewer",
             DataDroppedWarning,
         )
@@ -314,11 +440,13 @@ def split(
         sub = tiles.isel({TILE_DIM: np.flatnonzero(subset == i)})
         sub.attrs = {
             **tiles.attrs,
+            **attrs,
             schema.SPLIT: name,
-            schema.SPLIT_BLOCK_SIZE: int(block_size),
             schema.SPLIT_SEED: seed,
             schema.SPLIT_DROPPED: dropped,
         }
+        if gb is not None:
+            sub.attrs[schema.SPLIT_SCENE_TILES] = _per_scene(gb, subset == i)
         if per_class is not None:
             sub.attrs[schema.SPLIT_CLASS_COUNTS] = per_class[i]
         out[name] = sub
