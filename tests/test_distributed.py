@@ -97,3 +97,24 @@ def test_load_on_cluster(client, lazy_scene):
     loaded = tiles.fns.load()
     assert loaded.chunks is None
     np.testing.assert_array_equal(loaded.values, tiles.compute(scheduler="threads").values)
+
+
+def test_a_collection_from_preprocess_to_split_and_untile_on_cluster(client, lazy_scene):
+    # two scenes that overlap on the ground by 100 rows, each on its own grid
+    scenes = {
+        "north": lazy_scene.isel(y=slice(0, 300)),
+        "south": lazy_scene.isel(y=slice(200, 560)),
+    }
+    ready = xflipnslide.preprocess(scenes, nodata=0)
+    tiles = xflipnslide.tile(ready, 64, edge="pad")
+    a, b = both(tiles)
+    xr.testing.assert_identical(a, b)
+    parts = tiles.fns.split(block_size=128, seed=0)
+    a, b = both(parts["train"])
+    xr.testing.assert_identical(a, b)
+    for id in scenes:
+        a, b = both(tiles.fns.untile(scene=id))
+        xr.testing.assert_identical(a, b)
+        np.testing.assert_allclose(
+            a.values, ready[id].compute(scheduler="threads").values, rtol=1e-5, atol=1e-5
+        )
