@@ -67,14 +67,18 @@ def test_identity_gives_the_scene_back_everywhere(small_scene, backend, tta, ble
 
 
 def reference_origins(size: int, T: int, stride: int) -> list[int]:
-    """predict's windows along one axis, as its docs say: from ``T - stride``
-    before the scene, every ``stride``, until one reaches ``T - stride``
-    beyond it."""
-    margin = T - stride
-    origins = [-margin]
-    while origins[-1] + T < size + margin:
-        origins.append(origins[-1] + stride)
-    return origins
+    """predict's windows along one axis, as its docs say, by brute force:
+    the fewest windows ``stride`` apart, centred on the axis, that put every
+    pixel off a window's outermost ring (only inside one, when ``stride > T
+    - 2`` leaves no grid that can)."""
+    ring = 1 if stride <= T - 2 else 0
+    n = 1
+    while True:
+        excess = (n - 1) * stride + T - size
+        origins = [-(excess // 2) + k * stride for k in range(n)]
+        if all(any(o + ring <= p <= o + T - 1 - ring for o in origins) for p in range(size)):
+            return origins
+        n += 1
 
 
 def slow_reference(scene: np.ndarray, model, T: int, stride: int, tta, blend: str):

@@ -432,24 +432,32 @@ def check_min_valid(min_valid) -> float | None:
     return float(min_valid)
 
 
+def _predict_origins(size: int, tile_size: int, stride: int) -> np.ndarray:
+    """Window origins along one axis of ``size`` pixels (see :func:`predict_plan`)."""
+    ring = 2 if stride <= tile_size - 2 else 0  # inner parts (T - 2 long) must span the axis
+    n = 1 + max(0, -(-(size - tile_size + ring) // stride))
+    excess = (n - 1) * stride + tile_size - size
+    return -(excess // 2) + stride * np.arange(n, dtype=np.int64)
+
+
 def predict_plan(
     shape: tuple[int, int], tile_size: int, stride: int | None = None, tta: str | None = None
 ) -> TilePlan:
     """The windows (and views) ``predict`` runs the model on.
 
-    The ``overlap`` grid with step ``stride`` (default ``tile_size // 2``),
-    extended by ``tile_size - stride`` pixels of reflect padding beyond each
-    scene edge (and as far as whole steps need), so every pixel of the scene
-    lies inside windows; with ``stride <= tile_size - 2`` none lies only on a
-    window's outermost ring (larger strides make windows abut). With
-    ``tta="d4"`` each window appears eight times in a row, with codes 0..7;
-    else once, code 0.
+    Step ``stride`` (default ``T // 2``); per axis of ``size`` px, the fewest
+    windows keeping every pixel off a window's outermost ring (where zero
+    padding biases a model most), ``n = 1 + ceil((size - T + 2) / stride)``,
+    centred: ``((n - 1) * stride + T - size) / 2`` px (down before, up after)
+    of reflect padding, at most ``stride / 2 + 1`` if ``size >= T - 2``. With
+    ``stride > T - 2`` windows abut: ``n = 1 + ceil((size - T) / stride)``
+    covers. ``tta="d4"``: each window eight times in a row, codes 0..7.
 
     Examples
     --------
     >>> plan = predict_plan((100, 120), 32, stride=16)
     >>> len(plan), int(plan.rows.min()), int(plan.cols.max())
-    (72, -16, 112)
+    (42, -6, 92)
     """
     T = check_positive_int(tile_size, "tile_size")
     if stride is None and T < 2:
@@ -462,11 +470,9 @@ def predict_plan(
         raise InvalidParameterError(f"stride must be at most tile_size={T}; got {s}")
     if tta not in (None, "d4"):
         raise InvalidParameterError(f"tta must be None or 'd4'; got {tta!r}")
-    margin = T - s
     origins = []
     for size in shape:
-        steps = max(0, -(-(size + 2 * margin - T) // s))
-        o = -margin + s * np.arange(steps + 1, dtype=np.int64)
+        o = _predict_origins(int(size), T, s)
         reach = max(-int(o[0]), int(o[-1]) + T - size)
         if reach >= size:
             raise SceneTooSmallError(

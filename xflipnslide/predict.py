@@ -87,6 +87,7 @@ def predict(
     blend: Literal["mean", "hann", "distance", "spline"] = "hann",
     batch_size: int = 32,
     device: Any = None,
+    precision: Literal["bf16", "fp16"] | None = None,
     dims: Sequence[Hashable] | None = None,
     classes: int | None = None,
     class_dim: Hashable = "class",
@@ -119,12 +120,15 @@ def predict(
         Window side ``T`` in pixels.
     stride
         Step between windows (default ``T // 2``; ``T`` for no overlap).
-        The scene is reflect-padded by ``T - stride`` pixels (and to whole
-        steps), so **every pixel is predicted**, no crop and no NaN.
+        The fewest windows at that step that keep every pixel off a
+        window's outermost ring, centred on the scene and reflect-padded
+        where they leave it (:func:`~xflipnslide.plan.predict_plan` states
+        the rule), so **every pixel is predicted**, no crop and no NaN.
     tta
         ``"d4"``: each window is predicted under all eight D4 transforms
         (Flip-n-Slide's codes 0-7) and each output turned back by the
-        inverse transform before averaging. ``None``: one view. Flip-n-Slide
+        inverse transform; the eight are averaged before the window is
+        blended (one overlap-add per window). ``None``: one view. Flip-n-Slide
         training showed the model every orientation; TTA asks it about
         every orientation at inference, which is where that pays off.
     blend
@@ -135,7 +139,12 @@ def predict(
     batch_size
         Windows per model call.
     device
-        torch device for a ``torch.nn.Module`` (e.g. ``"cuda"``).
+        torch device for a ``torch.nn.Module`` (e.g. ``"cuda"``: batches go
+        through pinned host memory with non-blocking copies).
+    precision
+        ``"bf16"`` or ``"fp16"``: run a ``torch.nn.Module`` under
+        :func:`torch.autocast` of that dtype (outputs are blended in float32);
+        None runs it as it is. Only for torch modules.
     dims
         ``(row_dim, column_dim)``, found by name by default.
     classes
@@ -200,6 +209,7 @@ def predict(
             blend=blend,
             batch_size=batch_size,
             device=device,
+            precision=precision,
             dims=dims,
             classes=classes,
             class_dim=class_dim,
@@ -232,7 +242,7 @@ def predict(
         plan = plan.select(windows_intersecting(scene, plan, (ydim, xdim), aoi, aoi_crs))
         if not len(plan):
             raise InvalidParameterError("no window intersects the area of interest")
-    runner = ModelRunner(model, batch_size, device, classes=classes)
+    runner = ModelRunner(model, batch_size, device, classes=classes, precision=precision)
     if classes is None:
         classes = runner.probe(scene.sizes[channel[0]] if channel else 1, plan.tile_size)
     weight = blend_weights(plan.tile_size, blend, floor=0)

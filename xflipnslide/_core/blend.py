@@ -67,6 +67,11 @@ def blend_weights(tile_size: int, blend: str, floor: float = 1e-3) -> np.ndarray
     return np.maximum(out, floor * out.max())
 
 
+#: Values added at once above which :meth:`OverlapAdd.add` splits the work
+#: into row bands over threads (below, starting the threads costs more).
+_BUSY = 1 << 21
+
+
 class OverlapAdd:
     """The overlap-add of ``untile`` and ``predict``: weighted sums of tiles
     turned back into their windows' frame, on a ``(C, H, W)`` scene block.
@@ -74,7 +79,8 @@ class OverlapAdd:
     :meth:`add` scatters tiles (any number of calls: ``predict`` adds one
     batch of model outputs at a time); :meth:`result` divides by the summed
     weights, NaN where no tile. ``dtype`` is the accumulator's (float64 sums
-    many overlapping views to within one rounding of a float32 result).
+    many overlapping views to within one rounding of a float32 result;
+    float32 tiles are added to it without a conversion pass).
     Threaded by horizontal bands of the block: each thread adds the tiles
     overlapping its band into its own rows (the kernel clips windows to the
     band), so no two threads write a pixel.
@@ -95,7 +101,9 @@ class OverlapAdd:
     def add(self, tiles: np.ndarray, rows, cols, codes) -> None:
         """Add ``(n, C, T, T)`` tiles whose windows start at ``rows``/``cols``
         (relative to the block; outside it is skipped) under ``codes``."""
-        tiles = np.ascontiguousarray(tiles, dtype=self.acc.dtype)
+        # float32 tiles are added to a float64 sum as they are (no conversion pass)
+        same = tiles.dtype == np.float32 and self.acc.dtype.kind == "f"
+        tiles = np.ascontiguousarray(tiles, dtype=None if same else self.acc.dtype)
         T = self.weight.shape[0]
 
         def band(edges: tuple[int, int]) -> None:
@@ -110,7 +118,7 @@ class OverlapAdd:
                         tiles[sl], rows[sl] - y0, cols[sl], codes[sl], self.weight, acc, wsum
                     )
 
-        bands = self._bands(len(rows) > 64)
+        bands = self._bands(tiles.size > _BUSY)
         map_threads(band, bands, len(bands))
 
     def result(self, dtype) -> np.ndarray:

@@ -1,22 +1,24 @@
 """Array layer of inference: run a model over every window of a scene and
 blend the outputs back, on numpy (streamed batch by batch) or as one dask
-graph (tile chunks -> model -> overlap-add blocks).
+graph (:mod:`.predict_graph`: one task per output block).
 
 The windows and their D4 views form a :class:`~xflipnslide.TilePlan` whose
 codes are the views: with test-time augmentation each window appears eight
-times, once per code, consecutively. Gathering a view is
-:func:`.tiling.tile_array`; turning each output back and blending is the
-overlap-add of ``untile`` (:class:`.blend.OverlapAdd` on numpy, batch by
-batch; :func:`.blend.untile_array` on dask). Its weights are
-D4-symmetric, so averaging the eight inverted views and then blending
-windows is one weighted sum.
+times, once per code, consecutively. The pipeline (:func:`stream`) runs
+parts of whole windows: gather their views (:func:`.tiling.tile_array`, or
+:func:`~.kernels.gather_tiles` from a block's source), call the model,
+average each window's views turned back by their inverse transforms
+(:func:`~.kernels.tiles.fold_views`: one tile per window), and overlap-add
+that one tile (:class:`.blend.OverlapAdd`, float64 sums of float32 tiles).
+A helper thread gathers part ``k + 1`` and blends part ``k - 1`` while the
+model runs part ``k``, so host work hides behind the model.
 
 Every model output is checked (:meth:`ModelRunner.__call__`) before any
 kernel sees it: its shape, its channel count against ``classes``, its dtype.
 NaN and infinite values, in the tiles the model reads and in what it
 returns, are counted as the batches run and reported with a
 :class:`~xflipnslide.errors.NonFiniteWarning`: once per ``predict`` on
-numpy, once per chunk of tiles when a dask graph computes that chunk (from
+numpy, once per output block when a dask graph computes that block (from
 inside the task: the threaded and synchronous schedulers run it in the
 user's process, and on a ``dask.distributed`` worker the warning is also
 forwarded to the client with :func:`distributed.warn`), so checking costs no
@@ -25,10 +27,11 @@ extra pass over the data.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -36,11 +39,21 @@ import numpy as np
 from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
-from .blend import OverlapAdd, untile_array
-from .blocks import chunk_bounds
-from .tiling import tile_array, tiles_per_chunk
+from .blend import OverlapAdd
+from .kernels.tiles import fold_views
+from .tiling import tile_array
 
-__all__ = ["ModelRunner", "NonFiniteCounts", "predict_array"]
+__all__ = [
+    "PRECISIONS",
+    "ModelRunner",
+    "NonFiniteCounts",
+    "predict_array",
+    "stream",
+    "window_starts",
+]
+
+#: ``precision=`` values: torch autocast dtypes, or None (the model's own).
+PRECISIONS = {None: None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass
@@ -144,25 +157,52 @@ class ModelRunner:
 
     A ``torch.nn.Module`` runs in eval mode under ``torch.no_grad()`` on
     ``device`` (moved there once per process), and is left in the mode it
-    was in; anything else is called on numpy batches. Every output is
+    was in; with ``precision`` ``"bf16"`` or ``"fp16"`` under
+    :func:`torch.autocast` of that dtype (outputs come back as float32). On
+    a CUDA device each batch goes through a pinned host buffer (one per
+    thread) with non-blocking copies both ways. Anything else is called on
+    numpy batches (``precision`` must then be None). Every output is
     checked against ``classes`` (``K``; set by :meth:`probe` when unknown)
     before it is returned. Its dask token is the model's token
     (:func:`dask.base.tokenize`: its pickled content, weights included) and
     its options.
     """
 
-    def __init__(self, model, batch_size: int = 32, device=None, classes: int | None = None):
+    def __init__(
+        self, model, batch_size: int = 32, device=None, classes: int | None = None, precision=None
+    ):
         self.model, self.batch_size, self.device = model, int(batch_size), device
         self.classes, self.probed = classes, False
+        if precision not in PRECISIONS:
+            raise InvalidParameterError(
+                f"precision must be None, 'bf16' or 'fp16'; got {precision!r}"
+            )
+        if precision is not None and not self._is_torch():
+            raise InvalidParameterError(
+                f"precision={precision!r} runs a torch.nn.Module under torch.autocast; this "
+                "model is a plain callable: cast inside it, or pass precision=None"
+            )
+        self.precision = precision
         self._ready = False
+        self._local = threading.local()
 
     def __getstate__(self):
-        return {**self.__dict__, "_ready": False}
+        return {**self.__dict__, "_ready": False, "_local": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _local=threading.local())
 
     def __dask_tokenize__(self):
         from dask.base import tokenize
 
-        return ("fns-model", tokenize(self.model), self.batch_size, str(self.device), self.classes)
+        return (
+            "fns-model",
+            tokenize(self.model),
+            self.batch_size,
+            str(self.device),
+            self.classes,
+            self.precision,
+        )
 
     def _is_torch(self) -> bool:
         return type(self.model).__module__.startswith("torch") or any(
@@ -175,12 +215,36 @@ class ModelRunner:
         if not self._ready:
             self.model = self.model.to(self.device) if self.device is not None else self.model
             self._ready = True
-        with torch.no_grad():
+        device = torch.device(self.device) if self.device is not None else torch.device("cpu")
+        cuda = device.type == "cuda"
+        if self.precision is not None:
+            autocast = torch.autocast(device.type, dtype=getattr(torch, PRECISIONS[self.precision]))
+        else:
+            autocast = nullcontext()
+        with torch.no_grad(), autocast:
             x = torch.from_numpy(np.ascontiguousarray(batch))
-            if self.device is not None:
-                x = x.to(self.device)
-            out = self.model(x)
-            return out.detach().to("cpu").numpy()
+            if cuda:  # pinned staging: the copy to the device does not block the host
+                x = self._pinned("input", x).copy_(x).to(device, non_blocking=True)
+            elif self.device is not None:
+                x = x.to(device)
+            out = self.model(x).detach()
+            if out.dtype != torch.float32:
+                out = out.float()
+            if cuda:
+                host = self._pinned("output", out).copy_(out, non_blocking=True)
+                torch.cuda.current_stream(device).synchronize()
+                return host.numpy().copy()
+            return out.to("cpu").numpy()
+
+    def _pinned(self, role: str, like):
+        """This thread's pinned host tensor for ``role``, shaped like ``like``."""
+        import torch
+
+        buffers = self._local.__dict__.setdefault("pinned", {})
+        buf = buffers.get(role)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = buffers[role] = torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+        return buf
 
     def probe(self, channels: int, tile_size: int) -> int:
         """Set and return ``classes`` from one call on one zero tile."""
@@ -250,74 +314,99 @@ class ModelRunner:
         return self.run(tiles)[0]
 
 
+def window_starts(plan: TilePlan) -> np.ndarray:
+    """Edges of the runs of consecutive entries of ``plan`` that share one
+    window (its views): ``[0, ..., len(plan)]``."""
+    new = np.flatnonzero((np.diff(plan.rows) != 0) | (np.diff(plan.cols) != 0)) + 1
+    return np.concatenate([[0], new, [len(plan)]]).astype(np.int64)
+
+
+def parts(starts: np.ndarray, step: int) -> list[tuple[int, int]]:
+    """Ranges of whole windows (indices into ``starts``) of about ``step``
+    entries each: the units the pipeline gathers, runs and blends."""
+    out, g, m = [], 0, len(starts) - 1
+    while g < m:
+        h = int(np.searchsorted(starts, starts[g] + step, side="right")) - 1
+        h = min(max(h, g + 1), m)
+        out.append((g, h))
+        g = h
+    return out
+
+
+def stream(
+    runner: ModelRunner,
+    starts: np.ndarray,
+    codes: np.ndarray,
+    gather: Callable[[int, int], np.ndarray],
+    blend: Callable[[np.ndarray, int, int], None],
+) -> NonFiniteCounts:
+    """Run the model over every window: ``gather(a, b)`` gives the views of
+    entries ``a:b`` (``(b - a, C, T, T)`` float32), ``blend(tiles, g, h)``
+    adds the averaged views of windows ``g:h`` (one tile each). A helper
+    thread gathers part ``k + 1`` and blends part ``k - 1`` while the model
+    runs part ``k``. Returns the NaN and infinity counts."""
+    counts = NonFiniteCounts()
+    units = parts(starts, max(runner.batch_size, 1) * 4)
+    if not units:
+        return counts
+
+    def fold(out: np.ndarray, g: int, h: int) -> None:
+        a, b = int(starts[g]), int(starts[h])
+        if b - a != h - g:  # views to average: one tile per window
+            edges = starts[g : h + 1] - a
+            folded = np.empty((h - g, *out.shape[1:]), np.float32)
+            fold_views(out, edges, codes[a:b], folded)
+            out = folded
+        blend(out, g, h)
+
+    def entries(unit):
+        return int(starts[unit[0]]), int(starts[unit[1]])
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fns-predict") as helper:
+        ahead = helper.submit(gather, *entries(units[0]))
+        behind = None
+        for k, unit in enumerate(units):
+            tiles = ahead.result()
+            if k + 1 < len(units):
+                ahead = helper.submit(gather, *entries(units[k + 1]))
+            out, found = runner.run(tiles)
+            del tiles
+            counts.merge(found)
+            if behind is not None:
+                behind.result()
+            behind = helper.submit(fold, out, *unit)
+        behind.result()
+    return counts
+
+
 def predict_array(
     x, plan: TilePlan, runner: ModelRunner, weight: np.ndarray, classes: int, *, chunks=None
 ):
     """``(K, H, W)`` float32: the blended model outputs over ``plan``'s
-    windows and views. numpy in: streamed, holding one batch of tiles at a
-    time; dask in: a lazy graph."""
+    windows and views. numpy in: streamed, holding a few parts of windows at
+    a time; dask in: a lazy graph of one task per output block
+    (:func:`.predict_graph.predict_dask`)."""
     if runner.classes != classes:
         raise InvalidParameterError(
             f"the runner expects {runner.classes} classes, not {classes}: build it with "
             "ModelRunner(..., classes=classes) or call its probe()"
         )
     if _graph.is_lazy(x):
-        return _predict_dask(x, plan, runner, weight, classes, chunks)
+        from .predict_graph import predict_dask
+
+        return predict_dask(x, plan, runner, weight, classes, chunks)
     x = np.asarray(x)
     acc = OverlapAdd(classes, plan.shape, weight, np.float64)  # many views: sum in float64
-    counts = NonFiniteCounts()
-    step = max(runner.batch_size, 1) * 4
-    for a in range(0, len(plan), step):
-        part = plan.select(slice(a, a + step))
-        tiles = tile_array(x, part).reshape((len(part), -1, plan.tile_size, plan.tile_size))
-        out, found = runner.run(tiles)
-        counts.merge(found)
-        acc.add(out, part.rows, part.cols, part.codes)
-    counts.warn()
-    return acc.result(np.float32)
-
-
-def _run_chunk(tiles: np.ndarray, runner: ModelRunner, start: int, total: int) -> np.ndarray:
-    """Task body: the model's outputs for one chunk of tiles (``start`` is
-    its first tile of ``total``), warning of NaN or infinite values in it."""
-    flat = tiles.reshape((tiles.shape[0], -1, *tiles.shape[-2:]))
-    out, counts = runner.run(flat)
-    counts.warn(f" of one dask chunk (tiles {start}-{start + len(flat) - 1} of {total})")
-    return out
-
-
-def _predict_dask(x, plan, runner, weight, classes, chunks):
-    from dask.base import tokenize
-
+    starts = window_starts(plan)
+    rows, cols = plan.rows[starts[:-1]], plan.cols[starts[:-1]]
     T = plan.tile_size
-    # A few batches per task: memory per task is bounded by its tile chunk
-    # (and its outputs), whatever the scene's size.
-    per = tiles_per_chunk("32MiB", T * T * 4 * max(math.prod(x.shape[:-2]), classes), len(plan))
-    per = max(runner.batch_size, (per // runner.batch_size) * runner.batch_size)
-    tiles = tile_array(x, plan, tile_chunks=min(per, len(plan)))
-    # Names are tokens of all their values depend on: the tiles' (the scene
-    # and every window origin and code) and the runner's (the model's token,
-    # batch size, device, classes); the blend layer adds weights and blocks.
-    model_key = f"fns-model-{tokenize(runner)}"
-    name = f"fns-predict-{tokenize(tiles, model_key)}"
-    # The runner is one key of the graph: a distributed cluster ships it to
-    # each worker once, not once per task.
-    dsk: dict = {model_key: runner}
-    inner = (0,) * (tiles.ndim - 1)
-    starts = chunk_bounds(tiles.chunks[0])
-    for i in range(len(tiles.chunks[0])):
-        key = (tiles.name, i, *inner)
-        dsk[(name, i, 0, 0, 0)] = (_run_chunk, key, model_key, int(starts[i]), len(plan))
-    preds = _graph.array(name, dsk, (tiles.chunks[0], (classes,), (T,), (T,)), np.float32, [tiles])
-    if chunks is None:  # blocks of about 1024 px: a task holds its block and the windows on it
-        chunks = max(2 * T, (1024 // T) * T)
-    return untile_array(
-        preds,
-        plan.rows,
-        plan.cols,
-        plan.codes,
-        plan.shape,
-        weight,
-        chunks=chunks,
-        acc_dtype=np.float64,
-    )
+
+    def gather(a: int, b: int) -> np.ndarray:
+        part = plan.select(slice(a, b))
+        return tile_array(x, part).reshape((b - a, -1, T, T))
+
+    def blend(tiles: np.ndarray, g: int, h: int) -> None:
+        acc.add(tiles, rows[g:h], cols[g:h], np.zeros(h - g, np.int8))
+
+    stream(runner, starts, plan.codes, gather, blend).warn()
+    return acc.result(np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 from ...plan import INVERSE_CODES
 from ._jit import describe, kernel, require
 
-__all__ = ["as_bits", "gather_tiles", "normalize_weights", "scatter_tiles"]
+__all__ = ["as_bits", "fold_views", "gather_tiles", "normalize_weights", "scatter_tiles"]
 
 
 def _check_windows(name, rows, cols, codes, n) -> None:
@@ -78,6 +78,24 @@ def _check_scatter(tiles, rows, cols, codes, weight, acc, wsum) -> None:
         shapes,
     )
     _check_windows("scatter_tiles", rows, cols, codes, n)
+
+
+def _check_fold(tiles, starts, codes, out) -> None:
+    shapes = describe(tiles=tiles, out=out)
+    ok = np.ndim(tiles) == 4 and np.ndim(out) == 4 and tiles.shape[1:] == out.shape[1:]
+    require(ok, "fold_views", "tiles must be (n, C, T, T) and out (m, C, T, T)", shapes)
+    n, m = tiles.shape[0], out.shape[0]
+    require(
+        tiles.shape[2] == tiles.shape[3] and np.ndim(starts) == 1 and len(starts) == m + 1,
+        "fold_views",
+        "tiles must be square and starts hold m + 1 group edges",
+        f"{shapes}, starts {np.shape(starts)}",
+    )
+    _check_windows("fold_views", codes, codes, codes, n)
+    if m:
+        edges = np.asarray(starts)
+        ok = edges[0] == 0 and edges[-1] == n and bool(np.all(np.diff(edges) > 0))
+        require(ok, "fold_views", "starts must rise from 0 to n, no group empty", str(edges))
 
 
 def _check_normalize(acc, wsum) -> None:
@@ -201,7 +219,8 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
 
     The inverse of :func:`gather_tiles`, built on it: each tile is first
     turned back into its window's frame (:func:`gather_tiles` with the
-    inverse code, into a small buffer), then added row by row at
+    inverse code, into a small buffer; code 0 is read in place), then added
+    row by row at
     ``(rows[k], cols[k])``; the parts of a window outside the block
     (padding, or another block's share) are skipped.
 
@@ -214,7 +233,8 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
     weight : float64 ndarray, shape (T, T)
         Per-pixel weight in the window's frame.
     acc : float ndarray, shape (C, H, W)
-        Weighted sums, added to in place (same dtype as ``tiles``).
+        Weighted sums, added to in place (float32 tiles may be added to a
+        float64 ``acc``: no conversion pass).
     wsum : float64 ndarray, shape (H, W)
         Sums of weights, added to in place.
     """
@@ -225,13 +245,17 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
     code = np.empty(1, np.int8)
     w = weight.astype(acc.dtype)
     for k in range(n):
-        code[0] = _INVERSE[codes[k]]
-        gather_tiles(tiles[k], origin, origin, code, buf)
         y0, x0 = rows[k], cols[k]
         r0, r1 = max(0, -y0), min(T, H - y0)
         j0, j1 = max(0, -x0), min(T, W - x0)
         if r0 >= r1 or j0 >= j1:
             continue
+        code[0] = _INVERSE[codes[k]]
+        if code[0] == 0:  # already in the window's frame: read in place
+            src = tiles[k]
+        else:
+            gather_tiles(tiles[k], origin, origin, code, buf)
+            src = buf[0]
         xs = np.uint64(x0 + j0)
         for r in range(r0, r1):
             y = np.uint64(y0 + r)
@@ -241,10 +265,50 @@ def scatter_tiles(tiles, rows, cols, codes, weight, acc, wsum):
                 srow[xs + np.uint64(j)] += wrow[j0 + j]
             for c in range(C):
                 arow = acc[c, y]
-                brow = buf[0, c, r]
+                brow = src[c, r]
                 frow = w[r]
                 for j in range(j1 - j0):
                     arow[xs + np.uint64(j)] += frow[j0 + j] * brow[j0 + j]
+
+
+@kernel(check=_check_fold, boundscheck=False)
+def fold_views(tiles, starts, codes, out):
+    """Average the D4 views of each window, each turned back first.
+
+    ``out[g]`` is the mean over the tiles ``k`` in ``starts[g]:starts[g+1]``
+    of tile ``k`` under the inverse of ``codes[k]`` (its window's frame),
+    summed in float64 and rounded once into ``out``'s dtype: eight copies
+    of one value average back to it exactly.
+
+    Parameters
+    ----------
+    tiles : float ndarray, shape (n, C, T, T)
+        Model outputs, the views of one window consecutive.
+    starts : int64 ndarray, shape (m + 1,)
+        Group edges: ``0 = starts[0] < ... < starts[m] = n``.
+    codes : int8 ndarray, shape (n,)
+        The D4 code each view was made with.
+    out : float ndarray, shape (m, C, T, T)
+    """
+    C, T = tiles.shape[1], tiles.shape[-1]
+    buf = np.empty((1, C, T, T), tiles.dtype)
+    total = np.empty((C, T, T), np.float64)
+    origin = np.zeros(1, np.int64)
+    code = np.empty(1, np.int8)
+    for g in range(out.shape[0]):
+        total[:] = 0.0
+        for k in range(starts[g], starts[g + 1]):
+            code[0] = _INVERSE[codes[k]]
+            if code[0] == 0:
+                total += tiles[k]
+            else:
+                gather_tiles(tiles[k], origin, origin, code, buf)
+                total += buf[0]
+        inv = 1.0 / (starts[g + 1] - starts[g])
+        for c in range(C):
+            for r in range(T):
+                for j in range(T):
+                    out[g, c, r, j] = total[c, r, j] * inv
 
 
 @kernel(check=_check_normalize)

@@ -1,0 +1,195 @@
+"""The dask graph of ``predict``: one fused task per output block, in
+bounded memory whatever the scene's size.
+
+Each window belongs to the output block holding its origin (clipped into
+the scene). The block's *partial* task reads only the input chunks its
+windows need, runs the model on them part by part (:func:`.predict.stream`:
+gather, model, views averaged, overlap-add), and holds the weighted sums
+over the block and the ``T - 1`` rows and columns its windows reach past
+it. Three small tasks cut what spills into the neighbours (right, below,
+below right) out of it; the block's *final* task adds the spills of the
+blocks left, above and above left to its own sums and divides by the
+summed weights. So every window runs once, a block's output depends only
+on its own row band of blocks and the one above, no model output outlives
+its block's task, and what waits between two rows of blocks is one strip
+``T - 1`` pixels high (the spills), not the model outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..plan import TilePlan, read_range
+from . import graph as _graph
+from .blend import OverlapAdd, output_chunks
+from .blocks import assemble, chunk_bounds, chunk_span, local_slices
+from .kernels import gather_tiles, normalize_weights
+from .predict import ModelRunner, stream, window_starts
+
+__all__ = ["block_of_windows", "predict_dask"]
+
+
+def block_of_windows(plan: TilePlan, ybounds: list[int], xbounds: list[int]):
+    """``(starts, iy, ix)``: the edges of each window's views in ``plan``
+    and the output block row and column that owns the window (the block
+    holding its origin, clipped into the scene)."""
+    starts = window_starts(plan)
+    rows, cols = plan.rows[starts[:-1]], plan.cols[starts[:-1]]
+    iy = np.searchsorted(ybounds, np.maximum(rows, 0), side="right") - 1
+    ix = np.searchsorted(xbounds, np.maximum(cols, 0), side="right") - 1
+    return starts, iy, ix
+
+
+class _BlockSpec:
+    """What one partial task needs: the input chunks' cut-outs and padding
+    that make its source, and its windows (origins in the source and in
+    the partial block, view codes, view edges)."""
+
+    __slots__ = (
+        "codes",
+        "cols",
+        "depth",
+        "edges",
+        "pad",
+        "rows",
+        "shape",
+        "src_cols",
+        "src_rows",
+        "where",
+        "xs",
+        "ys",
+    )
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+def _partial(nested, spec: _BlockSpec, runner: ModelRunner, weight, classes: int):
+    """Task body: the weighted sums ``(acc, wsum)`` of one block's windows
+    over the block and what they reach past it."""
+    acc = OverlapAdd(classes, spec.shape, weight, np.float64)
+    if spec.codes is None:  # no window of the plan starts in this block
+        return acc.acc, acc.wsum
+    block = assemble(nested, spec.ys, spec.xs, spec.depth)
+    if any(spec.pad[0]) or any(spec.pad[1]):
+        block = np.pad(block, ((0, 0),) * (block.ndim - 2) + spec.pad, mode="reflect")
+    src = np.ascontiguousarray(block.reshape((-1, *block.shape[-2:])), dtype=np.float32)
+    T = weight.shape[0]
+    g_rows, g_cols = spec.rows[spec.edges[:-1]], spec.cols[spec.edges[:-1]]
+
+    def gather(a: int, b: int) -> np.ndarray:
+        out = np.empty((b - a, src.shape[0], T, T), np.float32)
+        gather_tiles(src, spec.src_rows[a:b], spec.src_cols[a:b], spec.codes[a:b], out)
+        return out
+
+    def blend(tiles: np.ndarray, g: int, h: int) -> None:
+        acc.add(tiles, g_rows[g:h], g_cols[g:h], np.zeros(h - g, np.int8))
+
+    stream(runner, spec.edges, spec.codes, gather, blend).warn(spec.where)
+    return acc.acc, acc.wsum
+
+
+def _piece(partial, ys: slice, xs: slice):
+    """Task body: a copy of what ``partial`` spills into one neighbour."""
+    acc, wsum = partial
+    return acc[:, ys, xs].copy(), wsum[ys, xs].copy()
+
+
+def _final(partial, spills: list, shape: tuple[int, int]) -> np.ndarray:
+    """Task body: a block's own sums plus its neighbours' spills, divided
+    by the summed weights (NaN where no window), as float32."""
+    h, w = shape
+    acc, wsum = partial[0][:, :h, :w].copy(), partial[1][:h, :w].copy()
+    for piece in spills:
+        if piece is not None:
+            a, s = piece
+            acc[:, : s.shape[0], : s.shape[1]] += a
+            wsum[: s.shape[0], : s.shape[1]] += s
+    normalize_weights(acc, wsum)
+    return acc.astype(np.float32)
+
+
+def _spec(plan, ids, starts, bounds, block, shape, depth):
+    """``(spec, spans)``: the :class:`_BlockSpec` of windows ``ids`` owned
+    by the block whose top-left pixel is ``block`` and partial sums are
+    ``shape``, and the input chunks (rows, columns) it reads (None if no
+    window)."""
+    T, (H, W) = plan.tile_size, plan.shape
+    if not len(ids):
+        return _BlockSpec(codes=None, shape=shape), None
+    entries = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in ids.tolist()])
+    sizes = starts[ids + 1] - starts[ids]
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    rows, cols = plan.rows[entries], plan.cols[entries]
+    y0, y1 = int(rows.min()), int(rows.max()) + T
+    x0, x1 = int(cols.min()), int(cols.max()) + T
+    cy, cx = read_range(y0, y1, H), read_range(x0, x1, W)
+    pad = ((max(cy[0] - y0, 0), max(y1 - cy[1], 0)), (max(cx[0] - x0, 0), max(x1 - cx[1], 0)))
+    sy, sx = slice(*cy), slice(*cx)
+    iy, ix = chunk_span(bounds[0], sy), chunk_span(bounds[1], sx)
+    spec = _BlockSpec(
+        codes=plan.codes[entries],
+        depth=depth,
+        edges=edges,
+        pad=pad,
+        rows=rows - block[0],
+        cols=cols - block[1],
+        shape=shape,
+        src_rows=rows - (cy[0] - pad[0][0]),
+        src_cols=cols - (cx[0] - pad[1][0]),
+        where=f" of the dask block at rows {block[0]}, cols {block[1]}",
+        xs=local_slices(bounds[1], ix, sx),
+        ys=local_slices(bounds[0], iy, sy),
+    )
+    return spec, (iy, ix)
+
+
+def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, chunks=None):
+    """``(K, H, W)`` float32 dask array: :func:`.predict.predict_array` as one
+    graph of fused tasks per output block (module docstring)."""
+    from dask.base import tokenize
+
+    _graph.check_known_chunks(x, "the scene")
+    T, (H, W) = plan.tile_size, plan.shape
+    if chunks is None:  # blocks of about 1024 px: a task holds its block and what it spills
+        chunks = max(2 * T, (1024 // T) * T)
+    chunks = output_chunks(chunks, plan.shape, T, classes, np.float32)
+    ybounds, xbounds = (chunk_bounds(c) for c in chunks)
+    inb = tuple(chunk_bounds(c) for c in x.chunks[-2:])
+    depth = x.ndim - 2
+    other_idx = [range(len(c)) for c in x.chunks[:-2]]
+    starts, wy, wx = block_of_windows(plan, ybounds, xbounds)
+    model_key = f"fns-model-{tokenize(runner)}"
+    token = tokenize(x, plan, model_key, weight, chunks)
+    name, pname = f"fns-predict-{token}", f"fns-predict-partial-{token}"
+    spill = {d: f"fns-predict-spill{d}-{token}" for d in ("right", "down", "diag")}
+    dsk: dict = {model_key: runner}  # one key: a cluster ships the model once per worker
+    ny, nx = len(chunks[0]), len(chunks[1])
+    order = np.lexsort((wx, wy))
+    cut = np.searchsorted(wy[order] * nx + wx[order], np.arange(ny * nx + 1))
+    for i in range(ny):
+        y0, y1 = ybounds[i], ybounds[i + 1]
+        ph = min(H, y1 + T - 1) - y0
+        for j in range(nx):
+            x0, x1 = xbounds[j], xbounds[j + 1]
+            pw = min(W, x1 + T - 1) - x0
+            ids = np.sort(order[cut[i * nx + j] : cut[i * nx + j + 1]])
+            spec, spans = _spec(plan, ids, starts, inb, (y0, x0), (ph, pw), depth)
+            nested = [] if spans is None else _graph.nest_keys((x.name,), [*other_idx, *spans])
+            dsk[(pname, i, j)] = (_partial, nested, spec, model_key, weight, classes)
+            h, w = y1 - y0, x1 - x0
+            cuts = {
+                "right": (slice(0, h), slice(w, pw)),
+                "down": (slice(h, ph), slice(0, w)),
+                "diag": (slice(h, ph), slice(w, pw)),
+            }
+            for d, (ys, xs) in cuts.items():
+                dsk[(spill[d], i, j)] = (_piece, (pname, i, j), ys, xs)
+            near = [
+                (spill["right"], i, j - 1) if j else None,
+                (spill["down"], i - 1, j) if i else None,
+                (spill["diag"], i - 1, j - 1) if i and j else None,
+            ]
+            dsk[(name, 0, i, j)] = (_final, (pname, i, j), near, (h, w))
+    return _graph.array(name, dsk, ((classes,), *chunks), np.float32, [x])
