@@ -247,3 +247,15 @@ def test_the_full_landsat_rows_and_rmnp_split_ground_disjoint():
     assert_counts_reported(parts, tiles)
     per_scene = np.array([p.attrs["fns_split_scene_tiles"] for p in parts.values()])
     assert (per_scene[:, :2] > 0).all()  # both Landsat rows reach every subset
+
+
+def test_a_split_subset_keeps_its_report_through_a_store(rows, tmp_path):
+    pytest.importorskip("geopandas")
+    tiles = xflipnslide.tile(rows, 32)
+    part = quiet_split(tiles, seed=0, block_size=64)["val"]
+    xflipnslide.to_zarr(part, tmp_path / "val.zarr")
+    back = xflipnslide.open_tiles(tmp_path / "val.zarr")
+    values = list(part["scene"].values)
+    assert back["image"].attrs["fns_split_scene_tiles"] == [values.count(i) for i in rows]
+    frame = xflipnslide.footprints(back)
+    assert set(frame["subset"]) == {"val"} and list(frame["scene"]) == values

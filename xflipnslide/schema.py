@@ -74,6 +74,7 @@ __all__ = [
     "recorded_stats",
     "scene_coords",
     "scene_grid",
+    "set_attrs",
     "stats_coords",
     "tile_coords",
     "tiled_variables",
@@ -221,6 +222,17 @@ def write_geometry(
 def tiled_variables(tiles: xr.Dataset) -> list[Hashable]:
     """Names of the data variables with a ``tile`` dim."""
     return [n for n, v in tiles.data_vars.items() if TILE_DIM in v.dims]
+
+
+def set_attrs(tiles) -> Mapping[Hashable, Any]:
+    """A tile set's attrs: a Dataset's own over its tiled variables' (a
+    DataArray written to a store keeps them on its variable)."""
+    if isinstance(tiles, xr.Dataset):
+        merged: dict[Hashable, Any] = {}
+        for name in reversed(tiled_variables(tiles)):
+            merged.update(tiles[name].attrs)
+        return {**merged, **tiles.attrs}
+    return tiles.attrs if isinstance(tiles, xr.DataArray) else {}
 
 
 def window_centres(

@@ -136,7 +136,8 @@ def footprints(tiles: xr.DataArray | xr.Dataset, crs: Any = None, *, densify: in
     data = {k: np.concatenate(v) for k, v in columns.items()}
     order = np.argsort(data[TILE_DIM], kind="stable")
     frame = {k: data[k][order] for k in (SCENE, TILE_DIM, ROW, COL, TRANSFORM, GRID) if k in data}
-    if schema.SPLIT in tiles.attrs:
-        frame[SUBSET] = np.full(len(order), tiles.attrs[schema.SPLIT], dtype=object)
+    subset = schema.set_attrs(tiles).get(schema.SPLIT)
+    if subset is not None:
+        frame[SUBSET] = np.full(len(order), subset, dtype=object)
     polygons = np.concatenate(rings)[order]
     return gpd.GeoDataFrame(frame, geometry=polygons, crs=target)

@@ -32,7 +32,7 @@ from ..schema import (
     VALID_FRACTION,
     TileGeometry,
     read_geometry,
-    tiled_variables,
+    set_attrs,
 )
 from . import _axes
 from .colors import GRID_COLORS, SUBSET_COLORS, TRANSFORM_COLORS
@@ -62,19 +62,8 @@ def _tile_sets(tiles) -> list[tuple[str | None, xr.DataArray | xr.Dataset]]:
                 "plot_footprints got an empty dict: pass tiles, or split()'s {name: tiles}"
             )
         return [(str(name), part) for name, part in tiles.items()]
-    name = _set_attrs(tiles).get(SPLIT)
+    name = set_attrs(tiles).get(SPLIT)
     return [(None if name is None else str(name), tiles)]
-
-
-def _set_attrs(tiles) -> Mapping[Hashable, Any]:
-    """A tile set's attrs; a Dataset's own over its tiled variables' (a
-    DataArray written to a store keeps them on its variable)."""
-    if isinstance(tiles, xr.Dataset):
-        merged: dict[Hashable, Any] = {}
-        for name in reversed(tiled_variables(tiles)):
-            merged.update(tiles[name].attrs)
-        return {**merged, **tiles.attrs}
-    return tiles.attrs if isinstance(tiles, xr.DataArray) else {}
 
 
 def _common_geometry(sets, geometries: list[TileGeometry]) -> TileGeometry:
@@ -325,7 +314,7 @@ def plot_footprints(
         ax.set_xlabel(f"{xdim} (pixels)")
         ax.set_ylabel(f"{ydim} (pixels)")
         ax.tick_params(axis="x", labelrotation=30)
-    ax.set_title(title or default_title + _dropped_note(_set_attrs(sets[0][1])), fontsize="medium")
+    ax.set_title(title or default_title + _dropped_note(set_attrs(sets[0][1])), fontsize="medium")
     handles += outline
     if handles:
         _axes.legend(fig, ax, handles, own=own, below=colorbar is not None)
