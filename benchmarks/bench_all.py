@@ -241,6 +241,17 @@ def main(argv=None) -> int:
                         ">= 0.5",
                     )
                 )
+    collection = results.get("bench_collection.py")
+    if collection:
+        n0, n1 = (collection["builds"][k]["scenes"] for k in (0, -1))
+        lines.append((f"collection build s/scene, {n1} / {n0} scenes", collection["flat"], "~ 1"))
+        lines.append(
+            (f"collection graph tasks/scene, {n1} / {n0} scenes", collection["tasks_flat"], "1")
+        )
+        if "feed_ratio" in collection:
+            lines.append(
+                ("collection epoch tiles/s / one scene's", collection["feed_ratio"], ">= 0.9")
+            )
     for name, value, target in lines:
         print(f"{name:<52}{value:>10.2f}  {target}")
     return 0
