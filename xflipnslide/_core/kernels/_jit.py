@@ -4,11 +4,20 @@ Python entry point.
 :func:`kernel` turns a function into a :class:`Kernel`: the name the
 package calls, which runs the kernel's argument *check* (shapes and lengths
 agree, windows lie inside the source: the compiled code runs without bounds
-checks) and then the compiled code. numba is imported and every declared
-kernel compiled (or loaded from numba's cache) at the first call of any of
-them, so ``import xflipnslide`` stays light. Compiled kernels call each
-other directly, past the checks: each sees a copy of its module's globals
-in which every kernel is its numba dispatcher.
+checks) and then the compiled code. numba is imported at the first call of
+any kernel, so ``import xflipnslide`` stays light; the numba dispatchers of
+a module's kernels are made at the first call of one of them, and each
+kernel is compiled (or loaded from numba's cache) at its own first call,
+for the signature of that call only: a kernel never called costs nothing,
+and each dtype compiles when first used. Compiled kernels call each other
+directly, past the checks: each sees a copy of its module's globals in
+which every kernel is its numba dispatcher.
+
+Compile time is the cold start (the first ``tile`` with an empty numba
+cache, see ``docs/performance.md``): every kernel and each distinct
+signature of a callee is a separate numba compilation with a fixed cost
+of its own, so kernels keep few callees, each called with one array
+layout.
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ __all__ = ["Kernel", "describe", "kernel", "require"]
 
 log = logging.getLogger(__name__)
 
-_PENDING: list[Kernel] = []
-_LOCK = threading.Lock()
+_DONE: set[int] = set()  # the modules whose kernels have dispatchers
+_LOCK = threading.RLock()
 
 
 def _jit(func, options):
@@ -43,30 +52,30 @@ def _jit(func, options):
         return njit(nogil=True, cache=False, **options)(func)
 
 
-def _materialise() -> None:
-    """Make the numba dispatcher of every kernel declared so far (numba
-    compiles each at its first call, or loads it from its cache)."""
+def _materialise(module: dict) -> None:
+    """Make the numba dispatchers of the kernels declared in ``module`` (a
+    kernel module's globals), and first those of other modules that they
+    call. A dispatcher compiles nothing until it is called, then only the
+    signature of its arguments (or loads it from numba's cache): a kernel
+    never called is never compiled, and each dtype is compiled on first use."""
     with _LOCK:
-        if not _PENDING:
+        if id(module) in _DONE:
             return
-        spaces: dict[int, tuple[dict, dict]] = {}
-        for k in _PENDING:
-            module = k.__wrapped__.__globals__
-            if id(module) not in spaces:
-                copy = {n: v for n, v in module.items() if not isinstance(v, Kernel)}
-                spaces[id(module)] = (module, copy)
-        for k in _PENDING:
-            func, namespace = k.__wrapped__, spaces[id(k.__wrapped__.__globals__)][1]
+        _DONE.add(id(module))  # first: modules that call each other end
+        kernels = [v for v in module.values() if isinstance(v, Kernel)]
+        own = [k for k in kernels if k.__wrapped__.__globals__ is module]
+        for k in kernels:
+            if k.__wrapped__.__globals__ is not module:  # imported from another module
+                _materialise(k.__wrapped__.__globals__)
+        namespace = {n: v for n, v in module.items() if not isinstance(v, Kernel)}
+        for k in own:
+            func = k.__wrapped__
             compiled = types.FunctionType(
                 func.__code__, namespace, func.__name__, func.__defaults__, func.__closure__
             )
             compiled.__qualname__, compiled.__doc__ = func.__qualname__, func.__doc__
             k.compiled = _jit(compiled, k.options)
-        for module, namespace in spaces.values():
-            for name, value in module.items():
-                if isinstance(value, Kernel):
-                    namespace[name] = value.compiled
-        _PENDING.clear()
+        namespace.update({n: v.compiled for n, v in module.items() if isinstance(v, Kernel)})
 
 
 class Kernel:
@@ -77,13 +86,12 @@ class Kernel:
     def __init__(self, func, options, check=None):
         self.__wrapped__, self.__name__, self.__doc__ = func, func.__name__, func.__doc__
         self.options, self.check, self.compiled = options, check, None
-        _PENDING.append(self)
 
     def __call__(self, *args):
         if self.check is not None:
             self.check(*args)
         if self.compiled is None:
-            _materialise()
+            _materialise(self.__wrapped__.__globals__)
         return self.compiled(*args)
 
 

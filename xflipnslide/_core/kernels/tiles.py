@@ -117,33 +117,6 @@ def as_bits(a: np.ndarray) -> np.ndarray:
 
 
 @kernel(boundscheck=False)
-def _copy_row(srow, x0, orow):
-    """``orow[j] = srow[x0 + j]``."""
-    for j in range(orow.shape[0]):
-        orow[j] = srow[x0 + np.uint64(j)]
-
-
-@kernel(boundscheck=False)
-def _copy_row_reversed(srow, xe, orow):
-    """``orow[j] = srow[xe - j]``."""
-    for j in range(orow.shape[0]):
-        orow[j] = srow[xe - np.uint64(j)]
-
-
-@kernel(boundscheck=False)
-def _copy_rows(s, o, y0, x0, flip_y, flip_x):
-    """``o[r, j] = s[y0 + (t-r if flip_y else r), x0 + (t-j if flip_x else j)]``."""
-    T = o.shape[0]
-    t = np.uint64(T - 1)
-    for r in range(T):
-        u = y0 + t - np.uint64(r) if flip_y else y0 + np.uint64(r)
-        if flip_x:
-            _copy_row_reversed(s[u], x0 + t, o[r])
-        else:
-            _copy_row(s[u], x0, o[r])
-
-
-@kernel(boundscheck=False)
 def _copy_transposed(v, o):
     """``o[r, j] = v[j, r]``, in 8 x 8 blocks when the size allows."""
     T = o.shape[0]
@@ -183,31 +156,36 @@ def gather_tiles(src, rows, cols, codes, out):
     antitranspose ``(t-j, t-r)``; transpose ``(j, r)``.
     """
     T = out.shape[-1]
+    t = np.uint64(T - 1)
     for k in range(rows.shape[0]):
         y0 = rows[k]
         x0 = cols[k]
         code = codes[k]
         for c in range(src.shape[0]):
             o = out[k, c]
-            if code == 0 or code == 2 or code == 4 or code == 5:
-                _copy_rows(
-                    src[c],
-                    o,
-                    np.uint64(y0),
-                    np.uint64(x0),
-                    code == 2 or code == 5,
-                    code == 2 or code == 4,
-                )
-            else:
+            if code == 0 or code == 2 or code == 4 or code == 5:  # row by row
+                s = src[c]
+                uy, ux = np.uint64(y0), np.uint64(x0)
+                flip_y, flip_x = code == 2 or code == 5, code == 2 or code == 4
+                for r in range(T):
+                    srow = s[uy + t - np.uint64(r) if flip_y else uy + np.uint64(r)]
+                    orow = o[r]
+                    if flip_x:
+                        for j in range(T):
+                            orow[j] = srow[ux + t - np.uint64(j)]
+                    else:
+                        for j in range(T):
+                            orow[j] = srow[ux + np.uint64(j)]
+            else:  # one signature of _copy_transposed: both views strided ("A")
                 w = src[c, y0 : y0 + T, x0 : x0 + T]
                 if code == 1:
-                    _copy_transposed(w[::-1, :], o)
+                    _copy_transposed(w[::-1, :], o[::1, :])
                 elif code == 3:
                     _copy_transposed(w, o[::-1, :])
                 elif code == 6:
                     _copy_transposed(w[::-1, :], o[::-1, :])
                 else:
-                    _copy_transposed(w, o)
+                    _copy_transposed(w, o[::1, :])
 
 
 _INVERSE = INVERSE_CODES  # a global array numba freezes into the kernel
