@@ -170,8 +170,8 @@ def test_workers_start_under_spawn_and_forkserver(tmp_path, method):
         pytest.fail(f"torch_loader with {method} workers hung")
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    # in memory: one chunk, one worker reads it: ceil(85 / 8) batches
-    assert got["memory"] == {"len": 11, "batches": 11, "n": 85, "once": True, "same": True}
+    # in memory: tiles dealt one by one, 43 + 42 over two workers, 6 + 6 batches
+    assert got["memory"] == {"len": 12, "batches": 12, "n": 85, "once": True, "same": True}
     # lazy: 43 + 42 tiles over two workers, 6 + 6 batches
     assert got["lazy"] == {"len": 12, "batches": 12, "n": 85, "once": True, "same": True}
 

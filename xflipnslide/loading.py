@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from ._core.tiling import load_arrays
+from ._core.load import load_arrays
 from .errors import InvalidParameterError
 from .schema import T_Xarray
 

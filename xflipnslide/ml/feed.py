@@ -8,7 +8,8 @@ torch and tensorflow are imported only inside :func:`torch_loader` and
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,7 @@ import xarray as xr
 
 from .. import schema
 from .._core.blocks import chunk_bounds
-from .._core.graph import tile_chunk_sizes
-from .._core.tiling import load_arrays
+from .._core.load import feed_chunks, feed_source, load_ranges
 from ..classes import class_counts
 from ..errors import InvalidParameterError, check_positive_int, check_seed, require
 from ..schema import IMAGE, LABEL, TILE_DIM
@@ -108,7 +108,9 @@ class TileFeed:
         x, y = schema.image_and_label(tiles, image, label)
         if not x.sizes[TILE_DIM]:
             raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
-        chunks = tile_chunk_sizes(x.variable, None if y is None else y.variable)
+        chunks, in_memory = feed_chunks(x.variable, None if y is None else y.variable)
+        if in_memory:  # tiles cost nothing to read: shuffle among all of them
+            buffer = max(buffer, len(chunks))
         if isinstance(balance, bool) and not balance:
             order = TileOrder(chunks, batch_size, bool(shuffle), seed, bool(drop_last), buffer)
         else:
@@ -118,50 +120,85 @@ class TileFeed:
 
     def _load(self, chunks: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
         """Read tile chunks in one computation, so the scene chunks they share
-        (lazy tiles) are read once."""
-        parts = []
-        for c in chunks:
-            sl = {TILE_DIM: slice(int(self.bounds[c]), int(self.bounds[c + 1]))}
-            parts.append(self.image.isel(sl).data)
-            if self.label is not None:
-                parts.append(self.label.isel(sl).data)
-        arrays = load_arrays(parts)
-        step = 1 if self.label is None else 2
+        (lazy tiles) are read once; each chunk is written once."""
+        sources = [self._sources[0]] if self.label is None else self._sources
+        parts = [(s, int(self.bounds[c]), int(self.bounds[c + 1])) for c in chunks for s in sources]
+        arrays = load_ranges(parts)
+        step = len(sources)
         return {
             c: (arrays[k * step], arrays[k * step + 1] if self.label is not None else None)
             for k, c in enumerate(chunks)
         }
 
-    def epoch(self, epoch: int, worker: int = 0, workers: int = 1) -> Iterator[dict]:
-        """The batches of ``worker`` (of ``workers``) in ``epoch``."""
-        cache: dict[int, tuple] = {}
-        for needs, idx in self.order.batches(epoch, worker, workers):
-            if needs:
-                for c in [c for c in cache if c not in needs]:
-                    del cache[c]
-                cache.update(self._load([c for c in needs if c not in cache]))
-            yield self._batch(idx, cache)
+    @property
+    def _sources(self) -> tuple:
+        return (
+            feed_source(self.image.variable),
+            None if self.label is None else feed_source(self.label.variable),
+        )
 
-    def _batch(self, idx: np.ndarray, cache: dict) -> dict:
+    def epoch(
+        self,
+        epoch: int,
+        worker: int = 0,
+        workers: int = 1,
+        empty: Callable[[tuple, Any], Any] | None = None,
+    ) -> Iterator[dict]:
+        """The batches of ``worker`` (of ``workers``) in ``epoch``.
+
+        Reads ahead: while the batches of one window are cut, a thread reads
+        the chunks of the next, so at most two windows are held. Batches are
+        written into ``empty(shape, dtype)`` (``numpy.empty`` by default;
+        anything ``numpy.asarray`` gives a writable view of, such as a
+        shared-memory tensor).
+        """
+        steps = list(self.order.batches(epoch, worker, workers))
+        fresh, held = [], set()  # the chunks each window reads: those the last one lacks
+        for needs, _ in steps:
+            if needs:
+                fresh.append([c for c in needs if c not in held])
+                held = set(needs)
+        ahead = iter(fresh)
+        cache: dict[int, tuple] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="xflipnslide-read") as pool:
+            pending = pool.submit(self._load, next(ahead)) if fresh else None
+            for needs, idx in steps:
+                if needs:
+                    loaded = pending.result()
+                    following = next(ahead, None)
+                    pending = None if following is None else pool.submit(self._load, following)
+                    cache = {c: cache[c] for c in needs if c in cache}
+                    cache.update(loaded)
+                yield self._batch(idx, cache, empty or np.empty)
+
+    def _batch(self, idx: np.ndarray, cache: dict, empty: Callable) -> dict:
         owner = np.searchsorted(self.bounds, idx, side="right") - 1
-        sample_x = next(iter(cache.values()))[0]
-        x = np.empty((len(idx), *sample_x.shape[1:]), np.float32)
-        y = None
-        if self.label is not None:
-            sample_y = next(iter(cache.values()))[1]
-            y = np.empty((len(idx), *sample_y.shape[1:]), sample_y.dtype)
-        for c in np.unique(owner).tolist():
-            pick = owner == c
-            local = idx[pick] - self.bounds[c]
-            x[pick] = cache[c][0][local]
-            if y is not None:
-                y[pick] = cache[c][1][local]
-        if self.fold_time and x.ndim > 4:  # (B, time, C, T, T) -> (B, time * C, T, T)
-            x = x.reshape(len(idx), -1, *x.shape[-2:])
-        out = {IMAGE: x, **{k: v[idx] for k, v in self._meta.items()}}
-        if y is not None:
-            out[LABEL] = _as_labels(y)
+        picks = list(zip(owner.tolist(), (idx - self.bounds[owner]).tolist(), strict=True))
+        sample_x, sample_y = next(iter(cache.values()))
+        shape = (len(idx), *sample_x.shape[1:])
+        folded = shape
+        if self.fold_time and len(shape) > 4:  # (B, time, C, T, T) -> (B, time * C, T, T)
+            folded = (len(idx), int(np.prod(shape[1:-2])), *shape[-2:])
+        image = empty(folded, np.float32)
+        _gather(np.asarray(image).reshape(shape), cache, 0, picks)
+        out = {IMAGE: image, **{k: v[idx] for k, v in self._meta.items()}}
+        if sample_y is not None:
+            shape = (len(idx), *sample_y.shape[1:])
+            if sample_y.dtype == np.int64:
+                out[LABEL] = empty(shape, np.int64)
+                _gather(np.asarray(out[LABEL]), cache, 1, picks)
+            else:
+                y = np.empty(shape, sample_y.dtype)
+                _gather(y, cache, 1, picks)
+                out[LABEL] = _as_labels(y, empty)
         return out
+
+
+def _gather(out: np.ndarray, cache: dict, which: int, picks: list) -> None:
+    """``out[k]`` = tile ``i`` of chunk ``c`` (array ``which`` of its cache
+    entry) for each ``(c, i)`` of ``picks``: one copy per tile, in place."""
+    for k, (c, i) in enumerate(picks):
+        out[k] = cache[c][which][i]
 
 
 def _tile_weights(tiles, balance, label, classes, ignore_index, what: str) -> np.ndarray:
@@ -196,7 +233,9 @@ def _feed_options(given: Mapping[str, Any]) -> dict[str, Any]:
     return {k: given[k] for k in _FEED_OPTIONS}
 
 
-def _as_labels(y: np.ndarray) -> np.ndarray:
+def _as_labels(y: np.ndarray, empty: Callable = np.empty):
+    """int64 labels from label tiles ``y``, in ``empty``'s memory (a check
+    that float labels are whole numbers first)."""
     if np.issubdtype(y.dtype, np.floating):
         if np.isnan(y).any():
             raise InvalidParameterError(
@@ -207,7 +246,9 @@ def _as_labels(y: np.ndarray) -> np.ndarray:
             raise InvalidParameterError(
                 "the label tiles hold non-integer values: labels must be class numbers"
             )
-    return y.astype(np.int64, copy=False)
+    labels = empty(y.shape, np.int64)
+    np.copyto(np.asarray(labels), y, casting="unsafe")
+    return labels
 
 
 def torch_loader(

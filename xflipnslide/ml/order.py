@@ -9,7 +9,10 @@ batches, carrying a partial batch over into the next window. Windows are
 chunks (by position along ``tile``) and window ``j`` takes one random chunk
 from every stratum, so each window, and so each batch, mixes tiles from
 across the whole tile range (outer and inner Flip-n-Slide grids, top and
-bottom of the scene). In-memory tiles are one chunk: a full shuffle.
+bottom of the scene). An in-order epoch reads runs of consecutive chunks of
+at least ``buffer`` tiles, in order. In memory, the feed makes every tile
+its own chunk (free to deal one by one) and shuffles among all of them: a
+full shuffle.
 
 With several workers (DataLoader processes) the chunks are *dealt*: each
 worker reads its own chunks, so each chunk is still read once per epoch, and
@@ -53,7 +56,8 @@ class TileOrder:
         Leave out the last partial batch (of each worker).
     buffer
         Least number of tiles held in memory to shuffle among (whole chunks
-        are loaded: a window holds ``ceil(buffer / chunk)`` chunks).
+        are loaded: a window holds ``ceil(buffer / chunk)`` chunks); in
+        order, windows are runs of chunks of at least ``buffer`` tiles.
     """
 
     chunks: tuple[int, ...]
@@ -141,10 +145,22 @@ class TileOrder:
 
     def _windows(self, ids: np.ndarray, rng: np.random.Generator | None) -> list[list[int]]:
         """Stratified windows over the chunks ``ids`` (ascending), visited in
-        a random order; one chunk each, in order, when not shuffling."""
+        a random order; when not shuffling, runs of consecutive chunks of at
+        least ``buffer`` tiles, in order (read together, so a window's chunks
+        are read in parallel)."""
         k = len(ids)
-        if rng is None or not k:
-            return [[int(c)] for c in ids]
+        if rng is None:  # in order: runs of chunks of at least ``buffer`` tiles
+            wins: list[list[int]] = [[]]
+            held = 0
+            for c in ids.tolist():
+                if held >= self.buffer:
+                    wins.append([])
+                    held = 0
+                wins[-1].append(int(c))
+                held += self.chunks[c]
+            return wins if k else []
+        if not k:
+            return []
         mean_chunk = max(sum(self.chunks[c] for c in ids) / k, 1)
         per = max(1, min(k, math.ceil(self.buffer / mean_chunk)))
         strata = np.array_split(np.array(ids), per)

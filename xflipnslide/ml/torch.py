@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import atexit
 
+import numpy as np
+
 from .. import schema
 
 try:
@@ -73,20 +75,41 @@ class TileDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         if info is None:
-            worker, workers = 0, 1
+            worker, workers, empty = 0, 1, None
         else:
-            worker, workers = info.id, info.num_workers
+            worker, workers, empty = info.id, info.num_workers, shared_empty
             _dask_in_worker()
-        for batch in self.feed.epoch(self.epoch, worker, workers):
-            out = [torch.from_numpy(batch[schema.IMAGE])]
+        for batch in self.feed.epoch(self.epoch, worker, workers, empty=empty):
+            out = [torch.as_tensor(batch[schema.IMAGE])]
             if schema.LABEL in batch:
-                out.append(torch.from_numpy(batch[schema.LABEL]))
+                out.append(torch.as_tensor(batch[schema.LABEL]))
             if self.metadata:
-                meta = {k: torch.from_numpy(batch[k]) for k in META if k in batch}
+                meta = _meta_tensors(batch, empty)
                 if schema.SCENE in batch:  # text: a list of scene ids
                     meta[schema.SCENE] = batch[schema.SCENE].tolist()
                 out.append(meta)
             yield out[0] if len(out) == 1 else tuple(out)
+
+
+def shared_empty(shape: tuple, dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor in shared memory: a worker writes its batch
+    here and the main process maps the same memory (no copy into shared
+    memory when the batch is sent, as torch's own collate does in workers)."""
+    dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    numel = int(np.prod(shape))
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    return torch.empty(0, dtype=dtype).new(storage).resize_(*shape)
+
+
+def _meta_tensors(batch: dict, empty) -> dict:
+    """The int64 metadata tensors of ``batch``, rows of one tensor (one
+    shared-memory block to send from a worker)."""
+    names = [k for k in META if k in batch]
+    block = (empty or np.empty)((len(names), len(batch[names[0]])), np.int64)
+    table = torch.as_tensor(block)
+    for row, k in zip(table, names, strict=True):
+        row.copy_(torch.from_numpy(batch[k]))
+    return dict(zip(names, table, strict=True))
 
 
 class EpochLoader(DataLoader):
