@@ -8,7 +8,8 @@ a STAC catalog, write chips and run a model (``--scene``: one GeoTIFF per
 scene). Every failure ends with a one-line message on
 stderr and exit status 2 (``-v`` adds the traceback).
 
-Modules: this one parses the arguments and runs a command;
+Modules: this one parses the arguments, then imports and runs a command
+(``xflipnslide --help`` imports no xarray, dask or numba);
 :mod:`.commands` (``tile``, ``stac``, ``export``, ``predict``) and
 :mod:`.demo` are the commands, :mod:`.scenes` what they share (open a
 scene, tile it, write a store), :mod:`.output` what they print.
@@ -17,33 +18,64 @@ scene, tile it, write a store), :mod:`.output` what they print.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
-
-from ..export import FORMATS
-from ..io import PLANETARY_COMPUTER
-from ..plan import EDGES, STRATEGIES
-from ..schema import IMAGE
-from . import commands
-from .demo import demo
-from .output import CliError, one_line, quiet_third_party
+from collections.abc import Callable, Sequence
 
 __all__ = ["PLANETARY_COMPUTER", "STRATEGIES", "VARIABLE", "CliError", "main"]
 
-#: Where the tiles go in the stores the CLI writes.
-VARIABLE = IMAGE
-
-#: The function that runs each command.
-COMMANDS = {
-    "demo": demo,
-    "tile": commands.tile,
-    "stac": commands.stac,
-    "predict": commands.predict_scene,
-    "export": commands.export,
+#: Each command: its help, and the module and function that run it. A
+#: command's module, and what its options need, are imported only when it
+#: runs (or its ``--help`` is asked for): ``xflipnslide --help`` imports
+#: neither xarray nor dask nor numba.
+_RUN = {
+    "demo": ("preprocess and tile the built-in sample scene (offline)", ".demo", "demo"),
+    "tile": ("tile a GeoTIFF, Zarr or netCDF scene into a Zarr store", ".commands", "tile"),
+    "stac": ("search a STAC catalog, load, preprocess, tile, write", ".commands", "stac"),
+    "export": (
+        "write a tile store as GeoTIFF chips, TFRecord or WebDataset shards",
+        ".commands",
+        "export",
+    ),
+    "predict": (
+        "run a TorchScript model over a scene, write a GeoTIFF (COG)",
+        ".commands",
+        "predict_scene",
+    ),
 }
+
+
+def _command(name: str) -> Callable:
+    """The function that runs the command ``name`` (its module imported now)."""
+    _, module, func = _RUN[name]
+    return getattr(importlib.import_module(module, __name__), func)
+
+
+def __getattr__(name: str):
+    """The package's constants the options use, and the command table, on
+    first use (they import the modules that define them)."""
+    if name == "COMMANDS":  # the function that runs each command
+        return {command: _command(command) for command in _RUN}
+    if name == "CliError":
+        from .output import CliError
+
+        return CliError
+    if name == "PLANETARY_COMPUTER":
+        from ..io import PLANETARY_COMPUTER
+
+        return PLANETARY_COMPUTER
+    if name == "STRATEGIES":
+        from ..plan import STRATEGIES
+
+        return STRATEGIES
+    if name == "VARIABLE":  # where the tiles go in the stores the CLI writes
+        from ..schema import IMAGE
+
+        return IMAGE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +113,8 @@ def _add_nodata(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> None:
+    from ..plan import EDGES, STRATEGIES
+
     p.add_argument("--out", required=True, help="output Zarr store")
     p.add_argument("--tile-size", type=_positive, default=tile_size, help="tile size in pixels")
     p.add_argument("--strategy", choices=STRATEGIES, default=STRATEGIES[0], help="tiling strategy")
@@ -159,28 +193,12 @@ def _version() -> str:
         return "unknown"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="xflipnslide",
-        description="Flip-n-Slide tiling of satellite scenes (xarray + dask).",
-        formatter_class=_Help,
-    )
-    _verbose(p, top=True)
-    p.add_argument("--version", action="version", version=f"xflipnslide {_version()}")
-    sub = p.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, help="the command to run"
-    )
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
-        _verbose(c)
-        return c
-
-    demo = command("demo", "preprocess and tile the built-in sample scene (offline)")
+def _demo_options(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", default="xflipnslide-demo", help="output folder")
     demo.add_argument("--tile-size", type=_positive, default=128, help="tile size in pixels")
 
-    tile = command("tile", "tile a GeoTIFF, Zarr or netCDF scene into a Zarr store")
+
+def _tile_options(tile: argparse.ArgumentParser) -> None:
     _add_scene(
         tile,
         "input",
@@ -201,7 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     tile.add_argument("--chunks", type=_positive, default=2048, help="input chunk side in pixels")
 
-    stac = command("stac", "search a STAC catalog, load, preprocess, tile, write")
+
+def _stac_options(stac: argparse.ArgumentParser) -> None:
+    from ..io import PLANETARY_COMPUTER
+
     stac.add_argument(
         "--bbox",
         type=float,
@@ -245,7 +266,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_tiling_options(stac)
 
-    exp = command("export", "write a tile store as GeoTIFF chips, TFRecord or WebDataset shards")
+
+def _export_options(exp: argparse.ArgumentParser) -> None:
+    from ..export import FORMATS
+    from ..schema import IMAGE
+
     exp.add_argument("tiles", help="a tile store (Zarr) written by xflipnslide tile or .to_zarr")
     exp.add_argument("--format", choices=FORMATS, default=FORMATS[0], help="what to write")
     exp.add_argument("--out", required=True, help="output folder")
@@ -259,7 +284,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it is an export")
 
-    pred = command("predict", "run a TorchScript model over a scene, write a GeoTIFF (COG)")
+
+def _predict_options(pred: argparse.ArgumentParser) -> None:
     _add_scene(pred, "scene", "one GeoTIFF per scene, OUT/ID.tif")
     pred.add_argument("--model", required=True, help="TorchScript model file (torch.jit.save)")
     pred.add_argument(
@@ -297,7 +323,44 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is a prediction written here"
     )
+
+
+#: What adds each command's options.
+_OPTIONS = {
+    "demo": _demo_options,
+    "tile": _tile_options,
+    "stac": _stac_options,
+    "export": _export_options,
+    "predict": _predict_options,
+}
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command, with the options of
+    ``only`` (default: of every command; ``""``: of none, enough for
+    ``xflipnslide --help``)."""
+    p = _Parser(
+        prog="xflipnslide",
+        description="Flip-n-Slide tiling of satellite scenes (xarray + dask).",
+        formatter_class=_Help,
+    )
+    _verbose(p, top=True)
+    p.add_argument("--version", action="version", version=f"xflipnslide {_version()}")
+    sub = p.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, help="the command to run"
+    )
+    for name, (text, _, _) in _RUN.items():
+        c = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+        _verbose(c)
+        if only is None or only == name:
+            _OPTIONS[name](c)
     return p
+
+
+def _named_command(argv: Sequence[str]) -> str:
+    """The command ``argv`` names: its first word that is not an option (the
+    top level's options take no value); ``""`` if none."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,15 +395,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     >>> shutil.rmtree(folder)
     """
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(_named_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from .output import one_line, quiet_third_party
+
     try:
         with warnings.catch_warnings():
             quiet_third_party()
-            return COMMANDS[args.command](args)
+            return _command(args.command)(args)
     except KeyboardInterrupt:
         print(f"xflipnslide {args.command}: interrupted", file=sys.stderr)
         return 130

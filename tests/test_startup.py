@@ -1,0 +1,106 @@
+"""Start-up: what ``import xflipnslide``, ``xflipnslide --help`` and a first
+``tile`` load and compile (each in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: Modules that take a noticeable share of a second to import.
+HEAVY = ("xarray", "dask", "numba", "rioxarray", "rasterio", "zarr", "pandas", "torch")
+
+
+def _run(code: str) -> list:
+    """Run ``code`` in a fresh interpreter; the JSON its last line prints."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _loaded(names=HEAVY) -> str:
+    return f"print(json.dumps([m for m in {names!r} if m in sys.modules]))"
+
+
+def test_help_parses_before_importing_anything_heavy():
+    code = (
+        "import json, sys, contextlib, io\n"
+        "from xflipnslide.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as exit_:\n"
+        "        assert exit_.code == 0\n"
+        "assert 'predict' in out.getvalue() and 'export' in out.getvalue()\n" + _loaded()
+    )
+    assert _run(code) == []
+
+
+def test_a_command_s_help_imports_only_what_its_options_need():
+    code = (
+        "import json, sys, contextlib, io\n"
+        "from xflipnslide.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main(['tile', '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'flipnslide' in out.getvalue()\n" + _loaded()
+    )
+    assert _run(code) == []
+
+
+@pytest.mark.parametrize("first", ["xflipnslide", "xarray"])
+def test_the_accessor_is_registered_whichever_is_imported_first(first):
+    second = "xarray" if first == "xflipnslide" else "xflipnslide"
+    code = (
+        f"import json, sys, {first}\n"
+        "light = 'xarray' not in sys.modules\n"
+        f"import {second}\n"
+        "import numpy as np, xarray as xr\n"
+        "t = xr.DataArray(np.arange(64.0).reshape(8, 8), dims=('y', 'x')).fns.tile(4)\n"
+        "print(json.dumps([light, t.sizes['tile'], hasattr(xr.Dataset, 'fns')]))"
+    )
+    assert _run(code) == [first == "xflipnslide", 13, True]
+
+
+def test_a_submodule_imported_first_registers_the_accessor():
+    """xarray first imported inside a module of the package (half
+    initialised at that moment) still registers a working accessor."""
+    code = (
+        "import json, sys\n"
+        "import xflipnslide.tiling\n"
+        "import numpy as np, xarray as xr\n"
+        "t = xr.DataArray(np.zeros((8, 8)), dims=('y', 'x')).fns.tile(4, strategy='no_overlap')\n"
+        "print(json.dumps(t.sizes['tile']))"
+    )
+    assert _run(code) == 4
+
+
+def test_every_public_name_imports():
+    code = (
+        "import json, sys, xflipnslide\n"
+        "before = [m for m in ('xarray', 'dask', 'numba') if m in sys.modules]\n"
+        "ns = {}\n"
+        "exec('from xflipnslide import *', ns)\n"
+        "missing = [n for n in xflipnslide.__all__ if n not in ns]\n"
+        "same = all(ns[n] is getattr(xflipnslide, n) for n in xflipnslide.__all__)\n"
+        "sub = xflipnslide.io.open_image is xflipnslide.open_image\n"
+        "print(json.dumps([before, missing, same, sub, 'tile' in dir(xflipnslide)]))"
+    )
+    assert _run(code) == [[], [], True, True, True]
+
+
+def test_a_first_tile_compiles_only_the_kernels_and_dtype_it_uses():
+    code = (
+        "import json, sys\n"
+        "import numpy as np, xarray as xr, xflipnslide\n"
+        "from xflipnslide._core import kernels\n"
+        "xr.DataArray(np.zeros((2, 64, 64), 'uint16'), dims=('band', 'y', 'x')).fns.tile(32)\n"
+        "sigs = [str(s[0].dtype) for s in kernels.gather_tiles.compiled.signatures]\n"
+        "untouched = [k.compiled is None for k in (kernels.fill_nearest, kernels.moments)]\n"
+        "print(json.dumps([sigs, untouched]))"
+    )
+    assert _run(code) == [["uint16"], [True, True]]
