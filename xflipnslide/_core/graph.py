@@ -22,6 +22,7 @@ from ..errors import InvalidParameterError
 __all__ = [
     "array",
     "check_known_chunks",
+    "compute_in_groups",
     "first_lazy",
     "independent_copy",
     "is_lazy",
@@ -109,14 +110,32 @@ def array(name: str, dsk: dict, chunks: tuple, dtype, dependencies: list, ndim: 
     return da.Array(graph, name, chunks, meta=meta)
 
 
+#: Name prefix of the layers that :func:`independent_copy` shares instead of
+#: copying: a scene's statistics (``_core.stats``), a few numbers per band
+#: computed from their own pass over the input. Sharing them keeps a copy
+#: from recomputing a whole-scene pass for values it could hold for free.
+SHARED_PREFIX = "fns-stats"
+
+
 def independent_copy(x, salt: str = "fns-pass"):
-    """The same array from an independent copy of its whole graph.
+    """The same array from an independent copy of its graph.
 
     Every key is renamed, so computing both ``x`` and the copy runs every
     task twice (reading the input twice) instead of sharing results. A
     global statistic taken from the copy therefore does not force dask to
-    hold all of ``x``'s chunks in memory until the statistic is known: this
-    is how a scene larger than memory gets a second pass with flat memory.
+    hold all of ``x``'s chunks in memory until the statistic is known, and
+    consumers of ``x`` that dask runs far apart (the outer and inner
+    Flip-n-Slide grids of the same rows, a mask written after the pixels)
+    each read their own copy instead of keeping ``x``'s chunks from one to
+    the other: this is how a scene larger than memory streams with flat
+    memory.
+
+    Only the layers named ``fns-stats...`` (:data:`SHARED_PREFIX`: a
+    scene's statistics, a few numbers per band with their own pass) and
+    what they depend on keep their keys, so a copy shares them instead of
+    taking a second whole-scene pass. The copy's keys are a function of
+    ``x``'s and ``salt``: copying the same array twice with one salt gives
+    the same graph (shared by dask), another salt another.
 
     :func:`dask.graph_manipulation.clone` does this in principle but leaves
     the dependencies inside task-spec nodes unrenamed in current dask
@@ -128,15 +147,172 @@ def independent_copy(x, salt: str = "fns-pass"):
     from dask._task_spec import convert_legacy_graph
     from dask.highlevelgraph import HighLevelGraph
 
+    if x.name.startswith(SHARED_PREFIX):
+        return x  # shared whole
     graph = convert_legacy_graph(dict(x.__dask_graph__()))
+    shared = _closure(graph, [k for k in graph if _name(k).startswith(SHARED_PREFIX)])
 
     def rename(key: Hashable):
+        if key in shared:
+            return key
         if isinstance(key, tuple):
             return (f"{key[0]}-{salt}", *key[1:])
         return f"{key}-{salt}"
 
     subs = {key: rename(key) for key in graph}
     renamed = {subs[key]: node.substitute(subs, key=subs[key]) for key, node in graph.items()}
-    name = rename((x.name,))[0]
+    name = f"{x.name}-{salt}"
     hlg = HighLevelGraph.from_collections(name, renamed, dependencies=[])
     return da.Array(hlg, name, x.chunks, meta=x._meta)
+
+
+def _name(key: Hashable) -> str:
+    return str(key[0] if isinstance(key, tuple) else key)
+
+
+def _closure(graph: dict, keys: list) -> set:
+    """``keys`` and everything they depend on in ``graph``."""
+    seen, todo = set(), list(keys)
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in graph:
+            continue
+        seen.add(key)
+        todo.extend(graph[key].dependencies)
+    return seen
+
+
+def compute_in_groups(collection, groups: list[list]) -> None:
+    """Compute a dask collection (such as the delayed store of
+    ``to_zarr(compute=False)``) group by group, in the order of ``groups``,
+    holding between groups only what later groups still need.
+
+    ``groups`` is a list of lists of keys of the collection's graph (the
+    *anchors*: the chunks of the array being stored, say). Group ``g`` runs
+    every task downstream of its anchors (their store tasks) whose other
+    anchors are in groups up to ``g``, together with whatever those tasks
+    need that no earlier group computed; tasks downstream of no anchor (the
+    final one) run with the last group. Each group is one call of the
+    threaded (or synchronous) scheduler on that part of the graph, and what
+    a later group needs is kept from the call that made it (each task runs
+    once), so memory holds one group's work plus what crosses to the next.
+
+    This is how a store is written band by band of rows whatever order
+    :func:`dask.order.order` picks for the whole graph (which, for the
+    tiles of a scene, visits the chunks in no useful order and keeps most
+    of the scene's chunks at once). A whole-scene pass that every chunk
+    waits for (a scene's statistics) runs in the first group, streaming,
+    and only its result is carried. On any other scheduler (a
+    ``dask.distributed`` cluster) the collection is computed as one graph,
+    where the cluster's own memory management applies.
+    """
+    import dask
+    import dask.local
+    import dask.threaded
+    from dask._task_spec import DataNode, convert_legacy_graph
+    from dask.base import get_scheduler
+
+    get = get_scheduler(collections=[collection])
+    if get not in (dask.threaded.get, dask.local.get_sync) or len(groups) < 2:
+        dask.compute(collection)
+        return
+    finals = set(_flat(collection.__dask_keys__()))
+    full = convert_legacy_graph(dict(collection.__dask_graph__()))
+    graph = {k: full[k] for k in _closure(full, list(finals))}
+    groups = _matching(graph, groups)
+    if sum(map(bool, groups)) < 2:
+        dask.compute(collection)
+        return
+    plan = _group_plan(graph, groups, finals)
+    held: dict = {}
+    for todo, wanted, drop in plan:
+        sub = {k: graph[k] for k in todo}
+        for k in todo:
+            for dep in graph[k].dependencies:
+                if dep not in sub:
+                    sub[dep] = DataNode(dep, held[dep])
+        if todo:
+            held.update(zip(wanted, get(sub, wanted)))
+        for k in drop:  # read by no later group
+            held.pop(k, None)
+
+
+def _matching(graph: dict, groups: list[list]) -> list[list]:
+    """The keys of ``graph`` that stand for each group's keys: the same key,
+    or the key a collection's conversion to a delayed object renamed (its
+    name with a ``-token`` added, the indices unchanged)."""
+    names: dict = {}
+    for key in graph:
+        if isinstance(key, tuple) and isinstance(key[0], str):
+            names[key] = key
+            names.setdefault((key[0].rsplit("-", 1)[0], *key[1:]), key)
+    return [[names[k] for k in keys if k in names] for keys in groups]
+
+
+def _flat(keys) -> list:
+    if isinstance(keys, list):
+        return [k for sub in keys for k in _flat(sub)]
+    return [keys]
+
+
+def _group_plan(graph: dict, groups: list[list], finals: set) -> list[tuple[list, list, list]]:
+    """For each group: the tasks it runs (in no particular order), the keys
+    it must return (read by a later group, or final) and those no later
+    group reads (to drop after it)."""
+    dependents: dict = {k: [] for k in graph}
+    for k, node in graph.items():
+        for d in node.dependencies:
+            dependents[d].append(k)
+    # Each task's group: the latest group of the anchors upstream of it.
+    group: dict = {}
+    for g, anchors in enumerate(groups):
+        for a in anchors:
+            group[a] = g
+    for k in _topological(graph, dependents):
+        ups = [group[d] for d in graph[k].dependencies if d in group]
+        if ups and k not in group:
+            group[k] = max(ups)
+    final_group = len(groups) - 1
+    targets: list[list] = [[] for _ in groups]
+    for k in graph:
+        if k in group:
+            targets[group[k]].append(k)
+        elif k in finals:
+            targets[final_group].append(k)
+    done: set = set()
+    runs = []
+    for tops in targets:
+        todo, stack = [], list(tops)
+        while stack:
+            k = stack.pop()
+            if k in done:
+                continue
+            done.add(k)
+            todo.append(k)
+            stack.extend(graph[k].dependencies)
+        runs.append(todo)
+    where = {k: g for g, todo in enumerate(runs) for k in todo}
+    last = {k: max((where[d] for d in dependents[k]), default=where[k]) for k in where}
+    drops: list[list] = [[] for _ in runs]
+    for k, g in last.items():
+        if g > where[k] and k not in finals:
+            drops[g].append(k)
+    return [
+        (todo, [k for k in todo if k in finals or last[k] > g], drops[g])
+        for g, todo in enumerate(runs)
+    ]
+
+
+def _topological(graph: dict, dependents: dict) -> list:
+    """The keys of ``graph``, each after its dependencies (Kahn's algorithm)."""
+    count = {k: len(node.dependencies) for k, node in graph.items()}
+    ready = [k for k, c in count.items() if c == 0]
+    out = []
+    while ready:
+        k = ready.pop()
+        out.append(k)
+        for d in dependents[k]:
+            count[d] -= 1
+            if not count[d]:
+                ready.append(d)
+    return out

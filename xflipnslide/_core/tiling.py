@@ -34,7 +34,14 @@ from .blocks import (
 from .graph import check_known_chunks, map_threads, threads
 from .kernels import as_bits, gather_tiles
 
-__all__ = ["check_tileable", "load_arrays", "tile_array", "tiles_per_chunk", "valid_fractions"]
+__all__ = [
+    "check_tileable",
+    "load_arrays",
+    "tile_array",
+    "tiles_per_chunk",
+    "valid_fractions",
+    "write_by_rows",
+]
 
 
 def check_tileable(x, name: str = "the input") -> None:
@@ -273,3 +280,42 @@ def load_arrays(arrays: list) -> list:
     for i, t in zip(lazy, targets):
         out[i] = t
     return [np.asarray(a) for a in out]
+
+
+def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
+    """Write tiles band by band of window rows: ``write(compute)`` is the
+    writer (``Dataset.to_zarr`` with ``compute=compute``), ``arrays`` the
+    tiled data it stores (numpy or dask), ``rows`` each tile's window row.
+
+    With dask tiles, the writer's delayed graph is computed chunk group by
+    chunk group (:func:`.graph.compute_in_groups`), the tile chunks sorted
+    by their first window row: the outer and inner Flip-n-Slide grids of the
+    same rows, at opposite ends of the tile order, are written together, and
+    the input chunks of a band of rows are released once the next band no
+    longer reads them. Memory is then a band of the scene as wide as the
+    scene (plus one group's output chunks), whatever its height; dask's own
+    order for the whole graph keeps most of the scene's chunks at once. Low
+    level fusion is off for the graph built here, so the tile chunks keep
+    their keys.
+    """
+    lazy = [a for a in arrays if _graph.is_lazy(a)]
+    if not lazy:
+        write(True)
+        return
+    import dask
+    from dask.core import flatten
+
+    with dask.config.set({"optimization.fuse.active": False}):
+        store = write(False)
+    chunks = lazy[0].chunks[0]
+    same = [a for a in lazy if a.chunks[0] == chunks]
+    bounds = chunk_bounds(chunks)
+    first = [int(np.min(rows[a:b])) for a, b in itertools.pairwise(bounds)]
+    ordered = sorted(range(len(chunks)), key=lambda i: (first[i], i))
+    width = threads()
+    keys = [[list(flatten(a.__dask_keys__()[i])) for a in same] for i in range(len(chunks))]
+    groups = [
+        [k for i in ordered[g : g + width] for per in keys[i] for k in per]
+        for g in range(0, len(ordered), width)
+    ]
+    _graph.compute_in_groups(store, groups)

@@ -21,9 +21,11 @@ import warnings
 from collections.abc import Hashable
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from .. import schema
+from .._core.tiling import write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
 from .layout import scene_parts
@@ -163,9 +165,15 @@ def to_zarr(
         encoding[var] = {**encoding.get(var, {}), **options}
     consolidated = kwargs.get("consolidated")
     writing = atomic.write_dir(path, TILE_STORE, overwrite=overwrite)
+    tiled = [v.data for v in ds.variables.values() if v.dims[:1] == (schema.TILE_DIM,)]
     with writing as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=CONSOLIDATED_NOTICE)
-        ds.to_zarr(tmp, mode="w", encoding=encoding, **kwargs)
+
+        def write(compute: bool):
+            return ds.to_zarr(tmp, mode="w", encoding=encoding, compute=compute, **kwargs)
+
+        # Band by band of window rows: memory a band of the scene, not the scene.
+        write_by_rows(write, tiled, np.asarray(ds[schema.ROW].values))
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
 
