@@ -104,3 +104,15 @@ def test_a_first_tile_compiles_only_the_kernels_and_dtype_it_uses():
         "print(json.dumps([sigs, untouched]))"
     )
     assert _run(code) == [["uint16"], [True, True]]
+
+
+def test_import_bounds_gdal_s_cache_before_gdal_starts():
+    code = (
+        "import json, os, sys\n"
+        "os.environ.pop('GDAL_CACHEMAX', None)\n"
+        "import xflipnslide\n"
+        "print(json.dumps([os.environ.get('GDAL_CACHEMAX'), 'rasterio' in sys.modules]))"
+    )
+    from xflipnslide.io import GDAL_CACHEMAX_MB
+
+    assert _run(code) == [str(GDAL_CACHEMAX_MB), False]

@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import errors as _errors
+from ._gdal import limit_gdal_cache as _limit_gdal_cache
 from .errors import *  # noqa: F403  (the exception and warning classes)
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time, see __getattr__
@@ -43,6 +44,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+_limit_gdal_cache()  # before GDAL starts, here or in workers started from here
 
 #: The module of each public name: imported at its first use, so that
 #: ``import xflipnslide`` loads neither xarray nor dask and the command line

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from .._gdal import GDAL_CACHEMAX_MB, limit_gdal_cache
 from ..errors import InvalidParameterError
 
 __all__ = ["GDAL_CACHEMAX_MB", "limit_gdal_cache", "open_image", "sample_scene_path"]
@@ -22,27 +23,6 @@ NAME_SEPARATORS = "_-. "
 #: Attrs that change what the values mean: files stacked by
 #: :func:`open_image` must agree on them.
 _VALUE_ATTRS = ("nodata", schema.SCALE_FACTOR, schema.ADD_OFFSET)
-
-#: GDAL's block cache per process, in MB, unless ``GDAL_CACHEMAX`` is set.
-#: GDAL's own default (5 % of the machine's RAM *per process*) overflows
-#: dask workers with a memory limit: on a 24 GiB machine each worker would
-#: cache 1.2 GB of blocks outside dask's accounting, so a 1 GiB worker is
-#: paused or restarted forever.
-GDAL_CACHEMAX_MB = 128
-
-
-def limit_gdal_cache() -> None:
-    """Bound GDAL's block cache to :data:`GDAL_CACHEMAX_MB` unless the user set
-    ``GDAL_CACHEMAX``.
-
-    Called once, when :mod:`xflipnslide.io` is imported (so by ``import
-    xflipnslide``), not at the first read: it sets this process's
-    environment, which GDAL reads when it starts and which the workers of a
-    cluster started from this process inherit, so it must be in place
-    before either, whatever reads first (:func:`open_image`, odc-stac in
-    :func:`~xflipnslide.load_stac`, or the user's own rioxarray calls).
-    """
-    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHEMAX_MB))
 
 
 def sample_scene_path() -> str:
