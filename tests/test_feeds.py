@@ -294,3 +294,78 @@ def test_balanced_tf_dataset_draws_as_many_as_tiles(rare_tiles):
     data = rare_tiles.fns.tf_dataset(16, label="label", balance=True, classes=3, seed=0)
     for _ in range(2):
         assert sum(int(x.shape[0]) for x, _ in data) == n
+
+
+def test_in_order_windows_are_runs_of_chunks_of_at_least_the_buffer():
+    order = TileOrder((7,) * 12 + (1,), 8, False, buffer=20)
+    assert order.windows(0) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12]]
+    tiles = np.concatenate([i for _, i in order.batches(0)])
+    np.testing.assert_array_equal(tiles, np.arange(85))  # still the store's order
+
+
+def _store_reads(monkeypatch) -> collections.Counter:
+    """Counts the reads of every key of local Zarr stores."""
+    from zarr.storage import LocalStore
+
+    reads = collections.Counter()
+    get = LocalStore.get
+
+    async def counted(self, key, *args, **kwargs):
+        reads[key] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counted)
+    return reads
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+def test_an_epoch_from_a_zarr_store_reads_each_chunk_once(tmp_path, monkeypatch, shuffle):
+    """Chunks of a reopened store, as ``to_zarr`` writes them: each is read
+    once per epoch (the next window read ahead), and batches hold the
+    numpy path's values."""
+    rng = np.random.default_rng(0)
+    image = xr.DataArray(rng.random((2, 256, 256), "float32"), dims=("band", "y", "x"))
+    label = xr.DataArray(rng.integers(0, 5, (256, 256)).astype("uint8"), dims=("y", "x"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
+        expected = xr.Dataset({"image": image, "label": label}).fns.tile(32)
+        lazy = xr.Dataset({"image": image, "label": label}).chunk({"y": 128, "x": 128})
+        lazy.fns.tile(32, tile_chunks=16).to_zarr(tmp_path / "tiles.zarr", consolidated=False)
+    stored = xr.open_zarr(tmp_path / "tiles.zarr", consolidated=False)
+    n_chunks = len(stored.image.chunks[0])
+    assert n_chunks == -(-expected.sizes["tile"] // 16)
+    reads = _store_reads(monkeypatch)
+    feed = TileFeed.from_tiles(stored, 8, label="label", shuffle=shuffle, seed=2, shuffle_buffer=40)
+    seen = []
+    for batch in feed.epoch(0):
+        k = batch["tile"]
+        np.testing.assert_array_equal(batch["image"], expected.image.values[k])
+        np.testing.assert_array_equal(batch["label"], expected.label.values[k])
+        seen.extend(k.tolist())
+    assert sorted(seen) == list(range(expected.sizes["tile"]))
+    chunk_reads = {k: v for k, v in reads.items() if k.startswith(("image/c/", "label/c/"))}
+    assert len(chunk_reads) == 2 * n_chunks and set(chunk_reads.values()) == {1}
+
+
+def test_in_memory_tiles_are_dealt_to_workers_one_by_one_and_shuffled_as_before():
+    """Before, in-memory tiles were one chunk: one worker fed them all. The
+    order with one worker is unchanged: a full shuffle from ``(seed, epoch)``."""
+    scene = xr.DataArray(np.zeros((1, 256, 256), "float32"), dims=("band", "y", "x"))
+    tiles = scene.fns.tile(64)  # 85 tiles
+    feed = TileFeed.from_tiles(tiles, 16, shuffle=True, seed=4)
+    np.testing.assert_array_equal(feed.order.shares(2), [43, 42])
+    one = np.concatenate([b["tile"] for b in feed.epoch(1)])
+    np.testing.assert_array_equal(one, np.random.default_rng((4, 1, 0)).permutation(85))
+    two = [np.concatenate([b["tile"] for b in feed.epoch(1, w, 2)]) for w in range(2)]
+    assert sorted(np.concatenate(two).tolist()) == list(range(85))
+    assert all(len(np.unique(t // 43)) == 2 for t in two)  # each worker's tiles span the set
+
+
+def test_worker_batches_are_written_into_shared_memory(lazy_tiles):
+    pytest.importorskip("torch")
+    from xflipnslide.ml.torch import shared_empty
+
+    feed = TileFeed.from_tiles(lazy_tiles, 16, shuffle=True, seed=0)
+    batch = next(feed.epoch(0, 1, 2, empty=shared_empty))
+    assert batch["image"].is_shared()  # sent to the main process without a copy
+    np.testing.assert_array_equal(batch["image"].numpy(), lazy_tiles.values[batch["tile"]])
