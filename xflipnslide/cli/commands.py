@@ -9,6 +9,7 @@ import sys
 from ..errors import require
 from ..export import export_chips
 from ..export.atomic import OutputKind, write_file
+from ..export.cog import write_cog
 from ..export.layout import EXPORT, file_id
 from ..export.zarr import open_tiles
 from ..io import load_stac
@@ -184,7 +185,8 @@ def predict_scene(args) -> int:
 
 
 def _write_prediction(pred, out: str, args) -> None:
-    """One map to a COG through the atomic writer (argmax labels with ``--labels``)."""
+    """One map to a COG through the atomic writer (argmax labels with ``--labels``),
+    streamed by :func:`~xflipnslide.export.cog.write_cog`."""
     if args.labels:  # the nodata class (declared) where the scene was not observed
         pred = label_map(pred)
     else:  # band descriptions: the class names, where predict has them
@@ -192,9 +194,8 @@ def _write_prediction(pred, out: str, args) -> None:
     with (
         interruptible(),
         write_file(out, PREDICTION, overwrite=args.overwrite, option=OPTION) as tmp,
-    ):
-        with progress_bar():
-            pred = pred.compute()
-        pred.rio.to_raster(tmp, driver="COG", tags={PREDICT_TAG: PREDICT_TAG_VALUE})
+        progress_bar(),
+    ):  # streamed: block by block, then GDAL's COG copy (never the whole map)
+        write_cog(pred, tmp, tags={PREDICT_TAG: PREDICT_TAG_VALUE})
     what = "labels" if args.labels else f"{pred.sizes['class']} class scores"
     print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {out}")

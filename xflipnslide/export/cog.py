@@ -1,0 +1,133 @@
+"""Cloud Optimized GeoTIFFs written in bounded memory, from a lazy or an
+in-memory map.
+
+GDAL's COG driver only copies a finished raster (``CreateCopy``), so writing
+a COG straight from an array holds the whole array: rioxarray's
+``to_raster(driver="COG")`` takes ``.values`` of the map first. Here:
+
+1. the map is written block by block into a tiled GeoTIFF (rioxarray's
+   ``to_raster(tiled=True, windowed=True, lock=True)``: for a dask-backed
+   map, ``dask.array.store`` with the scheduler's lock — threads, processes
+   or a ``dask.distributed`` cluster — so each chunk is computed, written
+   and dropped; for an in-memory one, one tile block at a time);
+2. GDAL's COG driver copies that file into the COG: it computes the
+   overviews from it block by block (into a temporary file) and lays out
+   the IFDs, the overviews and then the full-resolution tiles as a COG.
+
+Memory: the chunks being computed and written, plus GDAL's block cache
+(``GDAL_CACHEMAX``, bounded by ``import xflipnslide``); never the whole
+map. The intermediate GeoTIFF lies beside ``path`` and is removed, whatever
+happens. On a remote cluster, ``path`` must be on a file system every
+worker writes to.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+
+__all__ = ["BLOCKSIZE", "write_cog"]
+
+#: The COG's tile size in pixels (GDAL's default for COGs).
+BLOCKSIZE = 512
+
+
+def write_cog(
+    da,
+    path: str,
+    *,
+    tags: dict | None = None,
+    blocksize: int = BLOCKSIZE,
+    compress: str = "deflate",
+    resampling: str | None = None,
+) -> str:
+    """Write a georeferenced DataArray to ``path`` as a Cloud Optimized GeoTIFF,
+    streaming (see the module's notes): a lazy map is computed chunk by
+    chunk, never as a whole.
+
+    Parameters
+    ----------
+    da
+        ``(band, y, x)`` or ``(y, x)``, with rioxarray's CRS and transform;
+        numpy- or dask-backed. Band descriptions, nodata and attrs are
+        written as ``rio.to_raster`` writes them.
+    path
+        The file to write (replaced if it exists: callers go through
+        :func:`xflipnslide.export.atomic.write_file`).
+    tags
+        GeoTIFF tags of the dataset.
+    blocksize
+        Tile size of the COG and of its overviews (a multiple of 16).
+    compress
+        GDAL's compression of the COG (``"deflate"``, ``"zstd"``, ``"lzw"``,
+        ``"none"``, ...).
+    resampling
+        How overviews are computed: GDAL's name (``"nearest"``,
+        ``"average"``, ``"mode"``, ...). Default: ``"nearest"`` for integer
+        maps (class labels stay labels), ``"average"`` for floats.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, rasterio, xarray as xr, rioxarray
+    >>> from xflipnslide.export.cog import write_cog
+    >>> da = xr.DataArray(np.arange(2 * 600 * 700, dtype="float32").reshape(2, 600, 700),
+    ...                   dims=("band", "y", "x"),
+    ...                   coords={"y": 1e5 - 30.0 * np.arange(600), "x": 4e5 + 30.0 * np.arange(700)})
+    >>> da = da.rio.write_crs("EPSG:32621").chunk({"y": 256, "x": 256})  # lazy: streamed
+    >>> path = write_cog(da, os.path.join(tempfile.mkdtemp(), "map.tif"), blocksize=256)
+    >>> with rasterio.open(path) as f:
+    ...     f.tags(ns="IMAGE_STRUCTURE")["LAYOUT"], f.block_shapes[0], f.overviews(1)
+    ('COG', (256, 256), [2, 4])
+    """
+    import rasterio.shutil
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    if blocksize <= 0 or blocksize % 16:
+        raise InvalidParameterError(
+            f"blocksize must be a positive multiple of 16 (a GeoTIFF tile side); got {blocksize}"
+        )
+    if resampling is None:
+        resampling = "average" if np.issubdtype(da.dtype, np.floating) else "nearest"
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tiled = tempfile.mkstemp(prefix=".fns-cog-", suffix=".tif", dir=folder)
+    os.close(fd)
+    try:
+        # Step 1: block by block into a tiled GeoTIFF (zstd 1: fast, small).
+        da.rio.to_raster(
+            tiled,
+            driver="GTiff",
+            tags=tags,
+            windowed=True,
+            lock=True,
+            tiled=True,
+            blockxsize=blocksize,
+            blockysize=blocksize,
+            compress="zstd",
+            zstd_level=1,
+            bigtiff="if_safer",
+        )
+        # Step 2: GDAL's COG driver: overviews from the tiles, then the COG layout.
+        rasterio.shutil.copy(
+            tiled,
+            path,
+            driver="COG",
+            blocksize=blocksize,
+            compress=compress,
+            overview_resampling=resampling,
+            overviews="auto",
+            bigtiff="if_safer",
+            num_threads="all_cpus",
+        )
+    finally:
+        if os.path.exists(tiled):
+            os.remove(tiled)
+    return path
