@@ -41,7 +41,17 @@ SMALL = {
         "1",
     ],
     "bench_untile.py": ["--size", "256", "--tile-size", "32", "--repeat", "1"],
-    "bench_torch.py": ["--size", "256", "--tile-size", "32", "--workers", "1"],
+    "bench_torch.py": [
+        "--size",
+        "256",
+        "--tile-size",
+        "32",
+        "--workers",
+        "1",
+        "--repeat",
+        "1",
+        "--no-real",
+    ],
     "bench_scale.py": ["--sizes", "512,1024", "--tile-size", "64"],
     "bench_startup.py": ["--repeat", "1"],
     "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
@@ -187,6 +197,28 @@ def main(argv=None) -> int:
                     "<= 1.5",
                 )
             )
+        store = "Landsat Zarr tile store (T = 128)"
+        if f"{store}: load it all into memory" in torch_rows:
+            whole = torch_rows[f"{store}: load it all into memory"]["seconds"]
+            for order in ("in order", "shuffled"):
+                lines.append(
+                    (
+                        f"Landsat tile store, {order} epoch / load it all",
+                        torch_rows[f"{store}, {order}, 0 workers"]["seconds"] / whole,
+                        "<= 1",
+                    )
+                )
+        for name in ("lazy scene", "Zarr tiles", "Landsat GeoTIFF scene (T = 256)", store):
+            zero = torch_rows.get(f"{name}, shuffled, 0 workers")
+            more = [v for k, v in torch_rows.items() if k.startswith(f"{name}, shuffled, ")]
+            if zero and len(more) > 1:
+                lines.append(
+                    (
+                        f"{name.split(' (')[0]}, shuffled: 2 workers speed / 0",
+                        zero["seconds"] / more[-1]["seconds"],
+                        ">= 1.3",
+                    )
+                )
     scale = results.get("bench_scale.py")
     if scale:
         for a, b in itertools.pairwise(scale):
