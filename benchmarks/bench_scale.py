@@ -1,13 +1,21 @@
-"""Benchmark: out of core — peak memory and graph size as the scene grows.
+"""Benchmark: out of core — peak memory and time as the scene grows.
 
-For each size N, a float32 3 x N x N scene with 2 % scattered gaps is
-written to Zarr (512 x 512 chunks), then streamed through
-``open_zarr -> preprocess -> tile(256) -> to_zarr`` in a fresh process on the
-threaded scheduler. Reported: peak RSS (and above the interpreter's own,
-measured after imports), the scene size, and the number of tasks of the
-graph per input chunk (flat = graph size linear in the chunk count).
+For each size N, a float32 3 x N x N scene (a smooth field in steps of 1/8,
+so it compresses, with 2 % scattered gaps) is written to Zarr in 512 x 512
+chunks, then streamed in a fresh process per step on the threaded scheduler:
 
-    python benchmarks/bench_scale.py [--sizes 2048,4096,8192] [--json out.json]
+* ``all``: ``open_zarr -> preprocess -> tile(256) -> fns.to_zarr``;
+* ``pre``: ``open_zarr -> preprocess -> Dataset.to_zarr`` (the scene);
+* ``tile``: ``open_zarr -> tile(256) -> fns.to_zarr``.
+
+Reported: peak RSS (and above the interpreter's own, measured after
+imports), its ratio to the size before (4x the pixels), seconds per
+Mpixel of the scene and graph tasks per input chunk. ``--cluster`` runs the
+steps on a 2-worker ``dask.distributed.LocalCluster`` (one thread each,
+``--memory-limit`` per worker) and reports the largest worker's peak RSS.
+
+    python benchmarks/bench_scale.py [--sizes 2048,4096,8192] [--steps all,pre,tile]
+        [--cluster] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,70 +31,126 @@ import time
 from _runner import run_fresh
 
 
-def _one(size: int, workdir: str, tile_size: int) -> dict:
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _make(size: int, src: str) -> None:
     import dask.array as da
     import numpy as np
+    import xarray as xr
+
+    c = 512
+    y = da.arange(size, chunks=c, dtype=np.float32)[:, None]
+    x = da.arange(size, chunks=c, dtype=np.float32)[None, :]
+    bands = [da.round(8 * da.sin(y / 700 + b) * da.cos(x / 900 - b)) / 8 for b in range(3)]
+    scene = da.stack(bands).rechunk((3, c, c))
+    keep = da.random.default_rng(0).random(scene.shape, chunks=(3, c, c), dtype=np.float32)
+    scene = da.where(keep > 0.02, scene, np.nan)
+    xr.DataArray(scene, dims=("band", "y", "x")).to_dataset(name="v").to_zarr(src, mode="w")
+
+
+def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None) -> dict:
+    import dask
     import xarray as xr
 
     import xflipnslide  # noqa: F401
 
     src = os.path.join(workdir, f"in{size}.zarr")
-    x = da.random.default_rng(0).random((3, size, size), chunks=(3, 512, 512), dtype=np.float32)
-    x = da.where(x > 0.02, x, np.nan)
-    xr.DataArray(x, dims=("band", "y", "x")).to_dataset(name="v").to_zarr(src, mode="w")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = os.path.join(workdir, f"out{size}{step}.zarr")
+    client = None
+    if cluster:
+        from distributed import Client, LocalCluster
+
+        lc = LocalCluster(
+            n_workers=2, threads_per_worker=1, memory_limit=cluster, dashboard_address=None
+        )
+        client = Client(lc)
+    base = _peak()
     scene = xr.open_zarr(src)["v"]
-    tiles = scene.fns.preprocess().fns.tile(tile_size, tile_chunks="64MiB")
-    n_tasks = len(tiles.data.__dask_graph__())
-    n_chunks = scene.data.npartitions
+    with dask.config.set({"array.chunk-size": "64MiB"}):
+        ready = scene.fns.preprocess() if step in ("all", "pre") else scene
+        result = ready if step == "pre" else ready.fns.tile(tile_size, tile_chunks="64MiB")
+    n_tasks = len(result.data.__dask_graph__())
     start = time.perf_counter()
-    tiles.to_dataset(name="t").to_zarr(os.path.join(workdir, f"out{size}.zarr"), mode="w")
+    if step == "pre":
+        result.to_dataset(name="v").to_zarr(out, mode="w")
+    else:
+        result.fns.to_zarr(out)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak()
+    if client is not None:
+        workers = client.run(_peak)
+        peak = max(workers.values())
+        client.close()
     return {
         "size": size,
+        "step": step,
+        "cluster": cluster,
         "scene_bytes": 3 * size * size * 4,
         "peak": peak,
         "base": base,
         "tasks": n_tasks,
-        "chunks": n_chunks,
+        "chunks": scene.data.npartitions,
         "seconds": seconds,
-        "tiles": tiles.sizes["tile"],
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="2048,4096,8192")
+    p.add_argument("--steps", default="all,pre,tile")
     p.add_argument("--tile-size", type=int, default=256)
-    p.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--cluster", action="store_true", help="a 2-worker LocalCluster")
+    p.add_argument("--memory-limit", default="2GiB", help="per worker, with --cluster")
+    p.add_argument("--workdir", help="where the scenes are written (default: a temp dir)")
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--json")
     args = p.parse_args(argv)
+    cluster = args.memory_limit if args.cluster else None
     if args.one:
-        print(json.dumps(_one(args.one, args.workdir, args.tile_size)))
+        size, step = int(args.one[0]), args.one[1]
+        if step == "make":
+            _make(size, os.path.join(args.workdir, f"in{size}.zarr"))
+            print(json.dumps({}))
+        else:
+            print(json.dumps(_one(size, step, args.workdir, args.tile_size, cluster)))
         return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    steps = args.steps.split(",")
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for size in (int(s) for s in args.sizes.split(",")):
-            rows.append(
-                run_fresh(
-                    __file__, "--one", size, "--workdir", workdir, "--tile-size", args.tile_size
-                )
+    with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
+        for size in sizes:
+            run_fresh(__file__, "--one", size, "make", "--workdir", workdir)
+            for step in steps:
+                extra = ["--cluster", "--memory-limit", args.memory_limit] if cluster else []
+                rows.append(
+                    run_fresh(
+                        __file__, "--one", size, step, "--workdir", workdir,
+                        "--tile-size", args.tile_size, *extra,
+                    )
+                )  # fmt: skip
+                os.system(f"rm -rf {os.path.join(workdir, f'out{size}{step}.zarr')}")
+            os.system(f"rm -rf {os.path.join(workdir, f'in{size}.zarr')}")
+    where = f"2-worker LocalCluster, {args.memory_limit} each" if cluster else "threads"
+    print(
+        f"out of core: Zarr -> preprocess / tile({args.tile_size}) -> Zarr, 512² input "
+        f"chunks, {os.cpu_count()} cores, {where}"
+    )
+    print(
+        f"{'step':>5}{'N':>7}{'scene GiB':>11}{'peak GiB':>10}{'above base':>12}"
+        f"{'x prev':>8}{'s/Mpx':>8}{'tasks/chunk':>13}"
+    )
+    for step in steps:
+        prev = None
+        for r in (r for r in rows if r["step"] == step):
+            ratio = f"{r['peak'] / prev['peak']:.2f}" if prev else "-"
+            print(
+                f"{step:>5}{r['size']:>7}{r['scene_bytes'] / 2**30:>11.2f}{r['peak'] / 2**30:>10.2f}"
+                f"{(r['peak'] - r['base']) / 2**30:>12.2f}{ratio:>8}"
+                f"{r['seconds'] / (r['size'] ** 2 / 1e6):>8.3f}{r['tasks'] / r['chunks']:>13.1f}"
             )
-    first = rows[0]
-    print(
-        f"out of core: Zarr -> preprocess -> tile({args.tile_size}) -> Zarr, 512² input chunks, {os.cpu_count()} cores"
-    )
-    print(
-        f"{'N':>6}{'scene GiB':>11}{'peak RSS GiB':>14}{'above base':>12}{'x smallest':>12}{'tasks/chunk':>13}{'seconds':>9}"
-    )
-    for r in rows:
-        above = r["peak"] - r["base"]
-        print(
-            f"{r['size']:>6}{r['scene_bytes'] / 2**30:>11.2f}{r['peak'] / 2**30:>14.2f}{above / 2**30:>12.2f}"
-            f"{r['peak'] / first['peak']:>12.2f}{r['tasks'] / r['chunks']:>13.1f}{r['seconds']:>9.1f}"
-        )
+            prev = r
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f)
