@@ -23,6 +23,7 @@ FULL = {
     "bench_torch.py": [],
     "bench_scale.py": [],
     "bench_startup.py": [],
+    "bench_cog.py": [],
     "bench_predict.py": [],
     "bench_stores.py": [],
     "bench_export.py": [],
@@ -54,6 +55,7 @@ SMALL = {
     ],
     "bench_scale.py": ["--sizes", "512,1024", "--tile-size", "64"],
     "bench_startup.py": ["--repeat", "1"],
+    "bench_cog.py": ["--sizes", "512,1024", "--baseline-max", "1024"],
     "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
     "bench_stores.py": ["--small"],
     "bench_export.py": ["--tile-size", "128"],
@@ -243,6 +245,31 @@ def main(argv=None) -> int:
     if startup:
         lines.append(("import xflipnslide / import xbatcher", startup["import ratio"], "<= 1.3"))
         lines.append(("xflipnslide --help, seconds", startup["xflipnslide --help"], "< 1"))
+        first = startup["first tile, cold numba cache"]
+        lines.append(("first tile, empty numba cache, seconds", first, "<= 2"))
+        floor = startup["numba floor (import, one trivial kernel), cold"]
+        lines.append(("first tile, empty numba cache / the numba floor", first / floor, "~ 1"))
+    cog = results.get("bench_cog.py")
+    if cog:
+        streamed = [r for r in cog if r["mode"] == "streamed"]
+        a, b = streamed[0], streamed[-1]
+        lines.append(
+            (
+                f"COG write peak RSS, {b['size']}² / {a['size']}²",
+                b["peak_above"] / a["peak_above"],
+                "flat",
+            )
+        )
+        base = [r for r in cog if r["mode"] == "in-memory"]
+        if base:
+            mine = next(r for r in streamed if r["size"] == base[-1]["size"])
+            lines.append(
+                (
+                    f"COG write peak RSS, streamed / in-memory, {mine['size']}²",
+                    mine["peak_above"] / base[-1]["peak_above"],
+                    "< 1",
+                )
+            )
     predict = results.get("bench_predict.py")
     if predict:
         quality = dict(predict["quality"])
