@@ -15,12 +15,14 @@ def load(obj: T_Xarray) -> T_Xarray:
     """Compute lazy tiles (or any lazy object) into memory, in one pass.
 
     ``.compute()`` lets dask concatenate each variable's chunks into a new
-    array, a second copy of the output; ``load`` stores every chunk straight
-    into preallocated numpy arrays (:func:`dask.array.store`), all variables
-    and lazy coordinates in one graph, so inputs they share are read once.
-    Peak memory stays near input + output. On a ``dask.distributed`` cluster
-    (or the processes scheduler) the chunks are computed elsewhere and
-    gathered, as ``.compute()`` does.
+    array, a second copy of the output; ``load`` allocates the results first
+    and writes every chunk once, into its place: lazy tile chunks are
+    gathered by the tiling kernel straight into the result (no chunk of
+    their own, no copy), other chunks are copied in once as they are
+    computed. All variables and lazy coordinates are one graph, so inputs
+    they share are read once. Peak memory stays near input + output. On a
+    ``dask.distributed`` cluster (or the processes scheduler) the chunks are
+    computed elsewhere and gathered, as ``.compute()`` does.
 
     Examples
     --------

@@ -289,6 +289,9 @@ def torch_loader(
         ``shuffle_buffer`` tiles, stratified across the tile range) are
         visited in random order and their tiles shuffled, so each chunk is
         computed or read once per epoch. In-memory tiles are fully shuffled.
+        Unshuffled, the tiles come in their stored order, read in runs of
+        whole chunks of at least ``shuffle_buffer`` tiles. Either way a
+        thread reads the next window while the batches of one are cut.
     seed
         Seed of the shuffle, an int >= 0 (``None``: 0).
     drop_last
@@ -298,8 +301,13 @@ def torch_loader(
         DataLoader worker processes. The tile chunks are dealt to them, the
         same number of chunks of each size to each worker every epoch, so
         each chunk is read once per epoch and ``len(loader)`` is exact; each
-        worker batches its own tiles. dask runs synchronously inside them,
-        so a process that has already run dask does not hang. Any start
+        worker batches its own tiles (in-memory tiles are dealt one by one)
+        and writes them straight into shared memory. dask runs
+        synchronously inside them, so a process that has already run dask
+        does not hang. With 0 workers the reads already run on dask's
+        threads beside the training loop; workers add the cost of sending
+        every batch between processes, so they pay off only with cores to
+        spare (see the docs' training page). Any start
         method works (``multiprocessing_context="spawn"`` or
         ``"forkserver"``, the default on macOS, Windows and Python 3.14);
         with those, ``persistent_workers=True`` saves starting the workers
@@ -309,8 +317,9 @@ def torch_loader(
         ``transform`` for each batch (to stitch predictions later), and for
         the tiles of a collection ``scene``, the list of each tile's scene id.
     shuffle_buffer
-        Least number of tiles shuffled among (more mixes better and holds
-        more chunks in memory).
+        Least number of tiles shuffled among, or read together in order
+        (more mixes better and holds more chunks in memory: the window being
+        batched and the next one being read).
     balance
         Class-balanced sampling: each epoch draws as many tiles as there are,
         **with replacement**, tile ``t`` with probability ``w_t / sum_s w_s``
