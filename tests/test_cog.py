@@ -190,3 +190,22 @@ def test_no_temporary_is_left_and_a_bad_blocksize_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
     with pytest.raises(InvalidParameterError, match="multiple of 16"):
         write_cog(_map(bands=1, h=64, w=64), str(tmp_path / "n.tif"), blocksize=100)
+
+
+def test_to_cog_writes_atomically_and_replaces_only_its_own(tmp_path):
+    import xflipnslide
+
+    da = _map(bands=1, h=300, w=300).chunk({"y": 128, "x": 128})
+    path = tmp_path / "map.tif"
+    assert xflipnslide.to_cog(da, path, blocksize=256) == str(path)
+    _assert_cog_layout(path)
+    with pytest.raises(InvalidParameterError, match="overwrite"):
+        xflipnslide.to_cog(da, path, blocksize=256)
+    xflipnslide.to_cog(da * 2, path, blocksize=256, overwrite=True)  # ours: replaced
+    np.testing.assert_array_equal(_levels(path)[0], da.values * 2)
+    mine = tmp_path / "mine.tif"
+    mine.write_text("the user's")
+    with pytest.raises(InvalidParameterError):
+        xflipnslide.to_cog(da, mine, blocksize=256, overwrite=True)
+    assert mine.read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "mine.tif"]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time, see __getattr__
         untile_collection,
     )
     from .export import export_chips, tfrecord_dataset
+    from .export.cog import to_cog
     from .export.zarr import open_tiles, to_zarr
     from .io import load_stac, open_image, sample_scene_path, zarr_encoding
     from .labels import rasterize
@@ -83,6 +84,7 @@ _HOME = {
     "open_tiles": "export.zarr",
     "export_chips": "export",
     "tfrecord_dataset": "export",
+    "to_cog": "export.cog",
 }
 
 
@@ -178,6 +180,7 @@ __all__ = [
     "zarr_encoding",
     "export_chips",
     "tfrecord_dataset",
+    "to_cog",
 ]
 if importlib.util.find_spec("lightning") is not None:  # listed where ``import *`` can import it
     __all__.append("TileDataModule")

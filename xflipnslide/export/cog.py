@@ -29,11 +29,98 @@ import tempfile
 import numpy as np
 
 from ..errors import InvalidParameterError
+from .atomic import OutputKind, write_file
 
-__all__ = ["BLOCKSIZE", "write_cog"]
+__all__ = ["BLOCKSIZE", "COG", "WRITER_TAG", "to_cog", "write_cog"]
 
 #: The COG's tile size in pixels (GDAL's default for COGs).
 BLOCKSIZE = 512
+#: The GeoTIFF tag :func:`to_cog` writes: ``overwrite=True`` replaces only
+#: COGs that carry it.
+WRITER_TAG = ("FNS_WRITER", "xflipnslide to_cog")
+
+
+def _is_ours(path: str) -> bool:
+    import rasterio
+
+    if not os.path.isfile(path):
+        return False
+    with rasterio.open(path) as f:
+        return f.tags().get(WRITER_TAG[0]) == WRITER_TAG[1]
+
+
+#: COGs written by :func:`to_cog`: the only files its ``overwrite`` replaces.
+COG = OutputKind("a COG written by xflipnslide.to_cog", _is_ours)
+
+
+def to_cog(
+    da,
+    path,
+    *,
+    overwrite: bool = False,
+    tags: dict | None = None,
+    blocksize: int = BLOCKSIZE,
+    compress: str = "deflate",
+    resampling: str | None = None,
+) -> str:
+    """Write a georeferenced map as a Cloud Optimized GeoTIFF, in bounded
+    memory: a lazy map (``predict``'s output, say) is computed and written
+    block by block, never as a whole; GDAL's COG driver then adds the
+    overviews and the COG layout (:mod:`xflipnslide.export.cog`).
+
+    Use it instead of ``rio.to_raster(path, driver="COG")``, which computes
+    the whole map into memory first. Written through the package's atomic
+    writer: nothing is left behind by a failed or interrupted write.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(band, y, x)`` or ``(y, x)`` with rioxarray's CRS and transform
+        (``predict``'s map and ``label_map``'s labels have them), numpy- or
+        dask-backed. Band descriptions and nodata are written as
+        ``rio.to_raster`` writes them.
+    path : str or os.PathLike
+        The file to write: refused if it exists, unless ``overwrite=True``
+        and it is a COG written by this function.
+    overwrite : bool
+        Replace an earlier output of ``to_cog`` at ``path``.
+    tags : dict, optional
+        More GeoTIFF tags of the dataset.
+    blocksize : int
+        Tile size of the COG and its overviews (a multiple of 16).
+    compress : str
+        GDAL's compression (``"deflate"``, ``"zstd"``, ``"lzw"``, ...).
+    resampling : str, optional
+        How overviews are computed (GDAL's name). Default: ``"nearest"`` for
+        integer maps (labels stay labels), ``"average"`` for floats.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, xarray as xr, rioxarray, rasterio
+    >>> import xflipnslide
+    >>> scene = xflipnslide.open_image(xflipnslide.sample_scene_path(), chunks=256)
+    >>> path = os.path.join(tempfile.mkdtemp(), "scene.tif")
+    >>> xflipnslide.to_cog(scene, path, blocksize=256)  # doctest: +ELLIPSIS
+    '.../scene.tif'
+    >>> with rasterio.open(path) as f:
+    ...     f.tags(ns="IMAGE_STRUCTURE")["LAYOUT"], f.count, f.overviews(1)
+    ('COG', 3, [2, 4])
+    """
+    with write_file(path, COG, overwrite=overwrite) as tmp:
+        write_cog(
+            da,
+            tmp,
+            tags={**(tags or {}), WRITER_TAG[0]: WRITER_TAG[1]},
+            blocksize=blocksize,
+            compress=compress,
+            resampling=resampling,
+        )
+    return os.fspath(path)
 
 
 def write_cog(
