@@ -392,3 +392,24 @@ def test_import_xflipnslide_imports_no_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def test_public_names_stay_functions_after_their_modules_are_imported():
+    """``xflipnslide.preprocess`` / ``.predict`` are the functions, also once
+    the submodules of the same names are imported (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, types, xflipnslide as x\n"
+        "names = [n for n in x.__all__ if importlib.util.find_spec('xflipnslide.' + n)]\n"
+        "assert {'preprocess', 'predict'} <= set(names), names\n"
+        "for n in names:\n"
+        "    importlib.import_module('xflipnslide.' + n)\n"
+        "    assert callable(getattr(x, n)) and not isinstance(getattr(x, n), types.ModuleType), n\n"
+        "import xarray as xr, numpy as np\n"
+        "xr.DataArray(np.ones((1, 64, 64), 'float32'), dims=('band', 'y', 'x')).fns.preprocess()\n"
+        "assert not isinstance(x.preprocess, types.ModuleType)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

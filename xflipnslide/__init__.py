@@ -11,6 +11,7 @@ import importlib.abc
 import importlib.util
 import logging
 import sys
+import types
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -139,6 +140,23 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         loader.exec_module = exec_module
         return spec
 
+
+class _Package(types.ModuleType):
+    """The package module: importing a submodule that shares its name with a
+    public function (``preprocess``, ``predict``) binds that function, not
+    the submodule, as ``import``'s own binding of submodules would."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if (
+            name in _HOME
+            and isinstance(value, types.ModuleType)
+            and value.__name__ == f"{__name__}.{name}"
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 if "xarray" in sys.modules:
     from . import accessor as _accessor  # noqa: F401  (registers .fns)
