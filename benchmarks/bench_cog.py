@@ -71,7 +71,8 @@ def _one(mode: str, size: int, bands: int, folder: str) -> dict:
         da.rio.to_raster(path, driver="COG", compress="deflate", overview_resampling="average")
     seconds = time.perf_counter() - start
     with rasterio.open(path) as f:
-        ok = f.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and bool(f.overviews(1))
+        ok = f.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        overviews = len(f.overviews(1))
     file_bytes = os.path.getsize(path)
     os.remove(path)
     return {
@@ -82,6 +83,7 @@ def _one(mode: str, size: int, bands: int, folder: str) -> dict:
         "seconds": seconds,
         "file_bytes": file_bytes,
         "cog": ok,
+        "overviews": overviews,
     }
 
 
@@ -107,14 +109,14 @@ def main(argv=None) -> int:
     print(f"COG from a lazy {args.bands} x N x N float32 map ({CHUNK}² chunks), fresh processes")
     print(
         f"{'writer':<11}{'N':>7}{'map GiB':>9}{'peak MiB':>10}{'peak/map':>10}"
-        f"{'seconds':>9}{'s/Mpx':>8}  COG"
+        f"{'seconds':>9}{'s/Mpx':>8}  COG layout, overviews"
     )
     for r in rows:
         share = r["peak_above"] / r["map_bytes"]
         print(
             f"{r['mode']:<11}{r['size']:>7}{r['map_bytes'] / 2**30:>9.2f}"
             f"{r['peak_above'] / 2**20:>10.0f}{share:>10.3f}{r['seconds']:>9.1f}"
-            f"{r['seconds'] / (r['size'] ** 2 / 1e6):>8.3f}  {r['cog']}"
+            f"{r['seconds'] / (r['size'] ** 2 / 1e6):>8.3f}  {r['cog']}, {r['overviews']}"
         )
     if args.json:
         with open(args.json, "w") as f:
