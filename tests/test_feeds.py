@@ -369,3 +369,11 @@ def test_worker_batches_are_written_into_shared_memory(lazy_tiles):
     batch = next(feed.epoch(0, 1, 2, empty=shared_empty))
     assert batch["image"].is_shared()  # sent to the main process without a copy
     np.testing.assert_array_equal(batch["image"].numpy(), lazy_tiles.values[batch["tile"]])
+
+
+def test_many_in_memory_tiles_are_still_one_full_shuffle():
+    tiles = xr.DataArray(np.zeros((9000, 1, 4, 4), "float32"), dims=("tile", "band", "y", "x"))
+    feed = TileFeed.from_tiles(tiles, 1000, shuffle=True, seed=1)
+    assert len(feed.order.chunks) < 9000  # tiles grouped into fewer units
+    got = np.concatenate([b["tile"] for b in feed.epoch(0)])
+    np.testing.assert_array_equal(got, np.random.default_rng((1, 0, 0)).permutation(9000))

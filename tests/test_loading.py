@@ -80,3 +80,10 @@ def test_feed_chunks_split_tiles_in_memory_and_keep_lazy_chunks_whole(scene):
         lazy.image.chunks[0],
         False,
     )
+
+
+def test_in_memory_feed_units_stay_few_for_many_tiles():
+    many = np.zeros((3 * _load.MAX_UNITS + 5, 1), "uint8")
+    units, free = _load.feed_chunks(many)
+    assert free and sum(units) == len(many) and len(units) <= _load.MAX_UNITS
+    assert set(units[:-1]) == {4}

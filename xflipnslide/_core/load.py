@@ -32,15 +32,23 @@ def feed_chunks(*arrays) -> tuple[tuple[int, ...], bool]:
     """The units a feed reads ``arrays`` (``None`` entries skipped) in along
     their first axis (``tile``), and whether they are free to split: the
     chunks of the first lazy one (``False``: a chunk is read whole, once),
-    or, when none is lazy (in memory), one unit per tile (``True``: a range
-    costs nothing to read, so tiles can be dealt one by one).
+    or, when none is lazy (in memory), one unit per tile, or per run of
+    ``ceil(n / MAX_UNITS)`` tiles past :data:`MAX_UNITS` tiles (``True``:
+    a range costs nothing to read, so tiles can be dealt one by one).
 
     Pass numpy or dask arrays, or xarray Variables.
     """
     given = [a for a in arrays if a is not None]
     if any(_graph.is_lazy(a) for a in given):
         return _graph.tile_chunk_sizes(*given), False
-    return (1,) * int(given[0].shape[0]), True
+    n = int(given[0].shape[0])
+    per = max(1, -(-n // MAX_UNITS))
+    return tuple(min(per, n - a) for a in range(0, n, per)), True
+
+
+#: At most this many units of in-memory tiles (one tile each below it), so
+#: a feed's bookkeeping per epoch stays small for any number of tiles.
+MAX_UNITS = 4096
 
 
 def feed_source(v):

@@ -110,7 +110,7 @@ class TileFeed:
             raise InvalidParameterError(f"{what} got 0 tiles: there is nothing to train on")
         chunks, in_memory = feed_chunks(x.variable, None if y is None else y.variable)
         if in_memory:  # tiles cost nothing to read: shuffle among all of them
-            buffer = max(buffer, len(chunks))
+            buffer = max(buffer, sum(chunks))
         if isinstance(balance, bool) and not balance:
             order = TileOrder(chunks, batch_size, bool(shuffle), seed, bool(drop_last), buffer)
         else:
