@@ -38,7 +38,7 @@ def _check_fill(data, valid, core, halo, fallback, out) -> None:
     )
 
 
-@kernel()
+@kernel(inline="always")  # compiled inside nearest_valid: one compilation less
 def _nearest_in_columns(valid, near_row):
     """Per column, the row of the nearest valid pixel in that column (-1: none).
 
