@@ -217,7 +217,11 @@ def main(argv=None) -> int:
                 )
         for name in ("lazy scene", "Zarr tiles", "Landsat GeoTIFF scene (T = 256)", store):
             zero = torch_rows.get(f"{name}, shuffled, 0 workers")
-            more = [v for k, v in torch_rows.items() if k.startswith(f"{name}, shuffled, ")]
+            more = [
+                v
+                for k, v in torch_rows.items()
+                if k.startswith(f"{name}, shuffled, ") and k.endswith(" workers")
+            ]
             if zero and len(more) > 1:
                 lines.append(
                     (

@@ -62,10 +62,15 @@ def timed(job) -> tuple[int, float, float]:
     return n, time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def epoch(loader) -> int:
+def epoch(loader, step: float = 0.0) -> int:
+    """Tiles of one pass over ``loader``, with ``step`` seconds of pure
+    Python (holding the GIL, as Python-side training code does) per batch."""
     n = 0
     for batch in loader:
         n += (batch[0] if isinstance(batch, (tuple, list)) else batch).shape[0]
+        end = time.thread_time() + step
+        while time.thread_time() < end:
+            sum(range(1000))
     return n
 
 
@@ -158,9 +163,10 @@ def main(argv=None) -> int:
                 pending = []
         return n
 
-    def loader_job(tiles, shuffle, workers):
+    def loader_job(tiles, shuffle, workers, step=0.0):
         def job():
-            return epoch(tiles.fns.torch_loader(B, shuffle=shuffle, seed=0, num_workers=workers))
+            loader = tiles.fns.torch_loader(B, shuffle=shuffle, seed=0, num_workers=workers)
+            return epoch(loader, step)
 
         return job
 
@@ -182,11 +188,15 @@ def main(argv=None) -> int:
                 for workers in (0, args.workers):
                     label = f"{name}, {'shuffled' if shuffle else 'in order'}, {workers} workers"
                     jobs[label] = loader_job(tiles, shuffle, workers)
+        real = "Landsat Zarr tile store (T = 128)"
+        if real in sources:
+            for workers in (0, args.workers):
+                label = f"{real}, shuffled, {workers} workers, 20 ms GIL-bound step"
+                jobs[label] = loader_job(sources[real], True, workers, 0.02)
         jobs["load all Zarr tiles into memory once"] = lambda: stored.image.compute().sizes["tile"]
         jobs["compute all lazy-scene tiles into memory once"] = lambda: lazy_tiles.compute().sizes[
             "tile"
         ]
-        real = "Landsat Zarr tile store (T = 128)"
         if real in sources:
             jobs[f"{real}: load it all into memory"] = lambda: sources[real].compute().sizes["tile"]
         batch_mb = B * args.bands * T * T * 4 / 2**20
@@ -242,6 +252,14 @@ def main(argv=None) -> int:
         for order in ("in order", "shuffled"):
             ratio = rows[f"{real}, {order}, 0 workers"][1] / whole
             print(f"{real}, {order} epoch / loading it all: {ratio:.2f}")
+    if real in sources:
+        step = [
+            rows[f"{real}, shuffled, {w} workers, 20 ms GIL-bound step"][1]
+            for w in (0, args.workers)
+        ]
+        print(
+            f"{real}, with a 20 ms GIL-bound step: {args.workers} workers are {step[0] / step[1]:.2f}x 0"
+        )
     shm = rows["a batch written into fresh shared memory (x20)"][1]
     own = rows["a batch written into fresh process memory (x20)"][1]
     print(
