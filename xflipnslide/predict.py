@@ -179,8 +179,8 @@ def predict(
     -----
     NonFiniteWarning
         When tiles given to the model hold NaN or infinite scene values, or
-        the model returns such values, with counts (on dask, per chunk of
-        tiles when it is computed).
+        the model returns such values, with counts (on dask, per output
+        block when it is computed).
 
     Returns
     -------
@@ -188,9 +188,10 @@ def predict(
         ``(class, y, x)`` float32 (``(time, class, y, x)`` for a time stack)
         on the scene's grid with its coordinates, CRS and attrs, its nodata
         declared NaN (``encoding["_FillValue"]``, which ``rio.to_raster``
-        writes); lazy for a dask scene (one task per chunk of windows,
-        the model called once per batch inside it, then one task per output
-        block). :func:`label_map` gives the label map, with a nodata class.
+        writes); lazy for a dask scene (one fused task per output block
+        that runs the model on the windows starting in it, in bounded
+        memory; see :doc:`/inference`). :func:`label_map` gives the label
+        map, with a nodata class.
 
     Examples
     --------

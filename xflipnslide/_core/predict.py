@@ -346,7 +346,7 @@ def stream(
     thread gathers part ``k + 1`` and blends part ``k - 1`` while the model
     runs part ``k``. Returns the NaN and infinity counts."""
     counts = NonFiniteCounts()
-    units = parts(starts, max(runner.batch_size, 1) * 4)
+    units = parts(starts, max(runner.batch_size, 1))
     if not units:
         return counts
 

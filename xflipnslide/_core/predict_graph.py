@@ -12,7 +12,18 @@ blocks left, above and above left to its own sums and divides by the
 summed weights. So every window runs once, a block's output depends only
 on its own row band of blocks and the one above, no model output outlives
 its block's task, and what waits between two rows of blocks is one strip
-``T - 1`` pixels high (the spills), not the model outputs.
+``T - 1`` pixels high (the spills, float32 means and weights), not the
+model outputs. Odd rows of blocks read an independent copy of the input
+graph (:func:`.graph.independent_copy`), so the input chunks two rows of
+blocks share are read (or computed) twice rather than held across the
+whole width in between.
+
+Left to itself dask's ordering runs the partial tasks of a whole column of
+blocks before any final one (their finals need the row below's neighbours
+too): memory would grow with the scene's height. So block ``k`` in
+row-major order waits for a token of block ``k - IN_FLIGHT`` (a task
+returning None): at most :data:`IN_FLIGHT` blocks are in flight, in row
+order, which keeps two threads (or a few workers) busy.
 """
 
 from __future__ import annotations
@@ -26,7 +37,12 @@ from .blocks import assemble, chunk_bounds, chunk_span, local_slices
 from .kernels import gather_tiles, normalize_weights
 from .predict import ModelRunner, stream, window_starts
 
-__all__ = ["block_of_windows", "predict_dask"]
+__all__ = ["IN_FLIGHT", "block_of_windows", "predict_dask"]
+
+#: Blocks whose model work may run ahead of the last finished block: block
+#: ``k`` (row-major) starts after block ``k - IN_FLIGHT`` is done, so dask
+#: goes row band by row band and holds at most this many partial sums.
+IN_FLIGHT = 4
 
 
 def block_of_windows(plan: TilePlan, ybounds: list[int], xbounds: list[int]):
@@ -65,9 +81,10 @@ class _BlockSpec:
             setattr(self, k, v)
 
 
-def _partial(nested, spec: _BlockSpec, runner: ModelRunner, weight, classes: int):
+def _partial(nested, spec: _BlockSpec, runner: ModelRunner, weight, classes: int, after=None):
     """Task body: the weighted sums ``(acc, wsum)`` of one block's windows
-    over the block and what they reach past it."""
+    over the block and what they reach past it (``after``: the ordering
+    token of an earlier block, unused)."""
     acc = OverlapAdd(classes, spec.shape, weight, np.float64)
     if spec.codes is None:  # no window of the plan starts in this block
         return acc.acc, acc.wsum
@@ -90,10 +107,20 @@ def _partial(nested, spec: _BlockSpec, runner: ModelRunner, weight, classes: int
     return acc.acc, acc.wsum
 
 
+def _done(block) -> None:
+    """Task body: an ordering token, ready once ``block`` is."""
+    return None
+
+
 def _piece(partial, ys: slice, xs: slice):
-    """Task body: a copy of what ``partial`` spills into one neighbour."""
-    acc, wsum = partial
-    return acc[:, ys, xs].copy(), wsum[ys, xs].copy()
+    """Task body: what ``partial`` spills into one neighbour, as float32
+    ``(mean, weight)``: the weighted mean of its windows there and their
+    summed weight (half the bytes of the float64 sums; a pixel that every
+    window predicts alike keeps that value exactly)."""
+    acc, wsum = partial[0][:, ys, xs], partial[1][ys, xs]
+    mean = np.zeros(acc.shape, np.float32)
+    np.divide(acc, wsum, out=mean, where=wsum > 0, casting="unsafe")
+    return mean, wsum.astype(np.float32)
 
 
 def _final(partial, spills: list, shape: tuple[int, int]) -> np.ndarray:
@@ -103,9 +130,10 @@ def _final(partial, spills: list, shape: tuple[int, int]) -> np.ndarray:
     acc, wsum = partial[0][:, :h, :w].copy(), partial[1][:h, :w].copy()
     for piece in spills:
         if piece is not None:
-            a, s = piece
-            acc[:, : s.shape[0], : s.shape[1]] += a
-            wsum[: s.shape[0], : s.shape[1]] += s
+            mean, weight = piece
+            a, b = weight.shape
+            acc[:, :a, :b] += np.multiply(mean, weight, dtype=np.float64)
+            wsum[:a, :b] += weight
     normalize_weights(acc, wsum)
     return acc.astype(np.float32)
 
@@ -164,8 +192,12 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
     token = tokenize(x, plan, model_key, weight, chunks)
     name, pname = f"fns-predict-{token}", f"fns-predict-partial-{token}"
     spill = {d: f"fns-predict-spill{d}-{token}" for d in ("right", "down", "diag")}
+    done, lag = f"fns-predict-done-{token}", IN_FLIGHT
     dsk: dict = {model_key: runner}  # one key: a cluster ships the model once per worker
     ny, nx = len(chunks[0]), len(chunks[1])
+    # Odd rows of blocks read an independent copy of the input graph: the input
+    # chunks two rows of blocks share are read twice, not held between them.
+    sources = [x, _graph.independent_copy(x, "fns-predict-odd")] if ny > 1 else [x]
     order = np.lexsort((wx, wy))
     cut = np.searchsorted(wy[order] * nx + wx[order], np.arange(ny * nx + 1))
     for i in range(ny):
@@ -176,8 +208,11 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
             pw = min(W, x1 + T - 1) - x0
             ids = np.sort(order[cut[i * nx + j] : cut[i * nx + j + 1]])
             spec, spans = _spec(plan, ids, starts, inb, (y0, x0), (ph, pw), depth)
-            nested = [] if spans is None else _graph.nest_keys((x.name,), [*other_idx, *spans])
-            dsk[(pname, i, j)] = (_partial, nested, spec, model_key, weight, classes)
+            src = sources[i % len(sources)].name
+            nested = [] if spans is None else _graph.nest_keys((src,), [*other_idx, *spans])
+            k = i * nx + j
+            after = (done, k - lag) if k >= lag else None
+            dsk[(pname, i, j)] = (_partial, nested, spec, model_key, weight, classes, after)
             h, w = y1 - y0, x1 - x0
             cuts = {
                 "right": (slice(0, h), slice(w, pw)),
@@ -192,4 +227,5 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
                 (spill["diag"], i - 1, j - 1) if i and j else None,
             ]
             dsk[(name, 0, i, j)] = (_final, (pname, i, j), near, (h, w))
-    return _graph.array(name, dsk, ((classes,), *chunks), np.float32, [x])
+            dsk[(done, k)] = (_done, (name, 0, i, j))
+    return _graph.array(name, dsk, ((classes,), *chunks), np.float32, sources)

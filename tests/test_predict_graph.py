@@ -1,0 +1,135 @@
+"""predict on dask: one fused task per output block, in row order, memory
+bounded by what the graph's structure lets a scheduler hold (counted)."""
+
+from __future__ import annotations
+
+import collections
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from dask.callbacks import Callback
+from test_predict import Biased, slow_reference
+
+import xflipnslide
+from xflipnslide._core.predict_graph import IN_FLIGHT
+
+T, BLOCK = 32, 64
+
+
+@pytest.fixture(scope="module")
+def scene():
+    data = np.random.default_rng(3).random((2, 330, 300)).astype("float32")
+    return xr.DataArray(data, dims=("band", "y", "x"))
+
+
+def kinds(graph) -> dict[str, list]:
+    """The predict layer's keys by kind (partial, spill*, done, the output)."""
+    out = collections.defaultdict(list)
+    for key in graph:
+        name = key[0] if isinstance(key, tuple) else key
+        if name.startswith("fns-predict-"):
+            kind = name.split("-")[2]
+            out["final" if len(kind) == 32 else kind].append(key)
+    return out
+
+
+def deps_of(graph, key) -> set:
+    from dask.core import get_dependencies
+
+    return set(get_dependencies(graph, key))
+
+
+def test_each_block_depends_on_its_row_band_and_the_one_above(scene):
+    pred = scene.chunk({"y": 50, "x": 60}).fns.predict(Biased(), tile_size=T, chunks=BLOCK)
+    graph = dict(pred.__dask_graph__())
+    found = kinds(graph)
+    ny, nx = len(pred.chunks[1]), len(pred.chunks[2])
+    # tasks per block constant: partial, three spills, an ordering token, the output
+    assert {k: len(v) for k, v in found.items()} == {
+        k: ny * nx for k in ("partial", "spillright", "spilldown", "spilldiag", "done", "final")
+    }
+    for key in found["final"]:
+        i, j = key[2:]
+        parts = set()
+        for dep in deps_of(graph, key):
+            if "partial" in dep[0]:
+                parts.add(dep[1:])
+            else:  # a spill of a neighbour left, above or above left
+                assert "spill" in dep[0]
+                parts.update(d[1:] for d in deps_of(graph, dep))
+        assert parts <= {(i, j), (i, j - 1), (i - 1, j), (i - 1, j - 1)} and (i, j) in parts
+    for key in found["partial"]:
+        i, j = key[1:]
+        k = i * nx + j
+        tokens = [d for d in deps_of(graph, key) if "done" in d[0]]
+        assert tokens == ([] if k < IN_FLIGHT else [(tokens[0][0], k - IN_FLIGHT)])
+        # input chunks (50 rows each; the odd rows of blocks read a copy) of its band only
+        rows = {
+            d[2]
+            for d in deps_of(graph, key)
+            if isinstance(d, tuple) and len(d) == 4 and not d[0].startswith("fns-predict-")
+        }
+        y0, y1 = BLOCK * i - T, BLOCK * (i + 1) + T
+        assert all(y0 < 50 * (r + 1) and 50 * r < y1 for r in rows)  # none: no window here
+
+
+def test_a_scheduler_holds_a_bounded_number_of_blocks(scene):
+    """Counted while the threaded scheduler runs: partial sums in memory never
+    exceed IN_FLIGHT (+ the running ones), spills never exceed about one row
+    of blocks, whatever the number of rows."""
+    pred = scene.chunk({"y": 40, "x": 40}).fns.predict(Biased(), tile_size=T, chunks=BLOCK)
+    nx = len(pred.chunks[2])
+    held = collections.Counter()
+
+    class Count(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            now = collections.Counter()
+            for k in state["cache"]:
+                name = k[0] if isinstance(k, tuple) else k
+                if name.startswith("fns-predict-"):
+                    now[name.split("-")[2]] += 1
+            for kind, n in now.items():
+                held[kind] = max(held[kind], n)
+
+    with Count(), dask.config.set(scheduler="threads", num_workers=2):
+        values = pred.values
+    assert held["partial"] <= IN_FLIGHT + 2
+    spills = held["spilldown"] + held["spilldiag"] + held["spillright"]
+    assert spills <= 3 * (nx + IN_FLIGHT + 2)
+    expected = scene.fns.predict(Biased(), tile_size=T).values
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("tta", [None, "d4"])
+def test_dask_blocks_equal_the_numpy_path_and_the_slow_reference(scene, tta):
+    model = Biased()
+    lazy = scene.chunk({"y": 70, "x": 45}).fns.predict(
+        model, tile_size=T, stride=16, tta=tta, chunks=BLOCK
+    )
+    eager = scene.fns.predict(model, tile_size=T, stride=16, tta=tta).values
+    np.testing.assert_allclose(lazy.values, eager, rtol=1e-6, atol=1e-6)
+    expected = slow_reference(scene.values, model, T, 16, tta, "hann")
+    np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_identity_is_exact_across_blocks(scene):
+    """Spills are float32 means and weights: a pixel every window predicts
+    alike comes back exactly, whatever block its windows belong to."""
+    out = scene.chunk({"y": 33, "x": 77}).fns.predict(lambda b: b, tile_size=T, chunks=BLOCK)
+    np.testing.assert_array_equal(out.values, scene.values)
+
+
+def test_no_window_runs_twice(scene):
+    calls = []
+
+    def counting(batch):
+        calls.append(len(batch))
+        return batch[:, :1]
+
+    scene.chunk({"y": 50, "x": 50}).fns.predict(
+        counting, tile_size=T, classes=1, chunks=BLOCK
+    ).compute()
+    plan = xflipnslide.plan.predict_plan(scene.shape[1:], T)
+    assert sum(calls) == len(plan)
