@@ -80,17 +80,61 @@ def test_a_submodule_imported_first_registers_the_accessor():
 
 
 def test_every_public_name_imports():
+    """Every name of ``__all__`` imports in one fresh interpreter. Lightning is
+    hidden there (``TileDataModule`` alone needs it, and importing it takes
+    most of 20 s); it is checked in this process below."""
     code = (
-        "import json, sys, xflipnslide\n"
+        "import json, sys\n"
+        "sys.modules['lightning'] = None  # not installed, as far as imports can tell\n"
+        "import xflipnslide\n"
         "before = [m for m in ('xarray', 'dask', 'numba') if m in sys.modules]\n"
         "ns = {}\n"
         "exec('from xflipnslide import *', ns)\n"
         "missing = [n for n in xflipnslide.__all__ if n not in ns]\n"
         "same = all(ns[n] is getattr(xflipnslide, n) for n in xflipnslide.__all__)\n"
         "sub = xflipnslide.io.open_image is xflipnslide.open_image\n"
-        "print(json.dumps([before, missing, same, sub, 'tile' in dir(xflipnslide)]))"
+        "lightning = 'TileDataModule' in xflipnslide.__all__\n"
+        "print(json.dumps([before, missing, same, sub, 'tile' in dir(xflipnslide), lightning]))"
     )
-    assert _run(code) == [[], [], True, True, True]
+    assert _run(code) == [[], [], True, True, True, False]
+
+
+def test_tile_data_module_is_public_where_lightning_is_installed():
+    pytest.importorskip("lightning")
+    import xflipnslide
+    from xflipnslide.ml.lightning import TileDataModule
+
+    assert "TileDataModule" in xflipnslide.__all__
+    assert xflipnslide.TileDataModule is TileDataModule
+
+
+def test_a_failing_accessor_import_never_breaks_import_xarray():
+    """xarray imports for everyone; the package warns that .fns is missing."""
+    code = (
+        "import json, sys, warnings\n"
+        "import xflipnslide\n"
+        "sys.modules['xflipnslide.accessor'] = None  # its import fails\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import xarray as xr\n"
+        "shown = [str(w.message) for w in seen if issubclass(w.category, xflipnslide.XFlipNSlideWarning)]\n"
+        "print(json.dumps([hasattr(xr.DataArray, 'fns'), len(shown), '.fns' in ''.join(shown)]))"
+    )
+    assert _run(code) == [False, 1, True]
+
+
+def test_reload_keeps_one_hook_and_registers_the_accessor():
+    code = (
+        "import importlib, json, sys\n"
+        "import xflipnslide\n"
+        "importlib.reload(xflipnslide)\n"
+        "hooks = sum(type(f).__name__ == '_AfterImport' for f in sys.meta_path)\n"
+        "import numpy as np, xarray as xr\n"
+        "t = xr.DataArray(np.zeros((8, 8)), dims=('y', 'x')).fns.tile(4, strategy='no_overlap')\n"
+        "after = sum(type(f).__name__ == '_AfterImport' for f in sys.meta_path)\n"
+        "print(json.dumps([hooks, after, t.sizes['tile'], xflipnslide.tile.__name__]))"
+    )
+    assert _run(code) == [1, 0, 4, "tile"]
 
 
 def test_a_first_tile_compiles_only_the_kernels_and_dtype_it_uses():

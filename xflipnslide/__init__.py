@@ -115,7 +115,12 @@ def __dir__() -> list[str]:
 class _AfterImport(importlib.abc.MetaPathFinder):
     """Imports ``then`` as soon as the module ``name`` has been imported
     (removes itself at once): the ``.fns`` accessor is registered when
-    xarray is, whichever is imported first."""
+    xarray is, whichever is imported first.
+
+    If importing ``then`` fails, ``import xarray`` still succeeds (a user of
+    xarray alone is never broken by this package) and an
+    :class:`~xflipnslide.XFlipNSlideWarning` names the error; ``.fns`` is
+    then missing until ``then`` imports."""
 
     def __init__(self, name: str, then: str) -> None:
         self.name, self.then = name, then
@@ -135,7 +140,13 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            importlib.import_module(then)
+            try:
+                importlib.import_module(then)
+            except Exception as error:  # never make ``import xarray`` fail for it
+                _errors.warn(
+                    f"xflipnslide could not register the .fns accessor ({type(error).__name__}: "
+                    f"{error}); xarray works without it: run `import {then}` to see the error"
+                )
 
         loader.exec_module = exec_module
         return spec
@@ -160,7 +171,7 @@ sys.modules[__name__].__class__ = _Package
 
 if "xarray" in sys.modules:
     from . import accessor as _accessor  # noqa: F401  (registers .fns)
-elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+elif not any(type(f).__name__ == "_AfterImport" for f in sys.meta_path):  # reload: one hook
     sys.meta_path.insert(0, _AfterImport("xarray", f"{__name__}.accessor"))
 
 __all__ = [
