@@ -209,3 +209,30 @@ def test_to_cog_writes_atomically_and_replaces_only_its_own(tmp_path):
         xflipnslide.to_cog(da, mine, blocksize=256, overwrite=True)
     assert mine.read_text() == "the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "mine.tif"]
+
+
+def test_time_stacks_and_maps_without_a_crs_are_refused_before_writing(tmp_path):
+    import xflipnslide
+
+    one = _map(bands=2, h=64, w=64)
+    stack = xr.concat([one, one], dim="time")  # (time, band, y, x)
+    with pytest.raises(InvalidParameterError, match="one COG per step"):
+        xflipnslide.to_cog(stack, tmp_path / "stack.tif")
+    bare = one.drop_vars("spatial_ref")
+    with pytest.raises(InvalidParameterError, match="write_crs"):
+        xflipnslide.to_cog(bare.chunk({"y": 32}), tmp_path / "bare.tif")
+    with pytest.raises(InvalidParameterError, match="write_crs"):
+        write_cog(bare, str(tmp_path / "bare.tif"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bands", [1, 4])
+def test_maps_smaller_than_a_block_with_one_or_many_classes(tmp_path, bands):
+    """A map inside one block: no overviews, every pixel and the georeference kept."""
+    da = _map(bands=bands, h=20, w=37).rename(band="class")
+    path = write_cog(da.chunk({"y": 8, "x": 16}), str(tmp_path / "small.tif"), blocksize=256)
+    levels = _levels(path)
+    assert len(levels) == 1
+    np.testing.assert_array_equal(levels[0], da.values)
+    with rasterio.open(path) as f:
+        assert f.crs == da.rio.crs and f.transform == da.rio.transform() and f.count == bands

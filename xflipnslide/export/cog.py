@@ -99,6 +99,14 @@ def to_cog(
     str
         ``path``.
 
+    Raises
+    ------
+    InvalidParameterError
+        Before anything is written: ``path`` exists (and is not ours, or
+        ``overwrite`` is not set), the map has no CRS, it has more than one
+        dim besides ``y`` and ``x`` (a time stack: write one COG per time
+        step), or ``blocksize`` is no multiple of 16.
+
     Examples
     --------
     >>> import os, tempfile, numpy as np, xarray as xr, rioxarray, rasterio
@@ -111,6 +119,7 @@ def to_cog(
     ...     f.tags(ns="IMAGE_STRUCTURE")["LAYOUT"], f.count, f.overviews(1)
     ('COG', 3, [2, 4])
     """
+    _check_map(da, blocksize)  # before the target is touched
     with write_file(path, COG, overwrite=overwrite) as tmp:
         write_cog(
             da,
@@ -121,6 +130,31 @@ def to_cog(
             resampling=resampling,
         )
     return os.fspath(path)
+
+
+def _check_map(da, blocksize: int) -> None:
+    """Refuse, before anything is written, what a COG cannot hold: more than
+    one dim besides the two spatial ones (a time stack of bands or classes),
+    no CRS (the file would not be georeferenced), a bad ``blocksize``."""
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    if blocksize <= 0 or blocksize % 16:
+        raise InvalidParameterError(
+            f"blocksize must be a positive multiple of 16 (a GeoTIFF tile side); got {blocksize}"
+        )
+    spatial = (da.rio.y_dim, da.rio.x_dim)
+    other = [d for d in da.dims if d not in spatial]
+    if len(other) > 1:
+        raise InvalidParameterError(
+            f"a COG holds one stack of bands, but this map has the dims {da.dims} "
+            f"({len(other)} besides {spatial}, a time stack say): write one COG per step, "
+            f"e.g. of da.isel({other[0]}=i)"
+        )
+    if da.rio.crs is None:
+        raise InvalidParameterError(
+            "this map has no CRS, so its COG would not be georeferenced: set the scene's "
+            'with da.rio.write_crs("EPSG:...") first'
+        )
 
 
 def write_cog(
@@ -176,12 +210,8 @@ def write_cog(
     ('COG', (256, 256), [2, 4])
     """
     import rasterio.shutil
-    import rioxarray  # noqa: F401  (registers .rio)
 
-    if blocksize <= 0 or blocksize % 16:
-        raise InvalidParameterError(
-            f"blocksize must be a positive multiple of 16 (a GeoTIFF tile side); got {blocksize}"
-        )
+    _check_map(da, blocksize)
     if resampling is None:
         resampling = "average" if np.issubdtype(da.dtype, np.floating) else "nearest"
     folder = os.path.dirname(os.path.abspath(path))
