@@ -22,11 +22,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import xarray as xr
 
 from .. import schema
-from ..collection.format import CRS_NAME, CRS_WKT, crs_name, scene_parts
+from ..collection.format import (
+    CRS_NAME,
+    CRS_WKT,
+    SCENE,
+    crs_name,
+    load_scenes,
+    read_record,
+    scene_parts,
+)
 from ..errors import InvalidParameterError, check_positive_int
 from ..plan import read_ranges
+from ..schema import TILE_DIM
 
 __all__ = ["GroundBlocks", "ground_blocks"]
 
@@ -82,16 +92,48 @@ class GroundBlocks:
         return tiles_all, block.ravel()
 
 
-def _crs(part, pyproj):
-    name = crs_name(part)
-    attrs = part[name].attrs if name is not None else {}
+def _crs(attrs: dict, pyproj, cache: dict):
     wkt = attrs.get(CRS_WKT, attrs.get(CRS_NAME))
-    return pyproj.CRS.from_wkt(wkt) if wkt else None
+    if not wkt:
+        return None
+    if wkt not in cache:
+        cache[wkt] = pyproj.CRS.from_wkt(wkt)
+    return cache[wkt]
+
+
+def _parts(tiles) -> list[tuple[str, np.ndarray, xr.Dataset]]:
+    """``(id, positions, tiles)`` of each scene, as :func:`scene_parts` gives
+    them but in time linear in the tiles: the record is read once, positions
+    come from one sort of the ``scene`` coordinate, and each scene's tile set
+    is its coordinates, geometry attrs and CRS over a pixel-free stand-in for
+    its data (the geometry is read from these alone)."""
+    record = read_record(tiles)
+    if record is None or len(record["scenes"]) < 2:
+        return [(str(id), where, part) for id, where, part in scene_parts(tiles)]
+    values = np.asarray(tiles[SCENE].values)
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    var = tiles if isinstance(tiles, xr.DataArray) else tiles[schema.tiled_variables(tiles)[0]]
+    ydim, xdim = var.dims[-2:]
+    size = (var.sizes[ydim], var.sizes[xdim])
+    along = {n: np.asarray(c.values) for n, c in tiles.coords.items() if c.dims == (TILE_DIM,)}
+    out = []
+    for s in load_scenes(record, tiles):
+        where = order[np.searchsorted(ranked, s.id) : np.searchsorted(ranked, s.id, "right")]
+        stand_in = np.broadcast_to(np.zeros((), np.uint8), (len(where), *size))
+        coords = {n: xr.Variable(TILE_DIM, v[where]) for n, v in along.items()}
+        if s.crs is not None:
+            coords[s.crs["name"]] = xr.Variable((), s.crs["value"], attrs=s.crs["attrs"])
+        part = xr.Dataset(
+            {"tiles": ((TILE_DIM, ydim, xdim), stand_in)}, coords=coords, attrs=dict(s.geometry)
+        )
+        out.append((s.id, where, part))
+    return out
 
 
 def _scenes(tiles, pyproj) -> list[_Scene]:
-    out = []
-    for id, where, part in scene_parts(tiles):
+    out, cache = [], {}
+    for id, where, part in _parts(tiles):
         g = schema.read_geometry(part, what="split")
         if g.transform is None or g.scene_shape is None:
             raise InvalidParameterError(
@@ -100,7 +142,9 @@ def _scenes(tiles, pyproj) -> list[_Scene]:
                 "scenes, is unknown: tile scenes with their coordinates, or split it alone "
                 "(xflipnslide.scene_tiles)"
             )
-        out.append(_Scene(str(id), where, g, _crs(part, pyproj)))
+        name = crs_name(part)
+        attrs = part[name].attrs if name is not None else {}
+        out.append(_Scene(id, where, g, _crs(attrs, pyproj, cache)))
     known = [s.crs is not None for s in out]
     if any(known) and not all(known):
         bare = [s.id for s in out if s.crs is None]
@@ -150,12 +194,34 @@ def _lonlat_boxes(scenes: list[_Scene], pyproj) -> np.ndarray:
     return np.array(boxes, dtype=np.float64)
 
 
-def _meet(a: np.ndarray, b: np.ndarray, pad: float = 0.0) -> bool:
-    return bool(a[0] - pad < b[2] and b[0] - pad < a[2] and a[1] - pad < b[3] and b[1] - pad < a[3])
+def _meet(a: np.ndarray, b: np.ndarray, pad: float = 0.0) -> np.ndarray:
+    """Whether boxes ``a`` and ``b`` (west, south, east, north; either may be
+    an ``(n, 4)`` stack) overlap with a positive area, each grown by ``pad``."""
+    a, b = np.asarray(a).T, np.asarray(b).T
+    return (a[0] - pad < b[2]) & (b[0] - pad < a[2]) & (a[1] - pad < b[3]) & (b[1] - pad < a[3])
 
 
-def _components(n: int, linked) -> np.ndarray:
-    """Connected components of ``n`` nodes under the pairs ``linked(i, j)``."""
+def _pairs(boxes: np.ndarray, pad: float, key: np.ndarray) -> list[tuple[int, int]]:
+    """Every pair ``i < j`` of boxes that :func:`_meet` (rows of NaN meet
+    none; ``key`` must be equal), in order: a sweep over the boxes sorted by
+    their west edge, each compared at once with those starting before its
+    east edge (no pairwise loop: linear in the boxes where few overlap)."""
+    ok = np.flatnonzero(~np.isnan(boxes).any(axis=1))
+    order = ok[np.argsort(boxes[ok, 0], kind="stable")]
+    west = boxes[order, 0]
+    east = boxes[order, 2] + pad
+    ends = np.searchsorted(west, east + 1e-9 * (1 + np.abs(east)), side="right")  # a superset
+    pairs = []
+    for a, i in enumerate(order.tolist()):
+        near = order[a + 1 : ends[a]]
+        near = near[(key[near] == key[i]) & _meet(boxes[i], boxes[near], pad)]
+        pairs.extend((min(i, j), max(i, j)) for j in near.tolist())
+    return sorted(pairs)
+
+
+def _components(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Connected components of ``n`` nodes under ``pairs`` (sorted), labelled
+    by their roots' order."""
     parent = list(range(n))
 
     def root(i):
@@ -164,10 +230,9 @@ def _components(n: int, linked) -> np.ndarray:
             i = parent[i]
         return i
 
-    for i in range(n):
-        for j in range(i + 1, n):
-            if root(i) != root(j) and linked(i, j):
-                parent[root(j)] = root(i)
+    for i, j in pairs:
+        if root(i) != root(j):
+            parent[root(j)] = root(i)
     roots = [root(i) for i in range(n)]
     _, label = np.unique(roots, return_inverse=True)
     return label.ravel()
@@ -231,7 +296,7 @@ def ground_blocks(tiles, block_size: int | None, default) -> GroundBlocks:
     boxes = _lonlat_boxes(scenes, pyproj)
     # Regions: scenes whose longitude/latitude boxes meet (a coarse test: it only
     # decides which scenes share one block grid).
-    regions = _components(len(scenes), lambda i, j: _meet(boxes[i], boxes[j], 1e-9))
+    regions = _components(len(scenes), _pairs(boxes, 1e-9, np.zeros(len(scenes))))
     out = GroundBlocks(
         block_size=block_size,
         tile_size=scenes[0].geometry.tile_size,
@@ -242,9 +307,10 @@ def ground_blocks(tiles, block_size: int | None, default) -> GroundBlocks:
         ids=[s.id for s in scenes],
         groups=np.zeros(len(scenes), np.int64),
     )
-    extents: dict[int, np.ndarray] = {}
-    for r in np.unique(regions).tolist():
-        members = [k for k in range(len(scenes)) if regions[k] == r]
+    extents = np.full((len(scenes), 4), np.nan)  # NaN: a scene without tiles
+    by_region = np.argsort(regions, kind="stable")
+    for r, members in zip(*_runs(regions[by_region], by_region)):
+        members = members.tolist()
         ref = scenes[max(members, key=lambda k: (len(scenes[k].where), -k))]
         oy, ox = (
             max(int(v.min()), 0) if len(v) else 0 for v in (ref.geometry.rows, ref.geometry.cols)
@@ -258,15 +324,19 @@ def ground_blocks(tiles, block_size: int | None, default) -> GroundBlocks:
             out.by[s.where] = _block_span(rows, oy, block_size)
             out.bx[s.where] = _block_span(cols, ox, block_size)
             if len(rows):
-                extents[k] = np.array(
-                    [cols[:, 0].min(), rows[:, 0].min(), cols[:, 1].max(), rows[:, 1].max()]
+                extents[k] = (
+                    cols[:, 0].min(),
+                    rows[:, 0].min(),
+                    cols[:, 1].max(),
+                    rows[:, 1].max(),
                 )
-
     # by="scene" groups: scenes of one region whose tiles' extents (in the
     # region's reference pixels) overlap with a positive area.
-    def overlap(i, j):
-        same = regions[i] == regions[j] and i in extents and j in extents
-        return same and _meet(extents[i], extents[j])
-
-    out.groups = _components(len(scenes), overlap)
+    out.groups = _components(len(scenes), _pairs(extents, 0.0, regions))
     return out
+
+
+def _runs(values: np.ndarray, items: np.ndarray) -> tuple[list, list]:
+    """The distinct ``values`` (sorted) and the ``items`` of each run."""
+    firsts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return values[firsts].tolist(), np.split(items, firsts[1:])
