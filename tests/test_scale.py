@@ -94,3 +94,10 @@ def test_held_bytes_do_not_grow_with_the_scene_height(tmp_path, preprocess):
     scene_bytes = 3 * 2048 * 512 * 4
     assert peaks[1] <= 1.15 * peaks[0], peaks
     assert peaks[1] < scene_bytes / 2, (peaks, scene_bytes)
+
+
+def test_an_empty_lazy_tile_set_writes_an_empty_store(tmp_path):
+    tiles = _scene(256).chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=8)
+    tiles.isel(tile=slice(0, 0)).fns.to_zarr(tmp_path / "none.zarr")
+    back = xflipnslide.open_tiles(tmp_path / "none.zarr")
+    assert back.sizes["tile"] == 0 and back["image"].shape[1:] == tiles.shape[1:]

@@ -310,7 +310,8 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
     chunks = lazy[0].chunks[0]
     same = [a for a in lazy if a.chunks[0] == chunks]
     bounds = chunk_bounds(chunks)
-    first = [int(np.min(rows[a:b])) for a, b in itertools.pairwise(bounds)]
+    # Empty chunks (an empty selection) have no first row: they go first.
+    first = [int(rows[a:b].min()) if b > a else -1 for a, b in itertools.pairwise(bounds)]
     ordered = sorted(range(len(chunks)), key=lambda i: (first[i], i))
     width = threads()
     keys = [[list(flatten(a.__dask_keys__()[i])) for a in same] for i in range(len(chunks))]
