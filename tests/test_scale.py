@@ -101,3 +101,40 @@ def test_an_empty_lazy_tile_set_writes_an_empty_store(tmp_path):
     tiles.isel(tile=slice(0, 0)).fns.to_zarr(tmp_path / "none.zarr")
     back = xflipnslide.open_tiles(tmp_path / "none.zarr")
     assert back.sizes["tile"] == 0 and back["image"].shape[1:] == tiles.shape[1:]
+
+
+class Starts(Callback):
+    """How many computations the scheduler started (a progress bar draws one each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts = 0
+
+    def _start(self, dsk):
+        self.starts += 1
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_store_written_in_groups_is_one_computation(tmp_path, scheduler):
+    """The groups run in one call of the scheduler (chained by gates), so a
+    progress bar shows one bar, not one per band of rows."""
+    from xflipnslide._core import graph
+
+    scene = _scene(512)
+    tiles = scene.chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=8)
+    runs = []
+    real = graph._group_runs
+
+    def spy(*args):
+        out = real(*args)
+        runs.append(len(out[0]))
+        return out
+
+    seen = Starts()
+    with pytest.MonkeyPatch.context() as m, dask.config.set(scheduler=scheduler), seen:
+        m.setattr(graph, "_group_runs", spy)
+        tiles.fns.to_zarr(tmp_path / "t.zarr")
+    assert runs and runs[0] > 2  # written in groups
+    assert seen.starts == 1
+    back = xflipnslide.open_tiles(tmp_path / "t.zarr")
+    np.testing.assert_array_equal(back["image"].values, scene.fns.tile(64).values)

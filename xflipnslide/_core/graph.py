@@ -192,10 +192,12 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     every task downstream of its anchors (their store tasks) whose other
     anchors are in groups up to ``g``, together with whatever those tasks
     need that no earlier group computed; tasks downstream of no anchor (the
-    final one) run with the last group. Each group is one call of the
-    threaded (or synchronous) scheduler on that part of the graph, and what
-    a later group needs is kept from the call that made it (each task runs
-    once), so memory holds one group's work plus what crosses to the next.
+    final one) run with the last group. The groups are chained in one call
+    of the threaded (or synchronous) scheduler: every task of group ``g + 1``
+    waits for a *gate* that waits for the tasks of group ``g`` nothing else
+    in that group reads, so memory holds one group's work plus what crosses
+    to the next, each task runs once, and callbacks (a progress bar) see one
+    computation.
 
     This is how a store is written band by band of rows whatever order
     :func:`dask.order.order` picks for the whole graph (which, for the
@@ -205,36 +207,32 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     and only its result is carried. On any other scheduler (a
     ``dask.distributed`` cluster) the collection is computed as one graph,
     where the cluster's own memory management applies.
+
+    The anchors must be keys of the graph as built, so build the collection
+    with low-level fusion off (``dask.config.set({"optimization.fuse.active":
+    False})``, as :func:`.tiling.write_by_rows` does): fused keys match no
+    anchor, and a collection whose anchors match fewer than two groups is
+    computed as one graph (the same result, without the bound).
     """
     import dask
     import dask.local
     import dask.threaded
-    from dask._task_spec import DataNode, convert_legacy_graph
-    from dask.base import get_scheduler
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import get_scheduler, tokenize
 
     get = get_scheduler(collections=[collection])
     if get not in (dask.threaded.get, dask.local.get_sync) or len(groups) < 2:
         dask.compute(collection)
         return
-    finals = set(_flat(collection.__dask_keys__()))
+    finals = _flat(collection.__dask_keys__())
     full = convert_legacy_graph(dict(collection.__dask_graph__()))
-    graph = {k: full[k] for k in _closure(full, list(finals))}
+    graph = {k: full[k] for k in _closure(full, finals)}
     groups = _matching(graph, groups)
     if sum(map(bool, groups)) < 2:
         dask.compute(collection)
         return
-    plan = _group_plan(graph, groups, finals)
-    held: dict = {}
-    for todo, wanted, drop in plan:
-        sub = {k: graph[k] for k in todo}
-        for k in todo:
-            for dep in graph[k].dependencies:
-                if dep not in sub:
-                    sub[dep] = DataNode(dep, held[dep])
-        if todo:
-            held.update(zip(wanted, get(sub, wanted)))
-        for k in drop:  # read by no later group
-            held.pop(k, None)
+    runs, dependents = _group_runs(graph, groups, set(finals))
+    get(_chained(graph, runs, dependents, f"fns-gate-{tokenize(finals)}"), finals)
 
 
 def _matching(graph: dict, groups: list[list]) -> list[list]:
@@ -255,10 +253,9 @@ def _flat(keys) -> list:
     return [keys]
 
 
-def _group_plan(graph: dict, groups: list[list], finals: set) -> list[tuple[list, list, list]]:
-    """For each group: the tasks it runs (in no particular order), the keys
-    it must return (read by a later group, or final) and those no later
-    group reads (to drop after it)."""
+def _group_runs(graph: dict, groups: list[list], finals: set) -> tuple[list[list], dict]:
+    """The tasks each group runs (in no particular order), and each task's
+    dependents."""
     dependents: dict = {k: [] for k in graph}
     for k, node in graph.items():
         for d in node.dependencies:
@@ -291,16 +288,37 @@ def _group_plan(graph: dict, groups: list[list], finals: set) -> list[tuple[list
             todo.append(k)
             stack.extend(graph[k].dependencies)
         runs.append(todo)
-    where = {k: g for g, todo in enumerate(runs) for k in todo}
-    last = {k: max((where[d] for d in dependents[k]), default=where[k]) for k in where}
-    drops: list[list] = [[] for _ in runs]
-    for k, g in last.items():
-        if g > where[k] and k not in finals:
-            drops[g].append(k)
-    return [
-        (todo, [k for k in todo if k in finals or last[k] > g], drops[g])
-        for g, todo in enumerate(runs)
-    ]
+    return runs, dependents
+
+
+def _chained(graph: dict, runs: list[list], dependents: dict, name: str) -> dict:
+    """``graph`` with the groups ``runs`` run one after the other: each task
+    of a group waits for the gate of the group before it, a task that waits
+    for the tasks of its group that no other task of the group reads."""
+    from dask._task_spec import Task, TaskRef
+
+    out = dict(graph)
+    gate = None
+    for g, todo in enumerate(runs):
+        if not todo:
+            continue
+        if gate is not None:
+            for k in todo:
+                if isinstance(graph[k], Task):  # data needs no wait
+                    out[k] = Task(k, _first, graph[k], TaskRef(gate))
+        members = set(todo)
+        ends = [k for k in todo if not any(d in members for d in dependents[k])]
+        gate = (name, g)
+        out[gate] = Task(gate, _nothing, *(TaskRef(k) for k in ends))
+    return out
+
+
+def _first(value, *_):
+    return value
+
+
+def _nothing(*_) -> None:
+    return None
 
 
 def _topological(graph: dict, dependents: dict) -> list:
