@@ -110,13 +110,16 @@ def main(argv=None) -> int:
             shutil.rmtree(dst, ignore_errors=True)
     print(f"predict, Zarr 3 x N² (smooth, 512² chunks) -> 1x1 conv -> Zarr, T = {args.tile_size}")
     print(
-        f"{'N':>7}{'seconds':>9}{'s/Mpx':>8}{'peak MiB':>10}{'peak/scene':>12}{'x per 4x px':>13}"
+        f"{'N':>7}{'seconds':>9}{'s/Mpx':>8}{'peak MiB':>10}{'above base':>11}"
+        f"{'peak/scene':>12}{'above/scene':>12}{'x per 4x px':>13}"
     )
     for k, r in enumerate(rows):
         growth = r["peak"] / rows[k - 1]["peak"] if k else float("nan")
         print(
             f"{r['size']:>7}{r['seconds']:>9.1f}{r['seconds'] / r['size'] ** 2 * 1e6:>8.3f}"
-            f"{r['peak'] / 2**20:>10.0f}{r['peak'] / r['scene_bytes']:>12.3%}{growth:>13.2f}"
+            f"{r['peak'] / 2**20:>10.0f}{r['peak_above'] / 2**20:>11.0f}"
+            f"{r['peak'] / r['scene_bytes']:>12.1%}{r['peak_above'] / r['scene_bytes']:>12.1%}"
+            f"{growth:>13.2f}"
         )
     if args.json:
         with open(args.json, "w") as f:

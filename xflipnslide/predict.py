@@ -167,7 +167,7 @@ def predict(
         values there. A scene without ``fns_observed`` is not masked.
     chunks
         Dask output chunk side along y and x (default: the largest multiple
-        of ``T`` up to 1024 px, at least ``2 T``).
+        of ``T`` up to 512 px, at least ``2 T``: bounded memory per task).
 
     Raises
     ------

@@ -119,6 +119,10 @@ class OverlapAdd:
                     )
 
         bands = self._bands(tiles.size > _BUSY)
+        if len(bands) > 1:  # only the bands the tiles reach (a batch of one window row: one)
+            bands = [(a, b) for a, b in bands if np.any((rows < b) & (rows + T > a))]
+        if len(bands) <= 1:  # the whole block at once: contiguous, no clipping to a band
+            bands = [(0, self.wsum.shape[0])]
         map_threads(band, bands, len(bands))
 
     def result(self, dtype) -> np.ndarray:

@@ -40,7 +40,7 @@ from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
 from .blend import OverlapAdd
-from .kernels.tiles import fold_views
+from .kernels.tiles import count_non_finite, fold_views
 from .tiling import tile_array
 
 __all__ = [
@@ -99,9 +99,11 @@ class NonFiniteCounts:
 def _non_finite(a: np.ndarray) -> tuple[int, int]:
     """``(tiles, values)``: how many of ``a``'s tiles (first axis) hold NaN
     or infinite values, and how many such values there are."""
-    bad = ~np.isfinite(a.reshape((len(a), -1)))
-    values = int(np.count_nonzero(bad))
-    return (int(np.count_nonzero(bad.any(axis=1))), values) if values else (0, 0)
+    if a.dtype.kind != "f":
+        return 0, 0
+    out = np.zeros(2, np.int64)
+    count_non_finite(np.ascontiguousarray(a).reshape((len(a), -1)), out)
+    return int(out[0]), int(out[1])
 
 
 def _emit(message: str) -> None:
@@ -307,7 +309,7 @@ class ModelRunner:
             outs.append(out)
         if not outs:
             return np.empty((0, self.classes or 0, *tiles.shape[2:]), np.float32)
-        return np.concatenate(outs)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """:meth:`run` without the counts."""

@@ -22,8 +22,10 @@ Left to itself dask's ordering runs the partial tasks of a whole column of
 blocks before any final one (their finals need the row below's neighbours
 too): memory would grow with the scene's height. So block ``k`` in
 row-major order waits for a token of block ``k - IN_FLIGHT`` (a task
-returning None): at most :data:`IN_FLIGHT` blocks are in flight, in row
-order, which keeps two threads (or a few workers) busy.
+returning None), and a block's output waits for its own spills to be
+cut, so its partial sums are freed with it: at most :data:`IN_FLIGHT`
+blocks' sums are held, in row order, which keeps two threads (or a few
+workers) busy.
 """
 
 from __future__ import annotations
@@ -123,9 +125,10 @@ def _piece(partial, ys: slice, xs: slice):
     return mean, wsum.astype(np.float32)
 
 
-def _final(partial, spills: list, shape: tuple[int, int]) -> np.ndarray:
+def _final(partial, spills: list, shape: tuple[int, int], cut=None) -> np.ndarray:
     """Task body: a block's own sums plus its neighbours' spills, divided
-    by the summed weights (NaN where no window), as float32."""
+    by the summed weights (NaN where no window), as float32 (``cut``: its
+    own spills, unused: waiting for them frees ``partial`` with it)."""
     h, w = shape
     acc, wsum = partial[0][:, :h, :w].copy(), partial[1][:h, :w].copy()
     for piece in spills:
@@ -180,8 +183,8 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
 
     _graph.check_known_chunks(x, "the scene")
     T, (H, W) = plan.tile_size, plan.shape
-    if chunks is None:  # blocks of about 1024 px: a task holds its block and what it spills
-        chunks = max(2 * T, (1024 // T) * T)
+    if chunks is None:  # about 512 px: a task's sums, source and parts stay small
+        chunks = max(2 * T, (512 // T) * T)
     chunks = output_chunks(chunks, plan.shape, T, classes, np.float32)
     ybounds, xbounds = (chunk_bounds(c) for c in chunks)
     inb = tuple(chunk_bounds(c) for c in x.chunks[-2:])
@@ -226,6 +229,7 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
                 (spill["down"], i - 1, j) if i else None,
                 (spill["diag"], i - 1, j - 1) if i and j else None,
             ]
-            dsk[(name, 0, i, j)] = (_final, (pname, i, j), near, (h, w))
+            own = [(spill[d], i, j) for d in cuts]
+            dsk[(name, 0, i, j)] = (_final, (pname, i, j), near, (h, w), own)
             dsk[(done, k)] = (_done, (name, 0, i, j))
     return _graph.array(name, dsk, ((classes,), *chunks), np.float32, sources)

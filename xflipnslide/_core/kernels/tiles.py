@@ -22,7 +22,14 @@ import numpy as np
 from ...plan import INVERSE_CODES
 from ._jit import describe, kernel, require
 
-__all__ = ["as_bits", "fold_views", "gather_tiles", "normalize_weights", "scatter_tiles"]
+__all__ = [
+    "as_bits",
+    "count_non_finite",
+    "fold_views",
+    "gather_tiles",
+    "normalize_weights",
+    "scatter_tiles",
+]
 
 
 def _check_windows(name, rows, cols, codes, n) -> None:
@@ -96,6 +103,11 @@ def _check_fold(tiles, starts, codes, out) -> None:
         edges = np.asarray(starts)
         ok = edges[0] == 0 and edges[-1] == n and bool(np.all(np.diff(edges) > 0))
         require(ok, "fold_views", "starts must rise from 0 to n, no group empty", str(edges))
+
+
+def _check_count(a, out) -> None:
+    ok = np.ndim(a) == 2 and np.shape(out) == (2,)
+    require(ok, "count_non_finite", "a must be (n, m) and out (2,)", describe(a=a, out=out))
 
 
 def _check_normalize(acc, wsum) -> None:
@@ -287,6 +299,24 @@ def fold_views(tiles, starts, codes, out):
             for r in range(T):
                 for j in range(T):
                     out[g, c, r, j] = total[c, r, j] * inv
+
+
+@kernel(check=_check_count)
+def count_non_finite(a, out):
+    """``out = [rows of a holding NaN or infinity, how many such values]``,
+    one pass, no temporary (the runner checks every batch with it)."""
+    tiles = 0
+    values = 0
+    for k in range(a.shape[0]):
+        c = 0
+        for j in range(a.shape[1]):
+            v = a[k, j]
+            c += v - v != 0  # NaN and infinity give NaN
+        if c:
+            tiles += 1
+            values += c
+    out[0] = tiles
+    out[1] = values
 
 
 @kernel(check=_check_normalize)
