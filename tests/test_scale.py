@@ -138,3 +138,20 @@ def test_a_store_written_in_groups_is_one_computation(tmp_path, scheduler):
     assert seen.starts == 1
     back = xflipnslide.open_tiles(tmp_path / "t.zarr")
     np.testing.assert_array_equal(back["image"].values, scene.fns.tile(64).values)
+
+
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.DataDroppedWarning")
+def test_a_lazy_split_subset_writes_a_tile_store(tmp_path):
+    """A subset picks tiles here and there, so its chunks along tile are
+    uneven (Zarr refuses those): the store is written in chunks Zarr takes,
+    equal to the numpy subset."""
+    scene = _scene(512)
+    lazy = scene.chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=16)
+    train = lazy.fns.split(seed=0, fractions={"train": 0.5, "test": 0.5})["train"]
+    sizes = train.chunks[0]
+    assert len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0]  # uneven, as Zarr counts
+    train.fns.to_zarr(tmp_path / "train.zarr")
+    back = xflipnslide.open_tiles(tmp_path / "train.zarr")
+    want = scene.fns.tile(64).fns.split(seed=0, fractions={"train": 0.5, "test": 0.5})["train"]
+    np.testing.assert_array_equal(back["image"].values, want.values)
+    np.testing.assert_array_equal(back["row"].values, want["row"].values)

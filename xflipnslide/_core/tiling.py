@@ -37,6 +37,7 @@ from .kernels import as_bits, gather_tiles
 __all__ = [
     "check_tileable",
     "load_arrays",
+    "regular_tile_chunks",
     "tile_array",
     "tiles_per_chunk",
     "valid_fractions",
@@ -280,6 +281,20 @@ def load_arrays(arrays: list) -> list:
     for i, t in zip(lazy, targets):
         out[i] = t
     return [np.asarray(a) for a in out]
+
+
+def regular_tile_chunks(x):
+    """``x`` with chunks along its first axis (``tile``) that Zarr stores:
+    all equal but the last, which is no larger. A lazy subset (a split, an
+    ``isel``) has uneven chunks, which Zarr refuses; they are rechunked to
+    the largest of them (lazy, each new chunk from its neighbours). Numpy
+    arrays and regular chunks are returned as they are."""
+    if not _graph.is_lazy(x) or not x.chunks[0]:
+        return x
+    sizes = x.chunks[0]
+    if len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]:
+        return x
+    return x.rechunk({0: max(sizes)})
 
 
 def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:

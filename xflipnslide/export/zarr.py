@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from .._core.tiling import write_by_rows
+from .._core.tiling import regular_tile_chunks, write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
 from .layout import scene_parts
@@ -155,6 +155,10 @@ def to_zarr(
         tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
     scene_parts(tiles, "to_zarr")  # tiles only, each scene's geometry checked
     ds = _portable_text(_without_store_encoding(tiles), kwargs.get("zarr_format"))
+    for var, v in list(ds.variables.items()):  # a lazy subset's uneven chunks, made ones Zarr takes
+        data = regular_tile_chunks(v.data) if v.dims[:1] == (schema.TILE_DIM,) else v.data
+        if data is not v.data:
+            ds[var] = v.copy(data=data)
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
