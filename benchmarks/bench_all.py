@@ -1,7 +1,7 @@
 """Run every benchmark and print one table of ratios against same-run baselines.
 
 python benchmarks/bench_all.py            # the full sizes (a few minutes on 2 cores)
-python benchmarks/bench_all.py --small    # tiny sizes: a smoke run
+python benchmarks/bench_all.py --small    # tiny sizes: a smoke run (two scripts at once)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -60,7 +61,10 @@ SMALL = {
     "bench_startup.py": ["--repeat", "1"],
     "bench_cog.py": ["--sizes", "512,1024", "--baseline-max", "1024"],
     "bench_predict.py": ["--size", "256", "--tile-size", "64", "--quality-tile-size", "32"],
-    "bench_predict_runner.py": ["--size", "256", "--tile-size", "32", "--models", "identity"],
+    "bench_predict_runner.py": [
+        *("--size", "256", "--d4-size", "256", "--tile-size", "32"),
+        *("--models", "identity", "--repeat", "1"),
+    ],
     "bench_predict_scale.py": ["--sizes", "512,1024", "--tile-size", "64"],
     "bench_stores.py": ["--small"],
     "bench_export.py": ["--tile-size", "128"],
@@ -71,22 +75,33 @@ SMALL = {
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="tiny sizes, for a smoke run")
+    p.add_argument(
+        "--jobs", type=int, help="scripts run at once (default 1; 2 with --small, a smoke run)"
+    )
     args = p.parse_args(argv)
     plan = SMALL if args.small else FULL
+    jobs = args.jobs if args.jobs is not None else (2 if args.small else 1)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for script, extra in plan.items():
+
+        def run(item):
+            script, extra = item
             out = os.path.join(tmp, script + ".json")
             cmd = [sys.executable, os.path.join(HERE, script), *extra, "--json", out]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            print(done.stdout, end="" if done.stdout.endswith("\n") else "\n")
-            if done.returncode:
-                print(done.stderr, file=sys.stderr)
-                return done.returncode
-            if os.path.exists(out):
-                with open(out) as f:
-                    results[script] = json.load(f)
-            print()
+            return script, out, subprocess.run(cmd, capture_output=True, text=True)
+
+        # Timings need the machine to themselves: the full run goes one script
+        # at a time; the smoke run (timings meaningless) two at once.
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for script, out, done in pool.map(run, plan.items()):
+                print(done.stdout, end="" if done.stdout.endswith("\n") else "\n")
+                if done.returncode:
+                    print(done.stderr, file=sys.stderr)
+                    return done.returncode
+                if os.path.exists(out):
+                    with open(out) as f:
+                        results[script] = json.load(f)
+                print()
 
     print("summary (ratios against baselines measured in this run)")
     print(f"{'measure':<52}{'value':>10}  target")

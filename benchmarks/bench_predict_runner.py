@@ -276,9 +276,16 @@ def main(argv=None) -> int:
     import torch
 
     modes = ["predict", "predict tta=d4"]
-    modes += [m for m in ("toolbelt", "seamless_seg") if peer(m) is not None]
-    if peer("geoai") is not None:
-        modes += ["geoai", "geoai tta=d4"]
+    for name, runs in (
+        ("toolbelt", ["toolbelt"]),
+        ("seamless_seg", ["seamless_seg"]),
+        ("geoai", ["geoai", "geoai tta=d4"]),
+    ):
+        if peer(name) is None:
+            where = "../shared/peers" if name == "seamless_seg" else "the package index"
+            print(f"{name}: not importable (it installs from {where}): skipped")
+        else:
+            modes += runs
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
