@@ -167,7 +167,8 @@ def predict(
         values there. A scene without ``fns_observed`` is not masked.
     chunks
         Dask output chunk side along y and x (default: the largest multiple
-        of ``T`` up to 512 px, at least ``2 T``: bounded memory per task).
+        of ``T`` up to 512 px, at least ``2 T``: bounded memory per task; larger
+        by steps of ``T`` where the scene would have over 1024 blocks).
 
     Raises
     ------

@@ -46,6 +46,11 @@ __all__ = ["IN_FLIGHT", "block_of_windows", "predict_dask"]
 #: goes row band by row band and holds at most this many partial sums.
 IN_FLIGHT = 4
 
+#: Output blocks the default block side allows (it grows by ``T`` past 512 px
+#: until the scene has no more): ordering a chain of tokens, dask keeps for
+#: every task the set of input chunks it reaches, quadratic in the blocks.
+MAX_BLOCKS = 1024
+
 
 def block_of_windows(plan: TilePlan, ybounds: list[int], xbounds: list[int]):
     """``(starts, iy, ix)``: the edges of each window's views in ``plan``
@@ -185,6 +190,10 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
     T, (H, W) = plan.tile_size, plan.shape
     if chunks is None:  # about 512 px: a task's sums, source and parts stay small
         chunks = max(2 * T, (512 // T) * T)
+        # ... but dask's ordering of the token chain costs memory quadratic in
+        # the blocks (1.4 GiB for 4096 blocks, measured): at most MAX_BLOCKS
+        while -(-H // chunks) * -(-W // chunks) > MAX_BLOCKS:
+            chunks += T
     chunks = output_chunks(chunks, plan.shape, T, classes, np.float32)
     ybounds, xbounds = (chunk_bounds(c) for c in chunks)
     inb = tuple(chunk_bounds(c) for c in x.chunks[-2:])
