@@ -42,6 +42,8 @@ __all__ = ["GroundBlocks", "ground_blocks"]
 
 #: Points per footprint edge when it is reprojected.
 _DENSIFY = 16
+#: Share of its larger side a scene's longitude/latitude box is grown by.
+_GROW = 0.01
 #: Coordinates this close to a whole pixel of the reference grid are that
 #: pixel (float round-off of the affine arithmetic).
 _SNAP = 1e-6
@@ -175,7 +177,10 @@ def _apply(m: np.ndarray, u, v):
 
 def _lonlat_boxes(scenes: list[_Scene], pyproj) -> np.ndarray:
     """``(n_scenes, 4)`` west, south, east, north of each scene's outline (its
-    CRS's own units where the scenes have no CRS)."""
+    CRS's own units where the scenes have no CRS), grown on every side by
+    :data:`_GROW` of its larger side: far more than an edge can bulge between
+    two of its sample points, so scenes that overlap by a sliver still share
+    a region (sharing one needlessly is only coarser, never a leak)."""
     boxes = []
     for s in scenes:
         h, w = s.geometry.scene_shape
@@ -190,7 +195,8 @@ def _lonlat_boxes(scenes: list[_Scene], pyproj) -> np.ndarray:
                 f"split: the outline of scene {s.id!r} does not map to longitude/latitude "
                 "(pyproj returned inf): check its CRS and transform"
             )
-        boxes.append((x.min(), y.min(), x.max(), y.max()))
+        grow = _GROW * max(np.ptp(x), np.ptp(y))
+        boxes.append((x.min() - grow, y.min() - grow, x.max() + grow, y.max() + grow))
     return np.array(boxes, dtype=np.float64)
 
 
