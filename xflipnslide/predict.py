@@ -11,8 +11,9 @@ import numpy as np
 import xarray as xr
 
 from ._core.blend import blend_weights
+from ._core.load import load_arrays
 from ._core.predict import ModelRunner, predict_array
-from ._core.tiling import check_tileable, load_arrays, valid_fractions
+from ._core.tiling import check_tileable, valid_fractions
 from .dims import find_spatial_dims
 from .errors import InvalidParameterError, check_positive_int
 from .georef import windows_intersecting

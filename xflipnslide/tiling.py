@@ -11,13 +11,8 @@ import xarray as xr
 
 from . import schema
 from ._core.blend import blend_weights, untile_array
-from ._core.tiling import (
-    check_tileable,
-    load_arrays,
-    tile_array,
-    tiles_per_chunk,
-    valid_fractions,
-)
+from ._core.load import load_arrays
+from ._core.tiling import check_tileable, tile_array, tiles_per_chunk, valid_fractions
 from .collection import check_single_scene, scene_tiles, tile_collection
 from .dims import find_spatial_dims, spatial_data
 from .errors import (

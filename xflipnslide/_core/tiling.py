@@ -1,5 +1,5 @@
-"""Array layer of tiling: ``tile_array``, ``valid_fractions`` and
-``load_arrays`` on numpy or dask (``untile_array`` is in :mod:`.blend`).
+"""Array layer of tiling: ``tile_array`` and ``valid_fractions`` on numpy or
+dask (``untile_array`` is in :mod:`.blend`, ``load_arrays`` in :mod:`.load`).
 
 Each entry point takes numpy or dask and dispatches once. The numpy runners
 split the work over threads (the kernels release the GIL). A dask graph of
@@ -36,7 +36,6 @@ from .kernels import as_bits, gather_tiles
 
 __all__ = [
     "check_tileable",
-    "load_arrays",
     "regular_tile_chunks",
     "tile_array",
     "tiles_per_chunk",
@@ -250,37 +249,6 @@ def _fractions_chunk(blocks: list, tasks: list, n: int, size: int) -> np.ndarray
         s = task.strip
         out[s.start : s.stop] = _window_fractions(src[0], rows, cols, size)
     return out
-
-
-def load_arrays(arrays: list) -> list:
-    """Each of ``arrays`` as numpy, the dask ones in one computation (inputs
-    they share read once).
-
-    On the threaded or synchronous scheduler the chunks are stored straight
-    into preallocated arrays (no second copy); on any other (a
-    ``dask.distributed`` cluster, processes) the tasks run in other
-    processes, which cannot write into this process's memory, so the arrays
-    are computed and gathered instead.
-    """
-    lazy = [i for i, a in enumerate(arrays) if _graph.is_lazy(a)]
-    if not lazy:
-        return [np.asarray(a) for a in arrays]
-    import dask
-    import dask.array as da
-    import dask.local
-    import dask.threaded
-    from dask.base import get_scheduler
-
-    sources = [arrays[i] for i in lazy]
-    out = list(arrays)
-    if get_scheduler(collections=sources) in (dask.threaded.get, dask.local.get_sync):
-        targets = [np.empty(a.shape, a.dtype) for a in sources]
-        da.store(sources, targets, lock=False)
-    else:
-        targets = dask.compute(*sources)
-    for i, t in zip(lazy, targets):
-        out[i] = t
-    return [np.asarray(a) for a in out]
 
 
 def regular_tile_chunks(x):
