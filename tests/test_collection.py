@@ -501,3 +501,23 @@ def test_shared_lazy_statistics_compare_without_computing_and_others_are_refused
     scenes["224077"] = rows["224077"].assign_coords(fns_mean=("band", [1.0, 2.0, 3.0]))
     with pytest.raises(xflipnslide.InvalidParameterError, match="values of 'fns_mean'"):
         tile_collection(scenes, 64)
+
+
+def test_scene_parts_parse_the_record_once_and_equal_scene_tiles(monkeypatch):
+    """Linear in the scenes: one parse of the record and one sort of the ids,
+    not one pass over the collection per scene."""
+    from xflipnslide.collection import format
+    from xflipnslide.collection.format import scene_parts
+
+    for n in (3, 9):
+        tiles = tile_collection(small_scenes(n), 32)
+        calls = []
+        read = format.read_record
+        monkeypatch.setattr(format, "read_record", lambda obj: calls.append(1) or read(obj))
+        parts = scene_parts(tiles)
+        monkeypatch.undo()
+        assert len(calls) == 1, (n, len(calls))
+        ids = list(tiles[SCENE].values)
+        for id, where, part in parts:
+            assert list(where) == [k for k, s in enumerate(ids) if s == id]
+            xr.testing.assert_identical(part, scene_tiles(tiles, id))

@@ -89,10 +89,19 @@ def scene_parts(tiles: xr.DataArray | xr.Dataset) -> list[tuple[str | None, np.n
     """``(id, positions along tile, that scene's own tile set)`` for each scene
     of ``tiles``: one part (id ``None`` when none is recorded) for tiles of
     one scene, one per scene for a collection. Reads coordinates, never pixels."""
-    ids = scene_ids(tiles)
+    record = read_record(tiles)
+    ids = list(record["scenes"]) if record is not None else []
     if len(ids) > 1:
-        values = np.asarray(tiles[SCENE].values)
-        return [(i, np.flatnonzero(values == i), scene_tiles(tiles, i)) for i in ids]
+        _check_scene_coord(tiles)
+        # one sort, not a pass over every tile per scene: linear in the scenes
+        values = np.asarray(tiles[SCENE].values).astype(object)  # also StringDType
+        order = np.argsort(values, kind="stable")
+        ranked = values[order]
+        parts = []
+        for i in ids:
+            where = order[np.searchsorted(ranked, i) : np.searchsorted(ranked, i, side="right")]
+            parts.append((i, where, _scene_part(tiles, record, i, where)))
+        return parts
     return [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
 
 
@@ -302,14 +311,23 @@ def scene_tiles(tiles: T_Xarray, scene: str) -> T_Xarray:
         raise InvalidParameterError(f"no scene {scene!r} in the tiles; they hold {ids}")
     if len(ids) == 1:
         return tiles
+    _check_scene_coord(tiles)
+    where = np.flatnonzero(np.asarray(tiles[SCENE].values) == scene)
+    return _scene_part(tiles, record, scene, where)
+
+
+def _check_scene_coord(tiles) -> None:
     if SCENE not in tiles.coords:
         raise InvalidTilesError(
             f"the tiles record several scenes but have no {SCENE!r} coordinate: keep the "
             "coordinates concat_tiles() wrote"
         )
+
+
+def _scene_part(tiles: T_Xarray, record: dict, scene: str, where: np.ndarray) -> T_Xarray:
+    """The tiles at ``where`` (those of ``scene``) as that scene's own tile set."""
     (s,) = load_scenes(record, tiles, only=scene)
-    values = np.asarray(tiles[SCENE].values)
-    out = tiles.isel({TILE_DIM: np.flatnonzero(values == scene)})
+    out = tiles.isel({TILE_DIM: where})
     out = write_record(out, [s], s.attrs)
     out.attrs.update(s.geometry)
     if s.crs is not None:
