@@ -12,17 +12,24 @@ from ..errors import InvalidParameterError, require
 from ..schema import COL, GRID, ROW, TILE_DIM, TRANSFORM
 from .format import CRS_NAME, CRS_WKT, SCENE, crs_name, scene_ids, scene_parts
 
-__all__ = ["SUBSET", "footprints"]
+__all__ = ["SUBSET", "footprints", "scene_crs"]
 
 #: Column of the split subset (the ``fns_split`` attr ``split`` writes).
 SUBSET = "subset"
 
 
-def _scene_crs(part, pyproj):
+def scene_crs(part, pyproj, cache: dict | None = None):
+    """The pyproj CRS of one scene's tile set (from its CRS coordinate's WKT),
+    or ``None``; ``cache`` maps WKT to CRS across calls."""
     name = crs_name(part)
     attrs = part[name].attrs if name is not None else {}
     wkt = attrs.get(CRS_WKT, attrs.get(CRS_NAME))
-    return pyproj.CRS.from_wkt(wkt) if wkt else None
+    if not wkt:
+        return None
+    cache = {} if cache is None else cache
+    if wkt not in cache:
+        cache[wkt] = pyproj.CRS.from_wkt(wkt)
+    return cache[wkt]
 
 
 def _target_crs(crs, found: dict, pyproj):
@@ -103,7 +110,7 @@ def footprints(tiles: xr.DataArray | xr.Dataset, crs: Any = None, *, densify: in
         raise InvalidParameterError("densify must be a positive integer (points per edge)")
     ids = scene_ids(tiles)
     parts = scene_parts(tiles)
-    found = {i: _scene_crs(p, pyproj) for i, _, p in parts}
+    found = {i: scene_crs(p, pyproj) for i, _, p in parts}
     geoms = {i: schema.read_geometry(p, what="footprints") for i, _, p in parts}
     bare = [i for i, g in geoms.items() if g.transform is None]
     if bare and (len(parts) > 1 or crs is not None):

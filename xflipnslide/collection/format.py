@@ -39,6 +39,7 @@ __all__ = [
     "is_collection",
     "load_scenes",
     "read_record",
+    "scene_geometries",
     "scene_ids",
     "scene_parts",
     "scene_tiles",
@@ -85,6 +86,16 @@ def scene_ids(tiles: xr.DataArray | xr.Dataset) -> list[str]:
     return list(record["scenes"]) if record is not None else []
 
 
+def _positions(tiles, ids: list[str]) -> list[np.ndarray]:
+    """The positions along ``tile`` of each scene of ``ids``, ascending: one
+    sort of the ``scene`` coordinate, not a pass over every tile per scene."""
+    _check_scene_coord(tiles)
+    values = np.asarray(tiles[SCENE].values).astype(object)  # also StringDType
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    return [order[np.searchsorted(ranked, i) : np.searchsorted(ranked, i, "right")] for i in ids]
+
+
 def scene_parts(tiles: xr.DataArray | xr.Dataset) -> list[tuple[str | None, np.ndarray, Any]]:
     """``(id, positions along tile, that scene's own tile set)`` for each scene
     of ``tiles``: one part (id ``None`` when none is recorded) for tiles of
@@ -92,17 +103,35 @@ def scene_parts(tiles: xr.DataArray | xr.Dataset) -> list[tuple[str | None, np.n
     record = read_record(tiles)
     ids = list(record["scenes"]) if record is not None else []
     if len(ids) > 1:
-        _check_scene_coord(tiles)
-        # one sort, not a pass over every tile per scene: linear in the scenes
-        values = np.asarray(tiles[SCENE].values).astype(object)  # also StringDType
-        order = np.argsort(values, kind="stable")
-        ranked = values[order]
-        parts = []
-        for i in ids:
-            where = order[np.searchsorted(ranked, i) : np.searchsorted(ranked, i, side="right")]
-            parts.append((i, where, _scene_part(tiles, record, i, where)))
-        return parts
+        return [
+            (i, where, _scene_part(tiles, record, i, where))
+            for i, where in zip(ids, _positions(tiles, ids))
+        ]
     return [(ids[0] if ids else None, np.arange(tiles.sizes[TILE_DIM]), tiles)]
+
+
+def scene_geometries(tiles: xr.DataArray | xr.Dataset) -> list[tuple[str, np.ndarray, Any]]:
+    """:func:`scene_parts` for readers of geometry only: each scene's part is
+    its ``tile`` coordinates, geometry attrs and CRS over a pixel-free
+    stand-in for its data (``schema.read_geometry`` reads these alone), so
+    a collection of thousands of scenes costs no per-scene ``isel``."""
+    record = read_record(tiles)
+    if record is None or len(record["scenes"]) < 2:
+        return [(str(id), where, part) for id, where, part in scene_parts(tiles)]
+    var = tiles if isinstance(tiles, xr.DataArray) else tiles[_tiled(tiles)[0]]
+    ydim, xdim = var.dims[-2:]
+    size = (var.sizes[ydim], var.sizes[xdim])
+    along = {n: np.asarray(c.values) for n, c in tiles.coords.items() if c.dims == (TILE_DIM,)}
+    scenes = load_scenes(record, tiles)
+    out = []
+    for s, where in zip(scenes, _positions(tiles, [s.id for s in scenes])):
+        stand_in = np.broadcast_to(np.zeros((), np.uint8), (len(where), *size))
+        coords = {n: xr.Variable(TILE_DIM, v[where]) for n, v in along.items()}
+        if s.crs is not None:
+            coords[s.crs["name"]] = xr.Variable((), s.crs["value"], attrs=s.crs["attrs"])
+        data = {"tiles": ((TILE_DIM, ydim, xdim), stand_in)}
+        out.append((s.id, where, xr.Dataset(data, coords=coords, attrs=dict(s.geometry))))
+    return out
 
 
 def is_collection(tiles: xr.DataArray | xr.Dataset) -> bool:
@@ -311,8 +340,7 @@ def scene_tiles(tiles: T_Xarray, scene: str) -> T_Xarray:
         raise InvalidParameterError(f"no scene {scene!r} in the tiles; they hold {ids}")
     if len(ids) == 1:
         return tiles
-    _check_scene_coord(tiles)
-    where = np.flatnonzero(np.asarray(tiles[SCENE].values) == scene)
+    (where,) = _positions(tiles, [scene])
     return _scene_part(tiles, record, scene, where)
 
 

@@ -22,21 +22,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
 
 from .. import schema
-from ..collection.format import (
-    CRS_NAME,
-    CRS_WKT,
-    SCENE,
-    crs_name,
-    load_scenes,
-    read_record,
-    scene_parts,
-)
+from ..collection.footprints import scene_crs
+from ..collection.format import scene_geometries
 from ..errors import InvalidParameterError, check_positive_int
 from ..plan import read_ranges
-from ..schema import TILE_DIM
 
 __all__ = ["GroundBlocks", "ground_blocks"]
 
@@ -94,48 +85,9 @@ class GroundBlocks:
         return tiles_all, block.ravel()
 
 
-def _crs(attrs: dict, pyproj, cache: dict):
-    wkt = attrs.get(CRS_WKT, attrs.get(CRS_NAME))
-    if not wkt:
-        return None
-    if wkt not in cache:
-        cache[wkt] = pyproj.CRS.from_wkt(wkt)
-    return cache[wkt]
-
-
-def _parts(tiles) -> list[tuple[str, np.ndarray, xr.Dataset]]:
-    """``(id, positions, tiles)`` of each scene, as :func:`scene_parts` gives
-    them but in time linear in the tiles: the record is read once, positions
-    come from one sort of the ``scene`` coordinate, and each scene's tile set
-    is its coordinates, geometry attrs and CRS over a pixel-free stand-in for
-    its data (the geometry is read from these alone)."""
-    record = read_record(tiles)
-    if record is None or len(record["scenes"]) < 2:
-        return [(str(id), where, part) for id, where, part in scene_parts(tiles)]
-    values = np.asarray(tiles[SCENE].values)
-    order = np.argsort(values, kind="stable")
-    ranked = values[order]
-    var = tiles if isinstance(tiles, xr.DataArray) else tiles[schema.tiled_variables(tiles)[0]]
-    ydim, xdim = var.dims[-2:]
-    size = (var.sizes[ydim], var.sizes[xdim])
-    along = {n: np.asarray(c.values) for n, c in tiles.coords.items() if c.dims == (TILE_DIM,)}
-    out = []
-    for s in load_scenes(record, tiles):
-        where = order[np.searchsorted(ranked, s.id) : np.searchsorted(ranked, s.id, "right")]
-        stand_in = np.broadcast_to(np.zeros((), np.uint8), (len(where), *size))
-        coords = {n: xr.Variable(TILE_DIM, v[where]) for n, v in along.items()}
-        if s.crs is not None:
-            coords[s.crs["name"]] = xr.Variable((), s.crs["value"], attrs=s.crs["attrs"])
-        part = xr.Dataset(
-            {"tiles": ((TILE_DIM, ydim, xdim), stand_in)}, coords=coords, attrs=dict(s.geometry)
-        )
-        out.append((s.id, where, part))
-    return out
-
-
 def _scenes(tiles, pyproj) -> list[_Scene]:
     out, cache = [], {}
-    for id, where, part in _parts(tiles):
+    for id, where, part in scene_geometries(tiles):
         g = schema.read_geometry(part, what="split")
         if g.transform is None or g.scene_shape is None:
             raise InvalidParameterError(
@@ -144,9 +96,7 @@ def _scenes(tiles, pyproj) -> list[_Scene]:
                 "scenes, is unknown: tile scenes with their coordinates, or split it alone "
                 "(xflipnslide.scene_tiles)"
             )
-        name = crs_name(part)
-        attrs = part[name].attrs if name is not None else {}
-        out.append(_Scene(id, where, g, _crs(attrs, pyproj, cache)))
+        out.append(_Scene(id, where, g, scene_crs(part, pyproj, cache)))
     known = [s.crs is not None for s in out]
     if any(known) and not all(known):
         bare = [s.id for s in out if s.crs is None]

@@ -153,8 +153,7 @@ def _stratified_deal(g, ys, xs, counts, fractions, block_size, seed):
     inside = part.inside(ys, xs)
     whole = inside >= 0
     n_blocks = len(part.blocks)
-    hist = np.zeros((n_blocks, counts.shape[1]), np.int64)
-    np.add.at(hist, inside[whole], counts[whole])
+    hist = _histograms(counts[whole], inside[whole], n_blocks)
     sizes = np.bincount(inside[whole], minlength=n_blocks)
     return part, assign_blocks(hist, fractions, seed, sizes=sizes).subset
 
