@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from xflipnslide._core.kernels import _jit
 
 #: Modules that take a noticeable share of a second to import.
 HEAVY = ("xarray", "dask", "numba", "rioxarray", "rasterio", "zarr", "pandas", "torch")
@@ -137,17 +141,103 @@ def test_reload_keeps_one_hook_and_registers_the_accessor():
     assert _run(code) == [1, 0, 4, "tile"]
 
 
+def test_a_small_first_tile_starts_no_numba():
+    """A first ``tile`` of a few MiB runs the kernel's numpy twin: numba is
+    never imported, and the tiles equal the slow reference."""
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import numpy as np, xarray as xr, xflipnslide\n"
+        "from oracle import tiles\n"
+        "x = np.arange(3 * 96 * 80, dtype='float32').reshape(3, 96, 80)\n"
+        "t = xr.DataArray(x, dims=('band', 'y', 'x')).fns.tile(32)\n"
+        "same = bool(np.array_equal(t.values, tiles(x, 32, 'flipnslide')))\n"
+        "print(json.dumps([same, 'numba' in sys.modules]))"
+    )
+    assert _run(code) == [True, False]
+
+
 def test_a_first_tile_compiles_only_the_kernels_and_dtype_it_uses():
+    """Past the twin's budget (set to 0 here), a first tile compiles
+    ``gather_tiles`` for its item size and nothing else."""
     code = (
         "import json, sys\n"
         "import numpy as np, xarray as xr, xflipnslide\n"
         "from xflipnslide._core import kernels\n"
+        "from xflipnslide._core.kernels import _jit\n"
+        "_jit.TWIN_BUDGET = 0\n"
         "xr.DataArray(np.zeros((2, 64, 64), 'uint16'), dims=('band', 'y', 'x')).fns.tile(32)\n"
         "sigs = [str(s[0].dtype) for s in kernels.gather_tiles.compiled.signatures]\n"
         "untouched = [k.compiled is None for k in (kernels.fill_nearest, kernels.moments)]\n"
         "print(json.dumps([sigs, untouched]))"
     )
     assert _run(code) == [["uint16"], [True, True]]
+
+
+def _windows(rng, shape, T, n):
+    rows = rng.integers(0, shape[1] - T + 1, n).astype(np.int64)
+    cols = rng.integers(0, shape[2] - T + 1, n).astype(np.int64)
+    return rows, cols, (np.arange(n) % 8).astype(np.int8)[rng.permutation(n)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32", "float64", "bool"])
+@pytest.mark.parametrize("T", [8, 12])
+def test_the_gather_twin_equals_the_kernel_and_the_reference(dtype, T, monkeypatch):
+    """``gather_tiles``' numpy twin writes the kernel's bytes (NaN payloads
+    included), from a strided source too, in one part or in many."""
+    from oracle import TRANSFORM
+
+    from xflipnslide._core.kernels import as_bits, gather_tiles, tiles
+
+    rng = np.random.default_rng(T)
+    src = (rng.random((3, 41, 60)) * 100).astype(dtype)
+    if dtype == "float32":
+        src.view("uint32")[0, :4, :4] = 0x7FC00001  # a NaN with a payload
+    src = src[:, :, ::2]  # not contiguous
+    rows, cols, codes = _windows(rng, src.shape, T, 37)
+    want = np.stack(
+        [TRANSFORM[int(k)](src[:, r : r + T, c : c + T]) for r, c, k in zip(rows, cols, codes)]
+    )
+    kernel, twin = np.empty_like(want), np.empty_like(want)
+    gather_tiles(as_bits(src), rows, cols, codes, as_bits(kernel))
+    monkeypatch.setattr(tiles, "_TWIN_PART", 3 * want[0].nbytes)  # parts of 3 tiles
+    tiles._gather_numpy(as_bits(src), rows, cols, codes, as_bits(twin))
+    assert want.view(np.uint8).tobytes() == kernel.view(np.uint8).tobytes()
+    assert want.view(np.uint8).tobytes() == twin.view(np.uint8).tobytes()
+
+
+_CALLS: list = []
+
+
+def _copy_twin(a, out):
+    _CALLS.append("twin")
+    out[:] = a
+
+
+@_jit.kernel(check=lambda a, out: _CALLS.append("check"), twin=_copy_twin)
+def _copy(a, out):
+    for i in range(a.shape[0]):
+        out[i] = a[i]
+
+
+def test_auto_runs_the_twin_within_its_budget_then_the_kernel(monkeypatch):
+    """``Kernel.auto``: the twin while its output stays within the budget
+    and the kernel is not compiled for the arguments' types; the kernel
+    after, and from the first call that finds it compiled on."""
+    monkeypatch.setattr(_jit, "TWIN_BUDGET", 64)
+    a = np.arange(4, dtype=np.int64)  # 32 bytes a call
+    for _ in range(3):
+        out = np.zeros_like(a)
+        _copy.auto(a, out)
+        np.testing.assert_array_equal(out, a)
+    assert _CALLS == ["check", "twin", "check", "twin", "check"]  # the third compiled
+    f = np.arange(4.0)
+    monkeypatch.setattr(_copy, "_twin_bytes", 0)  # budget left: float64 is not compiled
+    _copy.auto(f, np.zeros_like(f))
+    assert _CALLS[-1] == "twin"
+    _copy.auto(a, np.zeros_like(a))  # compiled for int64: the kernel, from now on
+    _copy.auto(f, np.zeros_like(f))
+    assert _CALLS[-3:] == ["twin", "check", "check"]
 
 
 def test_import_bounds_gdal_s_cache_before_gdal_starts():

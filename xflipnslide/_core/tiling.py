@@ -115,11 +115,13 @@ def _gather_range(x: np.ndarray, plan: TilePlan, out: np.ndarray, start: int, st
     if x.flags.c_contiguous and not any(plan.pad[0] + plan.pad[1]):
         base = x.reshape((-1, *x.shape[-2:]))  # a view: windows read in place
         sl = slice(start, stop)
-        gather_tiles(as_bits(base), plan.rows[sl], plan.cols[sl], plan.codes[sl], as_bits(out[sl]))
+        gather_tiles.auto(
+            as_bits(base), plan.rows[sl], plan.cols[sl], plan.codes[sl], as_bits(out[sl])
+        )
         return
     for s in strips(plan, start, stop):
         src = strip_source(x[..., s.y, s.x], s)
-        gather_tiles(as_bits(src), s.rows, s.cols, s.codes, as_bits(out[s.start : s.stop]))
+        gather_tiles.auto(as_bits(src), s.rows, s.cols, s.codes, as_bits(out[s.start : s.stop]))
 
 
 def _tile_numpy(x: np.ndarray, plan: TilePlan) -> np.ndarray:
@@ -161,7 +163,7 @@ def _tile_chunk(blocks: list, tasks: list, n: int, other: tuple, size: int, dtyp
     for nested, task in zip(blocks, tasks, strict=True):
         src, rows, cols = task.source(nested)
         s = task.strip
-        gather_tiles(as_bits(src), rows, cols, s.codes, as_bits(out[s.start : s.stop]))
+        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(out[s.start : s.stop]))
     return out.reshape((n, *other, size, size))
 
 

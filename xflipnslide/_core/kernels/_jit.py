@@ -17,7 +17,11 @@ Compile time is the cold start (the first ``tile`` with an empty numba
 cache, see ``docs/performance.md``): every kernel and each distinct
 signature of a callee is a separate numba compilation with a fixed cost
 of its own, so kernels keep few callees, each called with one array
-layout.
+layout. Starting numba at all (its import and first compilation) costs
+about a second whatever is compiled, and more than a small call's work:
+a kernel may therefore declare a *twin*, a numpy function with the same
+arguments and results bit for bit, which :meth:`Kernel.auto` runs instead
+of compiling while the work is small (see :data:`TWIN_BUDGET`).
 """
 
 from __future__ import annotations
@@ -30,12 +34,21 @@ import numpy as np
 
 from ...errors import InvalidParameterError
 
-__all__ = ["Kernel", "describe", "kernel", "require"]
+__all__ = ["TWIN_BUDGET", "Kernel", "describe", "kernel", "require"]
 
 log = logging.getLogger(__name__)
 
 _DONE: set[int] = set()  # the modules whose kernels have dispatchers
 _LOCK = threading.RLock()
+
+#: Bytes of output (a kernel's last argument, ``out``) that a kernel's numpy
+#: twin may write in one process before :meth:`Kernel.auto` compiles the
+#: kernel instead. The twin costs at most 0.2–1.2 s more per GiB than the
+#: kernel (``gather_tiles``, measured), so 64 MiB costs at most about 0.08 s
+#: more in all, where starting numba and compiling costs 1–3 s (0.5–1 s
+#: from a warm cache): small and occasional calls never start numba, and
+#: many or large ones compile once, as before.
+TWIN_BUDGET = 64 * 2**20
 
 
 def _jit(func, options):
@@ -83,25 +96,60 @@ class Kernel:
     kernel's argument check, then the compiled code (compiled or loaded at
     the first call)."""
 
-    def __init__(self, func, options, check=None):
+    def __init__(self, func, options, check=None, twin=None):
         self.__wrapped__, self.__name__, self.__doc__ = func, func.__name__, func.__doc__
-        self.options, self.check, self.compiled = options, check, None
+        self.options, self.check, self.compiled, self.twin = options, check, None, twin
+        self._twin_bytes = 0  # output the twin has written so far
 
     def __call__(self, *args):
+        """The compiled kernel (compiled or loaded from numba's cache now if
+        it is not yet)."""
         if self.check is not None:
             self.check(*args)
+        return self._compiled(args)
+
+    def auto(self, *args):
+        """The kernel, or its twin while the kernel is not compiled for these
+        argument types in this process and the twin's output, this call's
+        included, stays within :data:`TWIN_BUDGET` bytes (the same result,
+        bit for bit, either way)."""
+        if self.check is not None:
+            self.check(*args)
+        if self.twin is not None and self._twin_takes(args):
+            return self.twin(*args)
+        return self._compiled(args)
+
+    def _compiled(self, args):
         if self.compiled is None:
             _materialise(self.__wrapped__.__globals__)
         return self.compiled(*args)
 
+    def _twin_takes(self, args) -> bool:
+        """Whether the twin runs this call (and count its output if so)."""
+        size = args[-1].nbytes
+        with _LOCK:
+            if self._twin_bytes + size > TWIN_BUDGET:
+                return False
+            if self.compiled is not None:
+                from numba import typeof
 
-def kernel(check=None, **options):
+                if tuple(typeof(a) for a in args) in self.compiled.overloads:
+                    self._twin_bytes = TWIN_BUDGET  # compiled: the kernel from now on
+                    return False
+            self._twin_bytes += size
+            return True
+
+
+def kernel(check=None, twin=None, **options):
     """Declare a numba kernel, compiled with ``nogil=True, cache=True`` and
     ``options`` on first use (see :func:`_jit`). ``check(*args)`` raises
-    for arguments the kernel would read or write out of bounds with."""
+    for arguments the kernel would read or write out of bounds with;
+    ``twin(*args)``, numpy code with the kernel's results bit for bit, is
+    what :meth:`Kernel.auto` runs for small work before the kernel is
+    compiled."""
 
     def decorate(func):
-        return Kernel(func, options, check)
+        return Kernel(func, options, check, twin)
 
     return decorate
 
