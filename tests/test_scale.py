@@ -4,6 +4,9 @@ numpy path. Memory is counted (the results a scheduler holds), never timed."""
 
 from __future__ import annotations
 
+import sys
+import time
+
 import dask
 import dask.array as da
 import numpy as np
@@ -12,7 +15,7 @@ import xarray as xr
 from dask.callbacks import Callback
 
 import xflipnslide
-from xflipnslide._core.graph import compute_in_groups
+from xflipnslide._core.schedule import compute_in_groups
 
 
 class HeldBytes(Callback):
@@ -116,9 +119,9 @@ class Starts(Callback):
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 def test_a_store_written_in_groups_is_one_computation(tmp_path, scheduler):
-    """The groups run in one call of the scheduler (chained by gates), so a
+    """The groups run as one computation of the package's scheduler, so a
     progress bar shows one bar, not one per band of rows."""
-    from xflipnslide._core import graph
+    from xflipnslide._core import schedule as graph
 
     scene = _scene(512)
     tiles = scene.chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=8)
@@ -155,3 +158,111 @@ def test_a_lazy_split_subset_writes_a_tile_store(tmp_path):
     want = scene.fns.tile(64).fns.split(seed=0, fractions={"train": 0.5, "test": 0.5})["train"]
     np.testing.assert_array_equal(back["image"].values, want.values)
     np.testing.assert_array_equal(back["row"].values, want["row"].values)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_groups_run_in_order_and_at_most_one_ahead(workers):
+    """On threads too: a task starts only once every group more than one
+    before its own is done (counted at the start of each task)."""
+    import threading
+
+    from xflipnslide._core import schedule
+
+    calls: list = []
+    started: list = []
+    lock = threading.Lock()
+    rows = 12
+
+    def mark(block, i):
+        with lock:
+            started.append((i, tuple(sorted(calls))))
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            calls.append(i)
+        return block
+
+    x = da.ones((rows, 8), chunks=(1, 8))
+    marked = [x.blocks[i].map_blocks(mark, i, dtype=float) for i in range(rows)]
+    keys = [m.__dask_keys__()[0][0] for m in marked]
+    total = da.concatenate(marked).sum()
+    calls.clear()
+    with dask.config.set(scheduler="threads", num_workers=workers):
+        schedule.compute_in_groups(total, [[k] for k in keys])
+    assert sorted(calls) == list(range(rows))  # each once
+    for i, done in started:
+        assert set(range(i - schedule.AHEAD)) <= set(done), (i, done)
+
+
+def test_a_failing_task_raises_its_own_error_and_stops():
+    from xflipnslide._core import schedule
+
+    def boom(block, i):
+        if i == 3:
+            raise ZeroDivisionError("row 3")
+        return block
+
+    x = da.ones((8, 8), chunks=(1, 8))
+    marked = [x.blocks[i].map_blocks(boom, i, dtype=float) for i in range(8)]
+    keys = [m.__dask_keys__()[0][0] for m in marked]
+    total = da.concatenate(marked).sum()
+    with dask.config.set(scheduler="threads"), pytest.raises(ZeroDivisionError, match="row 3"):
+        schedule.compute_in_groups(total, [[k] for k in keys])
+
+
+def test_a_progress_bar_sees_every_task_of_one_write(tmp_path, capsys):
+    from dask.diagnostics import ProgressBar
+
+    scene = _scene(512)
+    tiles = scene.chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=8)
+    with dask.config.set(scheduler="threads"), ProgressBar(minimum=0, dt=0.001, out=sys.stdout):
+        tiles.fns.to_zarr(tmp_path / "t.zarr")
+    bars = capsys.readouterr().out
+    assert bars.count("\n") == 1  # one bar, drawn over itself
+    assert bars.rstrip().rsplit("\r", 1)[-1].startswith("[" + "#" * 40 + "] | 100%")
+
+
+def _smooth_map(height: int, width: int = 384, chunk: int = 128) -> xr.DataArray:
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    data = np.stack([np.sin(y / 50 + b) * np.cos(x / 70) for b in range(3)]).astype(np.float32)
+    return xr.DataArray(data, dims=("band", "y", "x"), name="image")
+
+
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.XFlipNSlideWarning")
+def test_a_predicted_map_streams_to_zarr_row_by_row(tmp_path):
+    """predict's lazy map written by ``to_zarr``: equal to the numpy
+    prediction, and the results held at once (counted by the scheduler) do
+    not grow with the scene's height."""
+    model = lambda batch: batch[:, :2] * 2.0  # noqa: E731
+    peaks = []
+    for height in (512, 2048):
+        scene = _smooth_map(height)
+        src = tmp_path / f"in{height}.zarr"
+        scene.chunk({"y": 128, "x": 128}).to_dataset().to_zarr(src)
+        lazy = xr.open_zarr(src)["image"]
+        pred = lazy.fns.predict(model, tile_size=64, classes=2, chunks=128)
+        counter = HeldBytes()
+        with dask.config.set(scheduler="sync"), counter:
+            xflipnslide.to_zarr(pred, tmp_path / f"p{height}.zarr")
+        peaks.append(counter.peak)
+        back = xr.open_zarr(tmp_path / f"p{height}.zarr")[pred.name]
+        if height == 512:  # the numpy path on the same scene: the oracle of the blend
+            want = scene.fns.predict(model, tile_size=64, classes=2)
+            np.testing.assert_allclose(back.values, want.values, rtol=1e-6, atol=1e-6)
+        # twice the input, to float32 rounding (every pixel covered)
+        np.testing.assert_allclose(back.values, 2 * scene.values[:2], rtol=1e-5, atol=1e-5)
+    assert peaks[1] <= 1.15 * peaks[0], peaks
+
+
+def test_a_map_store_has_a_record_and_refuses_to_overwrite_anything_else(tmp_path):
+    scene = _smooth_map(256)
+    path = xflipnslide.to_zarr(scene.chunk({"y": 128}), tmp_path / "map.zarr")
+    back = xflipnslide.open_tiles(path)  # the completion record checked
+    np.testing.assert_array_equal(back["image"].values, scene.values)
+    xflipnslide.to_zarr(scene * 2, path, overwrite=True)  # its own store: replaced
+    np.testing.assert_array_equal(xr.open_zarr(path)["image"].values, 2 * scene.values)
+    other = tmp_path / "mine"
+    other.mkdir()
+    with pytest.raises(xflipnslide.errors.InvalidParameterError):
+        xflipnslide.to_zarr(scene, other, overwrite=True)
+    assert other.is_dir()

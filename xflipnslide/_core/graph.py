@@ -1,9 +1,9 @@
 """Backend helpers shared by the array layer: the one backend test
 (:func:`is_lazy`), the numpy runners' thread count, dask chunk checks, keys,
-nesting and graph copies.
+nesting and graph copies (the order a graph runs in: :mod:`.schedule`).
 
-The only module besides the array-layer features that knows dask's graph
-internals; :func:`independent_copy` relies on one of them, guarded by a test
+With :mod:`.schedule`, the only module besides the array-layer features
+that knows dask's graph internals; :func:`independent_copy` relies on one of them, guarded by a test
 (``tests/test_blocks.py::test_independent_copy_renames_every_key_and_reads_twice``)
 that fails loudly when dask changes.
 """
@@ -22,7 +22,6 @@ from ..errors import InvalidParameterError
 __all__ = [
     "array",
     "check_known_chunks",
-    "compute_in_groups",
     "first_lazy",
     "independent_copy",
     "is_lazy",
@@ -180,157 +179,3 @@ def _closure(graph: dict, keys: list) -> set:
         seen.add(key)
         todo.extend(graph[key].dependencies)
     return seen
-
-
-def compute_in_groups(collection, groups: list[list]) -> None:
-    """Compute a dask collection (such as the delayed store of
-    ``to_zarr(compute=False)``) group by group, in the order of ``groups``,
-    holding between groups only what later groups still need.
-
-    ``groups`` is a list of lists of keys of the collection's graph (the
-    *anchors*: the chunks of the array being stored, say). Group ``g`` runs
-    every task downstream of its anchors (their store tasks) whose other
-    anchors are in groups up to ``g``, together with whatever those tasks
-    need that no earlier group computed; tasks downstream of no anchor (the
-    final one) run with the last group. The groups are chained in one call
-    of the threaded (or synchronous) scheduler: every task of group ``g + 1``
-    waits for a *gate* that waits for the tasks of group ``g`` nothing else
-    in that group reads, so memory holds one group's work plus what crosses
-    to the next, each task runs once, and callbacks (a progress bar) see one
-    computation.
-
-    This is how a store is written band by band of rows whatever order
-    :func:`dask.order.order` picks for the whole graph (which, for the
-    tiles of a scene, visits the chunks in no useful order and keeps most
-    of the scene's chunks at once). A whole-scene pass that every chunk
-    waits for (a scene's statistics) runs in the first group, streaming,
-    and only its result is carried. On any other scheduler (a
-    ``dask.distributed`` cluster) the collection is computed as one graph,
-    where the cluster's own memory management applies.
-
-    The anchors must be keys of the graph as built, so build the collection
-    with low-level fusion off (``dask.config.set({"optimization.fuse.active":
-    False})``, as :func:`.tiling.write_by_rows` does): fused keys match no
-    anchor, and a collection whose anchors match fewer than two groups is
-    computed as one graph (the same result, without the bound).
-    """
-    import dask
-    import dask.local
-    import dask.threaded
-    from dask._task_spec import convert_legacy_graph
-    from dask.base import get_scheduler, tokenize
-
-    get = get_scheduler(collections=[collection])
-    if get not in (dask.threaded.get, dask.local.get_sync) or len(groups) < 2:
-        dask.compute(collection)
-        return
-    finals = _flat(collection.__dask_keys__())
-    full = convert_legacy_graph(dict(collection.__dask_graph__()))
-    graph = {k: full[k] for k in _closure(full, finals)}
-    groups = _matching(graph, groups)
-    if sum(map(bool, groups)) < 2:
-        dask.compute(collection)
-        return
-    runs, dependents = _group_runs(graph, groups, set(finals))
-    get(_chained(graph, runs, dependents, f"fns-gate-{tokenize(finals)}"), finals)
-
-
-def _matching(graph: dict, groups: list[list]) -> list[list]:
-    """The keys of ``graph`` that stand for each group's keys: the same key,
-    or the key a collection's conversion to a delayed object renamed (its
-    name with a ``-token`` added, the indices unchanged)."""
-    names: dict = {}
-    for key in graph:
-        if isinstance(key, tuple) and isinstance(key[0], str):
-            names[key] = key
-            names.setdefault((key[0].rsplit("-", 1)[0], *key[1:]), key)
-    return [[names[k] for k in keys if k in names] for keys in groups]
-
-
-def _flat(keys) -> list:
-    if isinstance(keys, list):
-        return [k for sub in keys for k in _flat(sub)]
-    return [keys]
-
-
-def _group_runs(graph: dict, groups: list[list], finals: set) -> tuple[list[list], dict]:
-    """The tasks each group runs (in no particular order), and each task's
-    dependents."""
-    dependents: dict = {k: [] for k in graph}
-    for k, node in graph.items():
-        for d in node.dependencies:
-            dependents[d].append(k)
-    # Each task's group: the latest group of the anchors upstream of it.
-    group: dict = {}
-    for g, anchors in enumerate(groups):
-        for a in anchors:
-            group[a] = g
-    for k in _topological(graph, dependents):
-        ups = [group[d] for d in graph[k].dependencies if d in group]
-        if ups and k not in group:
-            group[k] = max(ups)
-    final_group = len(groups) - 1
-    targets: list[list] = [[] for _ in groups]
-    for k in graph:
-        if k in group:
-            targets[group[k]].append(k)
-        elif k in finals:
-            targets[final_group].append(k)
-    done: set = set()
-    runs = []
-    for tops in targets:
-        todo, stack = [], list(tops)
-        while stack:
-            k = stack.pop()
-            if k in done:
-                continue
-            done.add(k)
-            todo.append(k)
-            stack.extend(graph[k].dependencies)
-        runs.append(todo)
-    return runs, dependents
-
-
-def _chained(graph: dict, runs: list[list], dependents: dict, name: str) -> dict:
-    """``graph`` with the groups ``runs`` run one after the other: each task
-    of a group waits for the gate of the group before it, a task that waits
-    for the tasks of its group that no other task of the group reads."""
-    from dask._task_spec import Task, TaskRef
-
-    out = dict(graph)
-    gate = None
-    for g, todo in enumerate(runs):
-        if not todo:
-            continue
-        if gate is not None:
-            for k in todo:
-                if isinstance(graph[k], Task):  # data needs no wait
-                    out[k] = Task(k, _first, graph[k], TaskRef(gate))
-        members = set(todo)
-        ends = [k for k in todo if not any(d in members for d in dependents[k])]
-        gate = (name, g)
-        out[gate] = Task(gate, _nothing, *(TaskRef(k) for k in ends))
-    return out
-
-
-def _first(value, *_):
-    return value
-
-
-def _nothing(*_) -> None:
-    return None
-
-
-def _topological(graph: dict, dependents: dict) -> list:
-    """The keys of ``graph``, each after its dependencies (Kahn's algorithm)."""
-    count = {k: len(node.dependencies) for k, node in graph.items()}
-    ready = [k for k, c in count.items() if c == 0]
-    out = []
-    while ready:
-        k = ready.pop()
-        out.append(k)
-        for d in dependents[k]:
-            count[d] -= 1
-            if not count[d]:
-                ready.append(d)
-    return out

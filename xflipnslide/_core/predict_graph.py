@@ -25,7 +25,10 @@ row-major order waits for a token of block ``k - IN_FLIGHT`` (a task
 returning None), and a block's output waits for its own spills to be
 cut, so its partial sums are freed with it: at most :data:`IN_FLIGHT`
 blocks' sums are held, in row order, which keeps two threads (or a few
-workers) busy.
+workers) busy. The package's writers (``to_zarr``, ``to_cog``) run the
+graph row of blocks by row on their own scheduler (:mod:`.schedule`),
+where the chain costs nothing; dask's ordering of it costs memory
+quadratic in the blocks, hence :data:`MAX_BLOCKS`.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ IN_FLIGHT = 4
 
 #: Output blocks the default block side allows (it grows by ``T`` past 512 px
 #: until the scene has no more): ordering a chain of tokens, dask keeps for
-#: every task the set of input chunks it reaches, quadratic in the blocks.
-MAX_BLOCKS = 1024
+#: every task the set of input chunks it reaches, quadratic in the blocks
+#: (1.4 GiB for 4096 blocks, measured). The package's writers
+#: (:mod:`.schedule`) do not ask dask for an order, so they pay none of it.
+MAX_BLOCKS = 4096
 
 
 def block_of_windows(plan: TilePlan, ybounds: list[int], xbounds: list[int]):
@@ -191,7 +196,7 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
     if chunks is None:  # about 512 px: a task's sums, source and parts stay small
         chunks = max(2 * T, (512 // T) * T)
         # ... but dask's ordering of the token chain costs memory quadratic in
-        # the blocks (1.4 GiB for 4096 blocks, measured): at most MAX_BLOCKS
+        # the blocks: at most MAX_BLOCKS
         while -(-H // chunks) * -(-W // chunks) > MAX_BLOCKS:
             chunks += T
     chunks = output_chunks(chunks, plan.shape, T, classes, np.float32)

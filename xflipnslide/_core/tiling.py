@@ -33,6 +33,7 @@ from .blocks import (
 )
 from .graph import check_known_chunks, map_threads, threads
 from .kernels import as_bits, gather_tiles
+from .schedule import write_in_groups
 
 __all__ = [
     "check_tileable",
@@ -273,7 +274,7 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
     tiled data it stores (numpy or dask), ``rows`` each tile's window row.
 
     With dask tiles, the writer's delayed graph is computed chunk group by
-    chunk group (:func:`.graph.compute_in_groups`), the tile chunks sorted
+    chunk group (:func:`.schedule.write_in_groups`), the tile chunks sorted
     by their first window row: the outer and inner Flip-n-Slide grids of the
     same rows, at opposite ends of the tile order, are written together, and
     the input chunks of a band of rows are released once the next band no
@@ -287,11 +288,8 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
     if not lazy:
         write(True)
         return
-    import dask
     from dask.core import flatten
 
-    with dask.config.set({"optimization.fuse.active": False}):
-        store = write(False)
     chunks = lazy[0].chunks[0]
     same = [a for a in lazy if a.chunks[0] == chunks]
     bounds = chunk_bounds(chunks)
@@ -304,4 +302,4 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
         [k for i in ordered[g : g + width] for per in keys[i] for k in per]
         for g in range(0, len(ordered), width)
     ]
-    _graph.compute_in_groups(store, groups)
+    write_in_groups(write, lazy[0], groups)

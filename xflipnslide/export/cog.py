@@ -28,6 +28,7 @@ import tempfile
 
 import numpy as np
 
+from .._core.schedule import write_by_chunk_rows
 from ..errors import InvalidParameterError
 from .atomic import OutputKind, write_file
 
@@ -219,19 +220,23 @@ def write_cog(
     os.close(fd)
     try:
         # Step 1: block by block into a tiled GeoTIFF (zstd 1: fast, small).
-        da.rio.to_raster(
-            tiled,
-            driver="GTiff",
-            tags=tags,
-            windowed=True,
-            lock=True,
-            tiled=True,
-            blockxsize=blocksize,
-            blockysize=blocksize,
-            compress="zstd",
-            zstd_level=1,
-            bigtiff="if_safer",
-        )
+        def write(compute: bool):
+            return da.rio.to_raster(
+                tiled,
+                driver="GTiff",
+                tags=tags,
+                windowed=True,
+                lock=True,
+                tiled=True,
+                blockxsize=blocksize,
+                blockysize=blocksize,
+                compress="zstd",
+                zstd_level=1,
+                bigtiff="if_safer",
+                compute=compute,
+            )
+
+        write_by_chunk_rows(write, [da.data])  # lazy: band by band of chunk rows
         # Step 2: GDAL's COG driver: overviews from the tiles, then the COG layout.
         rasterio.shutil.copy(
             tiled,

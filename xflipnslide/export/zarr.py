@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from .._core.schedule import write_by_chunk_rows
 from .._core.tiling import regular_tile_chunks, write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
@@ -90,7 +91,8 @@ def to_zarr(
     name: Hashable = schema.IMAGE,
     **kwargs: Any,
 ) -> str:
-    """Write tiles to a Zarr store atomically, with a completion record.
+    """Write tiles (or a map) to a Zarr store atomically, with a completion
+    record.
 
     The store is written under a fresh hidden name beside ``path`` and moved
     into place when complete, so an interrupted write (Ctrl-C, SIGTERM, a
@@ -106,7 +108,12 @@ def to_zarr(
         geometry and CRS travel in ``fns_scenes``, so the reopened store
         (:func:`open_tiles` or plain :func:`xarray.open_zarr`) gives every
         scene back with :func:`~xflipnslide.collection.scene_tiles`. A
-        DataArray is written as the variable ``name``.
+        DataArray is written as the variable ``name``. A map without a
+        ``tile`` dim (``predict``'s output, a preprocessed scene) is
+        written chunk row by chunk row, so a lazy one streams in bands of
+        rows whatever its size (``docs/inference.md``); open it with
+        :func:`xarray.open_zarr` (or :func:`open_tiles`, which checks the
+        record first).
     path
         The store to create (a local folder, ``.zarr`` by convention).
     overwrite
@@ -153,7 +160,9 @@ def to_zarr(
         )
     if isinstance(tiles, xr.DataArray):
         tiles = tiles.to_dataset(name=tiles.name if tiles.name is not None else name)
-    scene_parts(tiles, "to_zarr")  # tiles only, each scene's geometry checked
+    is_map = schema.TILE_DIM not in tiles.dims
+    if not is_map:
+        scene_parts(tiles, "to_zarr")  # each scene's geometry checked
     ds = _portable_text(_without_store_encoding(tiles), kwargs.get("zarr_format"))
     for var, v in list(ds.variables.items()):  # a lazy subset's uneven chunks, made ones Zarr takes
         data = regular_tile_chunks(v.data) if v.dims[:1] == (schema.TILE_DIM,) else v.data
@@ -176,8 +185,11 @@ def to_zarr(
         def write(compute: bool):
             return ds.to_zarr(tmp, mode="w", encoding=encoding, compute=compute, **kwargs)
 
-        # Band by band of window rows: memory a band of the scene, not the scene.
-        write_by_rows(write, tiled, np.asarray(ds[schema.ROW].values))
+        # Band by band of rows: memory a band of the scene, not the scene.
+        if is_map:
+            write_by_chunk_rows(write, [v.data for v in ds.data_vars.values()])
+        else:
+            write_by_rows(write, tiled, np.asarray(ds[schema.ROW].values))
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
 
