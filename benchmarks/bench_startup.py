@@ -32,6 +32,10 @@ FIRST_TILE = (
 #: when a DataArray is made) cost on their own.
 WITHOUT_TILE = FIRST_TILE.split(".fns.tile")[0]
 
+#: A first tile past the numpy twin's budget (``_jit.TWIN_BUDGET``, 64 MiB
+#: of tiles): 3 x 2048² gives 316 MiB, which compiles ``gather_tiles``.
+LARGE_TILE = FIRST_TILE.replace("512,512", "2048,2048")
+
 #: The first calls of a session: tile, preprocess, untile.
 FIRST_CALLS = """
 import numpy as np, xarray as xr, warnings
@@ -55,7 +59,7 @@ a = np.zeros(8, np.uint32)
 copy(a, a.copy())
 """
 
-#: The cold first tile again, listing what numba compiled and how long each took.
+#: A cold first tile again, listing what numba compiled and how long each took.
 COMPILES = """
 import json, time
 from numba.core import event
@@ -139,6 +143,10 @@ def main(argv=None) -> int:
         rows["first tile, warm numba cache"],
     ) = cold_and_warm([py, "-c", FIRST_TILE], n)
     (
+        rows["first tile of 3 x 2048², cold numba cache"],
+        rows["first tile of 3 x 2048², warm numba cache"],
+    ) = cold_and_warm([py, "-c", LARGE_TILE], n)
+    (
         rows["tile + preprocess + untile, cold"],
         rows["tile + preprocess + untile, warm"],
     ) = cold_and_warm([py, "-c", FIRST_CALLS], n)
@@ -148,7 +156,7 @@ def main(argv=None) -> int:
             rows["xflipnslide demo, cold"], rows["xflipnslide demo, warm"] = cold_and_warm(demo, 1)
     with tempfile.TemporaryDirectory() as cache:
         done = subprocess.run(
-            [py, "-c", f"FIRST_TILE = {FIRST_TILE!r}\n{COMPILES}"],
+            [py, "-c", f"FIRST_TILE = {LARGE_TILE!r}\n{COMPILES}"],
             check=True,
             capture_output=True,
             text=True,
@@ -166,16 +174,20 @@ def main(argv=None) -> int:
         f"import xflipnslide / import xbatcher, CPU s (interpreter start excluded): {ratio:.2f} "
         "(target <= 1.3)"
     )
-    first = rows["first tile, cold numba cache"]
-    for what, base in (
-        ("the command without the tile", rows["the first-tile command without .fns.tile"]),
-        ("the numba floor", rows["numba floor (import, one trivial kernel), cold"]),
+    for tile, what, base in (
+        ("first tile", "the command without the tile", "the first-tile command without .fns.tile"),
+        (
+            "first tile of 3 x 2048²",
+            "the numba floor",
+            "numba floor (import, one trivial kernel), cold",
+        ),
     ):
+        first, base = rows[f"{tile}, cold numba cache"], rows[base]
         print(
-            f"first tile, cold: {first[0] - base[0]:.2f} s wall, {first[1] - base[1]:.2f} s CPU "
+            f"{tile}, cold: {first[0] - base[0]:.2f} s wall, {first[1] - base[1]:.2f} s CPU "
             f"above {what}"
         )
-    print(f"what the cold first tile compiles ({compiles['total']:.2f} s in all):")
+    print(f"what the cold first 3 x 2048² tile compiles ({compiles['total']:.2f} s in all):")
     for kernel, signature, sec in compiles["compiles"]:
         print(f"  {sec:6.2f}  {kernel} {signature}")
     if args.json:
