@@ -5,7 +5,9 @@ so it compresses, with 2 % scattered gaps) is written to Zarr in 512 x 512
 chunks, then streamed in a fresh process per step on the threaded scheduler:
 
 * ``all``: ``open_zarr -> preprocess -> tile(256) -> fns.to_zarr``;
-* ``pre``: ``open_zarr -> preprocess -> Dataset.to_zarr`` (the scene);
+* ``pre``: ``open_zarr -> preprocess -> xflipnslide.to_zarr`` (the scene,
+  chunk row by chunk row); ``pre-xarray``: the same through
+  ``Dataset.to_zarr`` (dask's own order);
 * ``tile``: ``open_zarr -> tile(256) -> fns.to_zarr``.
 
 Reported: peak RSS (and above the interpreter's own, measured after
@@ -54,7 +56,7 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None
     import dask
     import xarray as xr
 
-    import xflipnslide  # noqa: F401
+    import xflipnslide
 
     src = os.path.join(workdir, f"in{size}.zarr")
     out = os.path.join(workdir, f"out{size}{step}.zarr")
@@ -69,14 +71,15 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None
     base = _peak()
     scene = xr.open_zarr(src)["v"]
     with dask.config.set({"array.chunk-size": "64MiB"}):
-        ready = scene.fns.preprocess() if step in ("all", "pre") else scene
-        result = ready if step == "pre" else ready.fns.tile(tile_size, tile_chunks="64MiB")
+        ready = scene.fns.preprocess() if step in ("all", "pre", "pre-xarray") else scene
+        pre = step.startswith("pre")
+        result = ready if pre else ready.fns.tile(tile_size, tile_chunks="64MiB")
     n_tasks = len(result.data.__dask_graph__())
     start = time.perf_counter()
-    if step == "pre":
+    if step == "pre-xarray":
         result.to_dataset(name="v").to_zarr(out, mode="w")
-    else:
-        result.fns.to_zarr(out)
+    else:  # tiles or the preprocessed scene, row by row on the package's scheduler
+        xflipnslide.to_zarr(result, out)
     seconds = time.perf_counter() - start
     peak = _peak()
     if client is not None:

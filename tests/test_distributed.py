@@ -67,6 +67,31 @@ def test_split_and_to_zarr_on_cluster(client, lazy_scene, tmp_path):
     np.testing.assert_array_equal(back.values, parts["train"].compute(scheduler="threads").values)
 
 
+def test_the_package_writers_run_in_row_order_on_cluster(client, lazy_scene, tmp_path):
+    """``fns.to_zarr`` of tiles and of a predicted map hand the cluster the
+    writer's order as task priorities: the stores equal the threaded ones."""
+    from xflipnslide._core import schedule
+
+    seen = []
+    real = schedule._on_cluster
+
+    def spy(get, graph, runs, finals):
+        seen.append(len(runs))
+        return real(get, graph, runs, finals)
+
+    tiles = lazy_scene.fns.preprocess(nodata=0).fns.tile(64, tile_chunks=20)
+    pred = lazy_scene.fns.predict(lambda b: b[:, :2] * 0.5, tile_size=64, classes=2, chunks=128)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(schedule, "_on_cluster", spy)
+        tiles.fns.to_zarr(tmp_path / "t.zarr")
+        xflipnslide.to_zarr(pred, tmp_path / "p.zarr")
+    assert len(seen) == 2 and min(seen) > 1  # both through the ordered path, in groups
+    back = xflipnslide.open_tiles(tmp_path / "t.zarr")["image"]
+    np.testing.assert_array_equal(back.values, tiles.compute(scheduler="threads").values)
+    got = xr.open_zarr(tmp_path / "p.zarr")[pred.name]
+    np.testing.assert_array_equal(got.values, pred.compute(scheduler="threads").values)
+
+
 def test_torch_path_on_cluster(client, lazy_scene):
     torch = pytest.importorskip("torch")
     tiles = lazy_scene.fns.preprocess(nodata=0).fns.tile(64)

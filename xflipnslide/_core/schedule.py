@@ -19,9 +19,11 @@ What dask's local schedulers offer is kept: the threaded scheduler's
 time in the calling thread, the debugging path), dask's callbacks
 (:class:`dask.callbacks.Callback`: a :class:`~dask.diagnostics.ProgressBar`
 shows one bar per write, with the ``state`` keys it reads), and a failing
-task's own exception. On any other scheduler (a ``dask.distributed``
-cluster) the collection is computed by it as one graph, where the
-cluster's own memory management applies.
+task's own exception. On a ``dask.distributed`` cluster the same order
+goes to the cluster's scheduler as task priorities (an annotation per
+key), which it honours before its own order, with its memory management
+on top; any other scheduler (processes) computes the collection as one
+graph.
 
 Tasks are run through ``dask._task_spec`` (the graph form dask itself
 executes; private, as in :func:`.graph.independent_copy`): a node called
@@ -78,7 +80,8 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     from dask.system import CPU_COUNT
 
     get = get_scheduler(collections=[collection])
-    if get not in (dask.threaded.get, dask.local.get_sync) or len(groups) < 2:
+    local = get in (dask.threaded.get, dask.local.get_sync)
+    if len(groups) < 2 or not (local or _is_cluster(get)):
         dask.compute(collection)
         return
     finals = _flat(collection.__dask_keys__())
@@ -88,8 +91,33 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     if sum(map(bool, groups)) < 2:
         dask.compute(collection)
         return
+    runs = _group_runs(graph, groups, set(finals))
+    if not local:  # a dask.distributed client: the same order, as task priorities
+        _on_cluster(get, graph, runs, finals)
+        return
     workers = 1 if get is dask.local.get_sync else dask.config.get("num_workers", None) or CPU_COUNT
-    _run(graph, _group_runs(graph, groups, set(finals)), set(finals), int(workers))
+    _run(graph, runs, set(finals), int(workers))
+
+
+def _is_cluster(get) -> bool:
+    """Whether ``get`` is a ``dask.distributed`` client's (without importing
+    distributed)."""
+    owner = getattr(get, "__self__", None)
+    return type(owner).__module__.startswith("distributed")
+
+
+def _on_cluster(get, graph: dict, runs: list[list], finals: list) -> None:
+    """Compute ``graph`` on a ``dask.distributed`` cluster with each task's
+    priority its place in ``runs`` (earlier groups first): the scheduler
+    runs the ready task of highest priority and releases root tasks as
+    workers free up, so a cluster goes group by group too, with its own
+    memory management (spilling, pausing) on top."""
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    place = {k: -i for i, k in enumerate(k for run in runs for k in run)}
+    name = f"fns-ordered-{id(graph)}"
+    layer = MaterializedLayer(graph, annotations={"priority": place.get})
+    get(HighLevelGraph({name: layer}, {name: set()}), finals)
 
 
 def write_in_groups(write, array, groups) -> None:
