@@ -16,20 +16,27 @@ Each mode runs in a fresh process, the modes of one model interleaved:
 
 Every mode's process also times the model alone (random windows, the
 same batches, nothing else) on as many windows as that mode ran,
-interleaved with it, best of ``--repeat`` each: the machine is shared, so
-only ratios within one process hold. Reports seconds, windows run, ms per
+interleaved with it, ``--repeat`` rounds: the machine is shared, so only
+ratios within one process hold. Reports seconds, windows run, ms per
 window (view), the overhead per window over the model alone, and mode /
-model alone (the goal for predict is <= 1.05). The D4 modes run on a
-``--d4-size`` scene (1024²: 8 x 64 views) to keep the run short. With CUDA (``torch.cuda.is_available()``) the same ratio is
-measured on the GPU too (``--device cuda``: pinned copies, a helper
-thread tiling ahead).
+model alone, both best over best (``x model``, the goal for predict is
+<= 1.05) and the median of each round's own ratio (``x med``: steadier
+when the load changes between rounds). The D4 modes run on a
+``--d4-size`` scene (1024²: 8 x 64 views) to keep the run short. With
+CUDA (``torch.cuda.is_available()``) the same ratio is measured on the
+GPU too (``--device cuda``: pinned copies, a helper thread tiling ahead).
+
+``--baseline-src DIR`` also runs the predict modes from another source
+tree (say ``git archive <commit> | tar -x -C DIR``), each in its own
+fresh process right after the same mode from this tree, so a change is
+measured before and after in one run (rows ``predict (baseline)``).
 
 The peers are optional: pytorch-toolbelt and geoai from the package index
 (their tiling files are loaded without their package's heavier imports,
 torchvision and the like), seamless_seg from ``../shared/peers``; a peer
 that cannot be imported is skipped with a line saying so.
 
-    python benchmarks/bench_predict_runner.py [--size 2048] [--json out.json]
+    python benchmarks/bench_predict_runner.py [--size 2048] [--baseline-src DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -218,13 +225,17 @@ def run_mode(mode, model, classes, scene, T, tmp, device) -> tuple[float, int]:
     return time.perf_counter() - start, windows
 
 
-def run_one(mode, model_name, size, T, tmp, device, repeat) -> dict:
+def run_one(mode, model_name, size, T, tmp, device, repeat, src=None) -> dict:
     """One mode in this fresh process, interleaved with the model alone on
-    the same number of windows; best of ``repeat`` each."""
+    the same number of windows, ``repeat`` rounds; ``src``: the source tree
+    xflipnslide must come from."""
     import torch
     import xarray as xr
 
-    import xflipnslide  # noqa: F401  (the .fns accessor)
+    import xflipnslide  # the .fns accessor
+
+    if src and not os.path.realpath(xflipnslide.__file__).startswith(os.path.realpath(src)):
+        raise RuntimeError(f"xflipnslide came from {xflipnslide.__file__}, not {src}")
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
@@ -233,14 +244,15 @@ def run_one(mode, model_name, size, T, tmp, device, repeat) -> dict:
     scene = np.random.default_rng(0).random((3, size, size), dtype=np.float32)
     warm = xr.DataArray(scene[:, : 2 * T, : 2 * T], dims=("band", "y", "x"))
     warm.fns.predict(model, tile_size=T, tta="d4", batch_size=BATCH)  # kernels compiled
-    best, alone = float("inf"), float("inf")
+    times, alones = [], []
     for _ in range(repeat):
         seconds, windows = run_mode(mode, model, classes, scene, T, tmp, device)
-        best = min(best, seconds)
-        alone = min(alone, model_alone(model, windows, T, device))
+        times.append(seconds)
+        alones.append(model_alone(model, windows, T, device))
+    best, alone = min(times), min(alones)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "mode": mode,
+        "mode": mode + (" (baseline)" if src else ""),
         "model": model_name,
         "device": device,
         "size": size,
@@ -250,8 +262,22 @@ def run_one(mode, model_name, size, T, tmp, device, repeat) -> dict:
         "ms_per_window": 1e3 * best / windows,
         "overhead_ms": 1e3 * (best - alone) / windows,
         "x_model": best / alone,
+        "x_median": float(np.median(np.array(times) / np.array(alones))),
         "peak": peak,
     }
+
+
+def baseline(src: str, one: tuple) -> dict:
+    """:func:`run_fresh` of ``one`` with xflipnslide imported from ``src``."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.abspath(src), before]))
+    try:
+        return run_fresh(__file__, *one, "--src", os.path.abspath(src))
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def main(argv=None) -> int:
@@ -260,16 +286,19 @@ def main(argv=None) -> int:
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--d4-size", type=int, default=1024, help="scene side of the D4 modes")
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--baseline-src", help="also run the predict modes from this source tree")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.one:
         result = run_one(
-            args.one, args.model, args.size, args.tile_size, args.tmp, args.device, args.repeat
+            *(args.one, args.model, args.size, args.tile_size, args.tmp, args.device),
+            *(args.repeat, args.src),
         )
         print(json.dumps(result))
         return 0
@@ -295,28 +324,28 @@ def main(argv=None) -> int:
                     if device != "cpu" and not mode.startswith("predict"):
                         continue
                     size = args.d4_size if mode.endswith("d4") else args.size
-                    rows.append(
-                        run_fresh(
-                            __file__,
-                            *("--one", mode, "--model", model, "--size", size),
-                            *("--tile-size", args.tile_size, "--tmp", tmp, "--device", device),
-                            *("--repeat", args.repeat),
-                        )
+                    one = (
+                        *("--one", mode, "--model", model, "--size", size),
+                        *("--tile-size", args.tile_size, "--tmp", tmp, "--device", device),
+                        *("--repeat", args.repeat),
                     )
+                    rows.append(run_fresh(__file__, *one))
+                    if args.baseline_src and mode.startswith("predict"):
+                        rows.append(baseline(args.baseline_src, one))
     print(
         f"runner cost, float32 3 x {args.size}² (D4: {args.d4_size}²), T = {args.tile_size}, "
-        f"stride {args.tile_size // 2}, batch {BATCH}; each mode in a fresh process, best of "
-        f"{args.repeat}, interleaved with the model alone on the same windows"
+        f"stride {args.tile_size // 2}, batch {BATCH}; each mode in a fresh process, "
+        f"{args.repeat} rounds, interleaved with the model alone on the same windows"
     )
     print(
-        f"{'model':<11}{'device':<7}{'mode':<16}{'windows':>8}{'seconds':>9}{'model s':>9}"
-        f"{'ms/window':>10}{'overhead ms':>12}{'x model':>9}"
+        f"{'model':<11}{'device':<7}{'mode':<27}{'windows':>8}{'seconds':>9}{'model s':>9}"
+        f"{'ms/window':>10}{'overhead ms':>12}{'x model':>9}{'x med':>8}"
     )
     for r in rows:
         print(
-            f"{r['model']:<11}{r['device']:<7}{r['mode']:<16}{r['windows']:>8}"
+            f"{r['model']:<11}{r['device']:<7}{r['mode']:<27}{r['windows']:>8}"
             f"{r['seconds']:>9.2f}{r['model_seconds']:>9.2f}{r['ms_per_window']:>10.3f}"
-            f"{r['overhead_ms']:>12.3f}{r['x_model']:>9.2f}"
+            f"{r['overhead_ms']:>12.3f}{r['x_model']:>9.2f}{r['x_median']:>8.2f}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -10,8 +10,12 @@ parts of whole windows: gather their views (:func:`.tiling.tile_array`, or
 average each window's views turned back by their inverse transforms
 (:func:`~.kernels.tiles.fold_views`: one tile per window), and overlap-add
 that one tile (:class:`.blend.OverlapAdd`, float64 sums of float32 tiles).
-A helper thread gathers part ``k + 1`` and blends part ``k - 1`` while the
-model runs part ``k``, so host work hides behind the model.
+Where the model leaves the host's cores free (a GPU, or a CPU model whose
+torch threads do not use every core: :meth:`ModelRunner.overlaps_host`), a
+helper thread gathers part ``k + 1`` and blends part ``k - 1`` while the
+model runs part ``k``, so host work hides behind the model; where torch's
+threads already use every core, host work runs between the model's calls
+instead (a helper there would only take cores from the model).
 
 Every model output is checked (:meth:`ModelRunner.__call__`) before any
 kernel sees it: its shape, its channel count against ``classes``, its dtype.
@@ -27,6 +31,8 @@ extra pass over the data.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -40,6 +46,7 @@ from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
 from .blend import OverlapAdd
+from .kernels import as_bits, gather_tiles
 from .kernels.tiles import count_non_finite, fold_views
 from .tiling import tile_array
 
@@ -211,6 +218,25 @@ class ModelRunner:
             c.__module__.startswith("torch") for c in type(self.model).__mro__
         )
 
+    def overlaps_host(self) -> bool:
+        """Whether host work (gathering windows, blending outputs) should run
+        on a helper thread beside the model. Yes where the model leaves the
+        host's cores free: a torch module on a device other than the CPU (the
+        helper overlaps the device's work), a CPU module whose torch
+        intra-op threads are fewer than the cores this process may use, and
+        a plain callable (its threading is unknown). No for a CPU module
+        whose threads already use every core: there a helper thread competes
+        with them (each batch waits for its slowest thread), and running host
+        work between the model's calls is faster (measured in
+        ``benchmarks/bench_predict_runner.py``)."""
+        if not self._is_torch():
+            return True
+        import torch
+
+        if self.device is not None and torch.device(self.device).type != "cpu":
+            return True
+        return torch.get_num_threads() < _cores()
+
     def _torch_call(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
@@ -316,6 +342,14 @@ class ModelRunner:
         return self.run(tiles)[0]
 
 
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def window_starts(plan: TilePlan) -> np.ndarray:
     """Edges of the runs of consecutive entries of ``plan`` that share one
     window (its views): ``[0, ..., len(plan)]``."""
@@ -344,9 +378,11 @@ def stream(
 ) -> NonFiniteCounts:
     """Run the model over every window: ``gather(a, b)`` gives the views of
     entries ``a:b`` (``(b - a, C, T, T)`` float32), ``blend(tiles, g, h)``
-    adds the averaged views of windows ``g:h`` (one tile each). A helper
-    thread gathers part ``k + 1`` and blends part ``k - 1`` while the model
-    runs part ``k``. Returns the NaN and infinity counts."""
+    adds the averaged views of windows ``g:h`` (one tile each), part by part
+    in order. Where :meth:`ModelRunner.overlaps_host`, a helper thread
+    gathers part ``k + 1`` and blends part ``k - 1`` while the model runs
+    part ``k``; otherwise each part is gathered, run and blended in turn on
+    this thread. Returns the NaN and infinity counts."""
     counts = NonFiniteCounts()
     units = parts(starts, max(runner.batch_size, 1))
     if not units:
@@ -363,6 +399,13 @@ def stream(
 
     def entries(unit):
         return int(starts[unit[0]]), int(starts[unit[1]])
+
+    if not runner.overlaps_host():
+        for unit in units:
+            out, found = runner.run(gather(*entries(unit)))
+            counts.merge(found)
+            fold(out, *unit)
+        return counts
 
     with ThreadPoolExecutor(1, thread_name_prefix="fns-predict") as helper:
         ahead = helper.submit(gather, *entries(units[0]))
@@ -401,14 +444,43 @@ def predict_array(
     acc = OverlapAdd(classes, plan.shape, weight, np.float64)  # many views: sum in float64
     starts = window_starts(plan)
     rows, cols = plan.rows[starts[:-1]], plan.cols[starts[:-1]]
-    T = plan.tile_size
-
-    def gather(a: int, b: int) -> np.ndarray:
-        part = plan.select(slice(a, b))
-        return tile_array(x, part).reshape((b - a, -1, T, T))
+    gather = _scene_gather(x, plan)
 
     def blend(tiles: np.ndarray, g: int, h: int) -> None:
         acc.add(tiles, rows[g:h], cols[g:h], np.zeros(h - g, np.int8))
 
     stream(runner, starts, plan.codes, gather, blend).warn()
     return acc.result(np.float32)
+
+
+def _scene_gather(x: np.ndarray, plan: TilePlan) -> Callable[[int, int], np.ndarray]:
+    """``gather(a, b)``: the tiles of entries ``a:b`` of ``plan`` from the
+    in-memory scene ``x``, ``(b - a, C, T, T)``. Windows wholly inside a
+    C-contiguous scene are read in place by one kernel call per run of
+    them; the others (reaching into the reflect padding) go through
+    :func:`.tiling.tile_array`, which pads only the strip they read."""
+    T, (h, w) = plan.tile_size, plan.shape
+    rows, cols, codes = plan.rows, plan.cols, plan.codes
+
+    def tiled(a: int, b: int) -> np.ndarray:
+        return tile_array(x, plan.select(slice(a, b))).reshape((b - a, -1, T, T))
+
+    if not x.flags.c_contiguous:
+        return tiled
+    flat = as_bits(x.reshape((-1, h, w)))
+    inside = (rows >= 0) & (cols >= 0) & (rows + T <= h) & (cols + T <= w)
+
+    def gather(a: int, b: int) -> np.ndarray:
+        if not inside[a:b].any():
+            return tiled(a, b)
+        out = np.empty((b - a, flat.shape[0], T, T), x.dtype)
+        edges = np.flatnonzero(np.diff(inside[a:b])) + 1
+        for s, e in itertools.pairwise([0, *edges.tolist(), b - a]):
+            if inside[a + s]:
+                sl = slice(a + s, a + e)
+                gather_tiles(flat, rows[sl], cols[sl], codes[sl], as_bits(out[s:e]))
+            else:
+                out[s:e] = tiled(a + s, a + e)
+        return out
+
+    return gather
