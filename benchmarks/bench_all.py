@@ -348,7 +348,7 @@ def main(argv=None) -> int:
         )
         lines.append(
             (
-                f"predict Zarr->Zarr peak above base / scene bytes, {b['size']}²",
+                f"predict Zarr->Zarr peak above warm base / scene bytes, {b['size']}²",
                 b["peak_above"] / b["scene_bytes"],
                 "< 0.02",
             )

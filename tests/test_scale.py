@@ -266,3 +266,25 @@ def test_a_map_store_has_a_record_and_refuses_to_overwrite_anything_else(tmp_pat
     with pytest.raises(xflipnslide.errors.InvalidParameterError):
         xflipnslide.to_zarr(scene, other, overwrite=True)
     assert other.is_dir()
+
+
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.XFlipNSlideWarning")
+def test_a_preprocessed_scene_streams_to_zarr_with_its_mask(tmp_path):
+    """A preprocessed scene carries its observed mask as a coordinate: both
+    are written row by row (the mask with its rows, not after the whole
+    scene), so the results held do not grow with the height; values equal
+    the numpy path."""
+    peaks = []
+    for height in (512, 2048):
+        src = tmp_path / f"in{height}.zarr"
+        _scene(height).chunk({"y": 128, "x": 128}).to_dataset(name="v").to_zarr(src)
+        ready = xr.open_zarr(src)["v"].fns.preprocess(reach=64)
+        counter = HeldBytes()
+        with dask.config.set(scheduler="sync"), counter:
+            xflipnslide.to_zarr(ready, tmp_path / f"pre{height}.zarr")
+        peaks.append(counter.peak)
+    want = _scene(2048).fns.preprocess(reach=64)
+    back = xr.open_zarr(tmp_path / "pre2048.zarr")
+    np.testing.assert_allclose(back["v"].values, want.values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(back["fns_observed"].values, want["fns_observed"].values)
+    assert peaks[1] <= 1.15 * peaks[0], peaks

@@ -39,7 +39,14 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .graph import _closure, is_lazy
 
-__all__ = ["AHEAD", "chunk_rows", "compute_in_groups", "write_by_chunk_rows", "write_in_groups"]
+__all__ = [
+    "AHEAD",
+    "chunk_rows",
+    "compute_in_groups",
+    "keyed",
+    "write_by_chunk_rows",
+    "write_in_groups",
+]
 
 #: Groups past the earliest unfinished one whose tasks may start: one, so a
 #: thread never idles at a group's end while memory holds two groups' work.
@@ -144,19 +151,43 @@ def write_by_chunk_rows(write, arrays: list) -> None:
     chunk row by chunk row (numpy: at once): a lazy map such as
     ``predict``'s is computed in bands of rows, holding what one band
     passes to the next, not the whole map. ``arrays`` are the data the
-    writer stores; the lazy ones with as many chunk rows as the first are
-    written together, row by row."""
+    writer stores (its coordinates too: a mask computed beside the map must
+    be written with its rows, not at the end), each passed through
+    :func:`keyed` (so its chunks keep their keys in the writer's graph);
+    the lazy rasters with as many chunk rows as the first are written
+    together, row by row."""
     lazy = [a for a in arrays if is_lazy(a)]
     if not lazy:
         write(True)
         return
-    rows = len(lazy[0].chunks[-2])
+    rasters = [a for a in lazy if a.ndim >= 2] or lazy[:1]
+    rows = len(rasters[0].chunks[-2]) if rasters[0].ndim >= 2 else 0
     groups: list[list] = [[] for _ in range(rows)]
-    for a in lazy:
-        if a.ndim >= 2 and len(a.chunks[-2]) == rows:
+    for a in rasters:
+        if a.ndim >= 2 and len(a.chunks[-2]) == rows:  # a mask beside the map, say
             for i, keys in enumerate(chunk_rows(a)):
                 groups[i].extend(keys)
-    write_in_groups(write, lazy[0], groups)
+    write_in_groups(write, rasters[0], groups)
+
+
+def keyed(x):
+    """``x`` (numpy: itself) behind a layer of its own chunk keys that graph
+    optimisation keeps: dask fuses blockwise layers into whatever reads
+    them (renaming their chunks), but not through a materialized layer, so
+    these keys stay in any writer's graph to be grouped by
+    (:func:`write_by_chunk_rows`). Each key is an alias of ``x``'s chunk:
+    nothing is copied or run."""
+    if not is_lazy(x):
+        return x
+    from dask._task_spec import Alias
+
+    from .graph import array
+
+    name = f"fns-keyed-{x.name}"
+    dsk = {}
+    for idx in itertools.product(*(range(n) for n in x.numblocks)):
+        dsk[(name, *idx)] = Alias((name, *idx), (x.name, *idx))
+    return array(name, dsk, x.chunks, x.dtype, [x])
 
 
 def chunk_rows(array) -> list[list]:

@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from .._core.schedule import write_by_chunk_rows
+from .._core.schedule import keyed, write_by_chunk_rows
 from ..errors import InvalidParameterError
 from .atomic import OutputKind, write_file
 
@@ -220,6 +220,8 @@ def write_cog(
     os.close(fd)
     try:
         # Step 1: block by block into a tiled GeoTIFF (zstd 1: fast, small).
+        da = da.copy(data=keyed(da.data))  # its chunks keep their keys in the writer's graph
+
         def write(compute: bool):
             return da.rio.to_raster(
                 tiled,

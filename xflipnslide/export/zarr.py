@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from .._core.schedule import write_by_chunk_rows
+from .._core.schedule import keyed, write_by_chunk_rows
 from .._core.tiling import regular_tile_chunks, write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
@@ -168,6 +168,10 @@ def to_zarr(
         data = regular_tile_chunks(v.data) if v.dims[:1] == (schema.TILE_DIM,) else v.data
         if data is not v.data:
             ds[var] = v.copy(data=data)
+    if is_map:  # its rasters (a mask beside the map too) keep their chunk keys
+        rasters = {n: v.copy(data=keyed(v.data)) for n, v in ds.variables.items() if v.ndim >= 2}
+        ds = ds.assign_coords({n: v for n, v in rasters.items() if n in ds.coords})
+        ds = ds.assign({n: v for n, v in rasters.items() if n in ds.data_vars})
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
@@ -187,7 +191,7 @@ def to_zarr(
 
         # Band by band of rows: memory a band of the scene, not the scene.
         if is_map:
-            write_by_chunk_rows(write, [v.data for v in ds.data_vars.values()])
+            write_by_chunk_rows(write, [v.data for v in ds.variables.values() if v.ndim >= 2])
         else:
             write_by_rows(write, tiled, np.asarray(ds[schema.ROW].values))
         _write_record(tmp, consolidated is not False)
