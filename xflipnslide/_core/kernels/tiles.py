@@ -142,7 +142,7 @@ def _gather_numpy(src, rows, cols, codes, out):
     sliding-window view of ``src`` (a few MiB of tiles per copy) and
     written through :func:`~xflipnslide.plan.apply_transform`, the codes'
     definition. Bytes are only moved, so the tiles equal the kernel's bit
-    for bit; it runs at 0.3–0.7x the kernel's speed (``gather_tiles``'s
+    for bit; it runs at 0.3–0.55x the kernel's speed (``gather_tiles``'s
     twin, see :meth:`._jit.Kernel.auto`)."""
     n, T = out.shape[0], out.shape[-1]
     if n == 0:
