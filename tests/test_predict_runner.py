@@ -1,7 +1,11 @@
 """The runner of predict: D4 views averaged before blending (the kernel
-against numpy), the helper-thread pipeline, precision= (autocast)."""
+against numpy), the pipeline (a helper thread only where the model leaves
+cores free), windows read from an in-memory scene, the input NaN counts,
+precision= (autocast)."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -100,3 +104,101 @@ def test_a_runner_pickles_without_its_thread_buffers():
     again = pickle.loads(pickle.dumps(runner))
     out = again(np.ones((2, 3, 4, 4), np.float32))
     assert out.dtype == np.float32 and out.shape == (2, 3, 4, 4)
+
+
+def _padded_window(x, plan, k):
+    """Oracle: entry ``k`` of ``plan`` sliced from the whole scene reflect-padded
+    by numpy, then transformed by the docs' table."""
+    (top, _), (left, _) = plan.pad
+    padded = np.pad(x, ((0, 0), *plan.pad), mode="reflect")
+    r, c, T = plan.rows[k] + top, plan.cols[k] + left, plan.tile_size
+    return TRANSFORM[int(plan.codes[k])](padded[:, r : r + T, c : c + T])
+
+
+@pytest.mark.parametrize("tta", [None, "d4"])
+@pytest.mark.parametrize("layout", ["c", "strided"])
+def test_scene_gather_reads_every_window_as_numpy_pads_it(tta, layout):
+    from xflipnslide._core.predict import _scene_gather
+    from xflipnslide.plan import predict_plan
+
+    x = np.random.default_rng(3).integers(0, 1000, (2, 150, 170)).astype(np.uint16)
+    x = x if layout == "c" else x[:, :, ::-1]
+    plan = predict_plan(x.shape[1:], 32, tta=tta)
+    gather = _scene_gather(x, plan)
+    cuts = [0, 1, 5, 12, 13, 40, 41, len(plan) - 3, len(plan)]  # across inside and edge runs
+    got = np.concatenate([gather(a, b) for a, b in itertools.pairwise(cuts)])
+    assert got.dtype == x.dtype and got.shape == (len(plan), 2, 32, 32)
+    for k in range(len(plan)):
+        np.testing.assert_array_equal(got[k], _padded_window(x, plan, k))
+
+
+def test_overlaps_host_only_where_the_model_leaves_cores_free(monkeypatch):
+    from xflipnslide._core import predict as core
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(core, "_cores", lambda: threads)
+    net = torch.nn.Conv2d(3, 2, 1)
+    assert not ModelRunner(net).overlaps_host()  # torch's threads use every core
+    assert not ModelRunner(net, device="cpu").overlaps_host()
+    assert ModelRunner(net, device="cuda").overlaps_host()  # overlaps the device's work
+    assert ModelRunner(lambda b: b, classes=3).overlaps_host()  # threading unknown
+    monkeypatch.setattr(core, "_cores", lambda: threads + 1)
+    assert ModelRunner(net).overlaps_host()  # a core left free
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_stream_threads_follow_the_rule_and_give_the_same_blend(scene, monkeypatch, overlap):
+    import threading
+
+    seen = set()
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 2, 3, padding=1)
+    net.register_forward_hook(lambda *a: seen.add(("model", threading.current_thread().name)))
+    reference = scene.fns.predict(lambda b: net(torch.from_numpy(b)).detach().numpy(), tile_size=32)
+    monkeypatch.setattr(ModelRunner, "overlaps_host", lambda self: overlap)
+    from xflipnslide._core import predict as core
+
+    add = core.OverlapAdd.add
+
+    def spy(self, *args):
+        seen.add(("blend", threading.current_thread().name))
+        return add(self, *args)
+
+    monkeypatch.setattr(core.OverlapAdd, "add", spy)
+    out = scene.fns.predict(net, tile_size=32, batch_size=4)
+    main = threading.current_thread().name
+    blend_on = {name for what, name in seen if what == "blend"}
+    assert {name for what, name in seen if what == "model"} == {main}
+    assert blend_on == ({n for n in blend_on if n.startswith("fns-predict")} if overlap else {main})
+    assert blend_on
+    np.testing.assert_array_equal(out.values, reference.values)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_input_counts_are_exact_whether_or_not_the_scene_is_checked_first():
+    import re
+
+    from xflipnslide._core.predict import _finite_scene
+    from xflipnslide.plan import predict_plan
+
+    rng = np.random.default_rng(4)
+    f32 = rng.random((3, 90, 100)).astype(np.float32)
+    assert _finite_scene(f32) and _finite_scene(f32.astype(np.int16))
+    big = f32.astype(np.float64)
+    big[1, 40, 50] = 1e39  # finite in float64, infinite as the model's float32
+    assert not _finite_scene(big) and not _finite_scene(f32[:, ::2])
+    gap = f32.copy()
+    gap[0, 3, 4] = np.nan
+    assert not _finite_scene(gap)
+    for x in (big, gap, gap[:, ::-1]):
+        plan = predict_plan(x.shape[1:], 32, tta="d4")
+        tiles = np.stack([_padded_window(x, plan, k) for k in range(len(plan))]).astype("f4")
+        bad = ~np.isfinite(tiles)
+        expected = f"{bad.any(axis=(1, 2, 3)).sum()} of the {len(plan)} tiles given to the model"
+        with pytest.warns(xflipnslide.NonFiniteWarning) as record:
+            xr.DataArray(x, dims=("band", "y", "x")).fns.predict(
+                lambda b: b, tile_size=32, tta="d4"
+            )
+        (message,) = [str(w.message) for w in record if "scene values" in str(w.message)]
+        assert message.startswith(expected)
+        assert re.search(rf"\b{bad.sum()} values in all", message)

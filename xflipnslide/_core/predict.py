@@ -10,23 +10,19 @@ parts of whole windows: gather their views (:func:`.tiling.tile_array`, or
 average each window's views turned back by their inverse transforms
 (:func:`~.kernels.tiles.fold_views`: one tile per window), and overlap-add
 that one tile (:class:`.blend.OverlapAdd`, float64 sums of float32 tiles).
-Where the model leaves the host's cores free (a GPU, or a CPU model whose
-torch threads do not use every core: :meth:`ModelRunner.overlaps_host`), a
-helper thread gathers part ``k + 1`` and blends part ``k - 1`` while the
-model runs part ``k``, so host work hides behind the model; where torch's
-threads already use every core, host work runs between the model's calls
-instead (a helper there would only take cores from the model).
+Host work runs on a helper thread beside the model only where the model
+leaves cores free (:meth:`ModelRunner.overlaps_host`), else between its calls.
 
 Every model output is checked (:meth:`ModelRunner.__call__`) before any
 kernel sees it: its shape, its channel count against ``classes``, its dtype.
-NaN and infinite values, in the tiles the model reads and in what it
-returns, are counted as the batches run and reported with a
+NaN and infinite values, in the tiles the model reads (on numpy, only when
+the scene is not found finite in one pass) and in what it returns, are
+counted as the batches run and reported with a
 :class:`~xflipnslide.errors.NonFiniteWarning`: once per ``predict`` on
 numpy, once per output block when a dask graph computes that block (from
 inside the task: the threaded and synchronous schedulers run it in the
 user's process, and on a ``dask.distributed`` worker the warning is also
-forwarded to the client with :func:`distributed.warn`), so checking costs no
-extra pass over the data.
+forwarded to the client with :func:`distributed.warn`).
 """
 
 from __future__ import annotations
@@ -46,6 +42,7 @@ from ..errors import InvalidParameterError, NonFiniteWarning, warn
 from ..plan import TilePlan
 from . import graph as _graph
 from .blend import OverlapAdd
+from .blocks import strip_source, strips
 from .kernels import as_bits, gather_tiles
 from .kernels.tiles import count_non_finite, fold_views
 from .tiling import tile_array
@@ -75,9 +72,11 @@ class NonFiniteCounts:
     out_tiles: int = 0
     out_values: int = 0
 
-    def add(self, tiles: np.ndarray, out: np.ndarray) -> None:
-        """Count one batch: model input ``tiles`` and its output ``out``."""
-        self.merge(NonFiniteCounts(len(tiles), *_non_finite(tiles), *_non_finite(out)))
+    def add(self, tiles: np.ndarray, out: np.ndarray, inputs: bool = True) -> None:
+        """Count one batch: model input ``tiles`` (unless ``inputs`` is False:
+        known finite) and its output ``out``."""
+        found = _non_finite(tiles) if inputs else (0, 0)
+        self.merge(NonFiniteCounts(len(tiles), *found, *_non_finite(out)))
 
     def merge(self, other: NonFiniteCounts) -> None:
         """Add ``other``'s counts to these."""
@@ -111,6 +110,20 @@ def _non_finite(a: np.ndarray) -> tuple[int, int]:
     out = np.zeros(2, np.int64)
     count_non_finite(np.ascontiguousarray(a).reshape((len(a), -1)), out)
     return int(out[0]), int(out[1])
+
+
+def _finite_scene(x: np.ndarray) -> bool:
+    """Whether no tile of ``x`` can hold NaN or infinity as the model's
+    float32: integers and booleans, or a C-contiguous float32 scene found
+    finite in one pass (a quarter of what counting every window's tiles
+    reads at 50 % overlap, an eighth of that again under D4). Other scenes
+    (float64, whose large values overflow float32, float16, strided) are
+    counted tile by tile."""
+    if x.dtype.kind in "biu":
+        return True
+    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.size:
+        return False
+    return _non_finite(x.reshape((1, -1))) == (0, 0)
 
 
 def _emit(message: str) -> None:
@@ -219,16 +232,12 @@ class ModelRunner:
         )
 
     def overlaps_host(self) -> bool:
-        """Whether host work (gathering windows, blending outputs) should run
-        on a helper thread beside the model. Yes where the model leaves the
-        host's cores free: a torch module on a device other than the CPU (the
-        helper overlaps the device's work), a CPU module whose torch
-        intra-op threads are fewer than the cores this process may use, and
-        a plain callable (its threading is unknown). No for a CPU module
-        whose threads already use every core: there a helper thread competes
-        with them (each batch waits for its slowest thread), and running host
-        work between the model's calls is faster (measured in
-        ``benchmarks/bench_predict_runner.py``)."""
+        """Whether host work (gathering windows, blending outputs) runs on a
+        helper thread beside the model: where the model leaves cores free (a
+        torch module on a device other than the CPU, a CPU module with fewer
+        torch threads than this process's cores, a plain callable: unknown).
+        Not for a CPU module whose threads use every core: a helper would
+        take cores from them (see ``docs/performance.md``)."""
         if not self._is_torch():
             return True
         import torch
@@ -315,23 +324,24 @@ class ModelRunner:
             )
         return out.astype(np.float32, copy=False)
 
-    def run(self, tiles: np.ndarray) -> tuple[np.ndarray, NonFiniteCounts]:
+    def run(self, tiles: np.ndarray, inputs: bool = True) -> tuple[np.ndarray, NonFiniteCounts]:
         """The checked outputs for ``tiles``, and the NaN or infinite values
-        counted in them and in ``tiles``."""
+        counted in them and in ``tiles`` (unless ``inputs`` is False: known
+        finite)."""
         counts = NonFiniteCounts()
         if self._is_torch():
             with _eval_mode(self.model):
-                outs = self._batches(tiles, self._torch_call, counts)
+                outs = self._batches(tiles, self._torch_call, counts, inputs)
         else:
-            outs = self._batches(tiles, self.model, counts)
+            outs = self._batches(tiles, self.model, counts, inputs)
         return outs, counts
 
-    def _batches(self, tiles, call, counts) -> np.ndarray:
+    def _batches(self, tiles, call, counts, inputs) -> np.ndarray:
         outs = []
         for a in range(0, len(tiles), self.batch_size):
             batch = np.ascontiguousarray(tiles[a : a + self.batch_size], dtype=np.float32)
             out = self._check(call(batch), batch)
-            counts.add(batch, out)
+            counts.add(batch, out, inputs)
             outs.append(out)
         if not outs:
             return np.empty((0, self.classes or 0, *tiles.shape[2:]), np.float32)
@@ -375,6 +385,7 @@ def stream(
     codes: np.ndarray,
     gather: Callable[[int, int], np.ndarray],
     blend: Callable[[np.ndarray, int, int], None],
+    inputs: bool = True,
 ) -> NonFiniteCounts:
     """Run the model over every window: ``gather(a, b)`` gives the views of
     entries ``a:b`` (``(b - a, C, T, T)`` float32), ``blend(tiles, g, h)``
@@ -382,7 +393,8 @@ def stream(
     in order. Where :meth:`ModelRunner.overlaps_host`, a helper thread
     gathers part ``k + 1`` and blends part ``k - 1`` while the model runs
     part ``k``; otherwise each part is gathered, run and blended in turn on
-    this thread. Returns the NaN and infinity counts."""
+    this thread. Returns the NaN and infinity counts (of the tiles too
+    unless ``inputs`` is False: known finite)."""
     counts = NonFiniteCounts()
     units = parts(starts, max(runner.batch_size, 1))
     if not units:
@@ -402,7 +414,7 @@ def stream(
 
     if not runner.overlaps_host():
         for unit in units:
-            out, found = runner.run(gather(*entries(unit)))
+            out, found = runner.run(gather(*entries(unit)), inputs)
             counts.merge(found)
             fold(out, *unit)
         return counts
@@ -414,7 +426,7 @@ def stream(
             tiles = ahead.result()
             if k + 1 < len(units):
                 ahead = helper.submit(gather, *entries(units[k + 1]))
-            out, found = runner.run(tiles)
+            out, found = runner.run(tiles, inputs)
             del tiles
             counts.merge(found)
             if behind is not None:
@@ -449,38 +461,34 @@ def predict_array(
     def blend(tiles: np.ndarray, g: int, h: int) -> None:
         acc.add(tiles, rows[g:h], cols[g:h], np.zeros(h - g, np.int8))
 
-    stream(runner, starts, plan.codes, gather, blend).warn()
+    stream(runner, starts, plan.codes, gather, blend, not _finite_scene(x)).warn()
     return acc.result(np.float32)
 
 
 def _scene_gather(x: np.ndarray, plan: TilePlan) -> Callable[[int, int], np.ndarray]:
     """``gather(a, b)``: the tiles of entries ``a:b`` of ``plan`` from the
-    in-memory scene ``x``, ``(b - a, C, T, T)``. Windows wholly inside a
-    C-contiguous scene are read in place by one kernel call per run of
-    them; the others (reaching into the reflect padding) go through
-    :func:`.tiling.tile_array`, which pads only the strip they read."""
+    in-memory scene ``x``, ``(b - a, C, T, T)``, on this thread. Windows
+    wholly inside a C-contiguous scene are read in place; the others (into
+    the reflect padding) from their strip (:func:`.blocks.strips`), padded
+    once for all its views."""
     T, (h, w) = plan.tile_size, plan.shape
-    rows, cols, codes = plan.rows, plan.cols, plan.codes
-
-    def tiled(a: int, b: int) -> np.ndarray:
-        return tile_array(x, plan.select(slice(a, b))).reshape((b - a, -1, T, T))
-
     if not x.flags.c_contiguous:
-        return tiled
+        return lambda a, b: tile_array(x, plan.select(slice(a, b))).reshape((b - a, -1, T, T))
+    rows, cols, codes = plan.rows, plan.cols, plan.codes
     flat = as_bits(x.reshape((-1, h, w)))
     inside = (rows >= 0) & (cols >= 0) & (rows + T <= h) & (cols + T <= w)
 
     def gather(a: int, b: int) -> np.ndarray:
-        if not inside[a:b].any():
-            return tiled(a, b)
         out = np.empty((b - a, flat.shape[0], T, T), x.dtype)
+        bits = as_bits(out)
         edges = np.flatnonzero(np.diff(inside[a:b])) + 1
-        for s, e in itertools.pairwise([0, *edges.tolist(), b - a]):
-            if inside[a + s]:
-                sl = slice(a + s, a + e)
-                gather_tiles(flat, rows[sl], cols[sl], codes[sl], as_bits(out[s:e]))
-            else:
-                out[s:e] = tiled(a + s, a + e)
+        for s, e in itertools.pairwise([a, *(a + edges).tolist(), b]):
+            if inside[s]:
+                gather_tiles(flat, rows[s:e], cols[s:e], codes[s:e], bits[s - a : e - a])
+                continue
+            for st in strips(plan, s, e):
+                src = as_bits(strip_source(x[..., st.y, st.x], st))
+                gather_tiles(src, st.rows, st.cols, st.codes, bits[st.start - a : st.stop - a])
         return out
 
     return gather
