@@ -242,9 +242,16 @@ class ModelRunner:
             return True
         import torch
 
-        if self.device is not None and torch.device(self.device).type != "cpu":
-            return True
-        return torch.get_num_threads() < _cores()
+        return self.on_accelerator() or torch.get_num_threads() < _cores()
+
+    def on_accelerator(self) -> bool:
+        """Whether the model is a torch module on a device other than the
+        CPU (a GPU): its work then leaves the host's cores free."""
+        if not self._is_torch() or self.device is None:
+            return False
+        import torch
+
+        return torch.device(self.device).type != "cpu"
 
     def _torch_call(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -386,6 +393,7 @@ def stream(
     gather: Callable[[int, int], np.ndarray],
     blend: Callable[[np.ndarray, int, int], None],
     inputs: bool = True,
+    overlap: bool | None = None,
 ) -> NonFiniteCounts:
     """Run the model over every window: ``gather(a, b)`` gives the views of
     entries ``a:b`` (``(b - a, C, T, T)`` float32), ``blend(tiles, g, h)``
@@ -393,8 +401,9 @@ def stream(
     in order. Where :meth:`ModelRunner.overlaps_host`, a helper thread
     gathers part ``k + 1`` and blends part ``k - 1`` while the model runs
     part ``k``; otherwise each part is gathered, run and blended in turn on
-    this thread. Returns the NaN and infinity counts (of the tiles too
-    unless ``inputs`` is False: known finite)."""
+    this thread (``overlap`` decides instead where given). Returns the NaN
+    and infinity counts (of the tiles too unless ``inputs`` is False: known
+    finite)."""
     counts = NonFiniteCounts()
     units = parts(starts, max(runner.batch_size, 1))
     if not units:
@@ -412,7 +421,7 @@ def stream(
     def entries(unit):
         return int(starts[unit[0]]), int(starts[unit[1]])
 
-    if not runner.overlaps_host():
+    if not (runner.overlaps_host() if overlap is None else overlap):
         for unit in units:
             out, found = runner.run(gather(*entries(unit)), inputs)
             counts.merge(found)

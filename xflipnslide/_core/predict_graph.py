@@ -115,7 +115,10 @@ def _partial(nested, spec: _BlockSpec, runner: ModelRunner, weight, classes: int
     def blend(tiles: np.ndarray, g: int, h: int) -> None:
         acc.add(tiles, g_rows[g:h], g_cols[g:h], np.zeros(h - g, np.int8))
 
-    stream(runner, spec.edges, spec.codes, gather, blend).warn(spec.where)
+    # The scheduler's threads already run blocks side by side: a helper
+    # thread per block pays only where the model runs on an accelerator.
+    overlap = runner.on_accelerator()
+    stream(runner, spec.edges, spec.codes, gather, blend, overlap=overlap).warn(spec.where)
     return acc.acc, acc.wsum
 
 
