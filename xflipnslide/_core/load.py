@@ -176,7 +176,7 @@ def _tile_into(out, blocks, tasks, n, other, size, dtype) -> None:
     for nested, task in zip(blocks, tasks, strict=True):
         src, rows, cols = task.source(nested)
         s = task.strip
-        gather_tiles(as_bits(src), rows, cols, s.codes, as_bits(flat[s.start : s.stop]))
+        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(flat[s.start : s.stop]))
 
 
 def _copy_into(out: np.ndarray, block) -> None:
