@@ -245,8 +245,7 @@ class ModelRunner:
         return self.on_accelerator() or torch.get_num_threads() < _cores()
 
     def on_accelerator(self) -> bool:
-        """Whether the model is a torch module on a device other than the
-        CPU (a GPU): its work then leaves the host's cores free."""
+        """Whether the model is a torch module on a device other than the CPU."""
         if not self._is_torch() or self.device is None:
             return False
         import torch
@@ -397,13 +396,11 @@ def stream(
 ) -> NonFiniteCounts:
     """Run the model over every window: ``gather(a, b)`` gives the views of
     entries ``a:b`` (``(b - a, C, T, T)`` float32), ``blend(tiles, g, h)``
-    adds the averaged views of windows ``g:h`` (one tile each), part by part
-    in order. Where :meth:`ModelRunner.overlaps_host`, a helper thread
-    gathers part ``k + 1`` and blends part ``k - 1`` while the model runs
-    part ``k``; otherwise each part is gathered, run and blended in turn on
-    this thread (``overlap`` decides instead where given). Returns the NaN
-    and infinity counts (of the tiles too unless ``inputs`` is False: known
-    finite)."""
+    adds the averaged views of windows ``g:h`` (one tile each), in order.
+    Where ``overlap`` (default :meth:`ModelRunner.overlaps_host`), a helper
+    thread gathers part ``k + 1`` and blends part ``k - 1`` while the model
+    runs part ``k``; else each part is gathered, run and blended in turn.
+    Returns the NaN and infinity counts (of the tiles unless not ``inputs``)."""
     counts = NonFiniteCounts()
     units = parts(starts, max(runner.batch_size, 1))
     if not units:
@@ -423,9 +420,9 @@ def stream(
 
     if not (runner.overlaps_host() if overlap is None else overlap):
         for unit in units:
-            out, found = runner.run(gather(*entries(unit)), inputs)
-            counts.merge(found)
-            fold(out, *unit)
+            out = runner.run(gather(*entries(unit)), inputs)
+            counts.merge(out[1])
+            fold(out[0], *unit)
         return counts
 
     with ThreadPoolExecutor(1, thread_name_prefix="fns-predict") as helper:
