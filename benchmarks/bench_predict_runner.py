@@ -36,7 +36,8 @@ The peers are optional: pytorch-toolbelt and geoai from the package index
 torchvision and the like), seamless_seg from ``../shared/peers``; a peer
 that cannot be imported is skipped with a line saying so.
 
-    python benchmarks/bench_predict_runner.py [--size 2048] [--baseline-src DIR] [--json out.json]
+    python benchmarks/bench_predict_runner.py [--size 2048] [--baseline-src DIR]
+        [--peers toolbelt,seamless_seg,geoai] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, os.pardir, os.pardir, "shared", "peers")
 BATCH = 16
 MODELS = ("identity", "1x1 conv", "small CNN")
+PEERS_RUN = {
+    "toolbelt": ["toolbelt"],
+    "seamless_seg": ["seamless_seg"],
+    "geoai": ["geoai", "geoai tta=d4"],
+}
 
 
 def make_model(name: str):
@@ -288,6 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--d4-size", type=int, default=1024, help="scene side of the D4 modes")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--baseline-src", help="also run the predict modes from this source tree")
+    p.add_argument("--peers", default=",".join(PEERS_RUN), help="peers to run (comma list)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -305,11 +312,8 @@ def main(argv=None) -> int:
     import torch
 
     modes = ["predict", "predict tta=d4"]
-    for name, runs in (
-        ("toolbelt", ["toolbelt"]),
-        ("seamless_seg", ["seamless_seg"]),
-        ("geoai", ["geoai", "geoai tta=d4"]),
-    ):
+    for name in filter(None, args.peers.split(",")):
+        runs = PEERS_RUN[name]
         if peer(name) is None:
             where = "../shared/peers" if name == "seamless_seg" else "the package index"
             print(f"{name}: not importable (it installs from {where}): skipped")
