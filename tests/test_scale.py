@@ -288,3 +288,27 @@ def test_a_preprocessed_scene_streams_to_zarr_with_its_mask(tmp_path):
     np.testing.assert_allclose(back["v"].values, want.values, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(back["fns_observed"].values, want["fns_observed"].values)
     assert peaks[1] <= 1.15 * peaks[0], peaks
+
+
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.DataDroppedWarning")
+def test_a_lazy_subset_is_written_in_row_groups_too(tmp_path):
+    """A split subset's tiles are a selection (and a rechunk) of the tile
+    chunks: their keys still anchor the groups, so the subset is written
+    band by band like the whole set, not left to dask's order."""
+    from xflipnslide._core import schedule
+
+    runs = []
+    real = schedule._group_runs
+
+    def spy(*args):
+        out = real(*args)
+        runs.append(sum(map(bool, out)))
+        return out
+
+    scene = _scene(512)
+    lazy = scene.chunk({"y": 128, "x": 128}).fns.tile(64, tile_chunks=16)
+    train = lazy.fns.split(seed=0, fractions={"train": 0.5, "test": 0.5})["train"]
+    with pytest.MonkeyPatch.context() as m, dask.config.set(scheduler="threads"):
+        m.setattr(schedule, "_group_runs", spy)
+        train.fns.to_zarr(tmp_path / "train.zarr")
+    assert runs and runs[0] > 2, runs

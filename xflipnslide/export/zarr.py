@@ -168,10 +168,15 @@ def to_zarr(
         data = regular_tile_chunks(v.data) if v.dims[:1] == (schema.TILE_DIM,) else v.data
         if data is not v.data:
             ds[var] = v.copy(data=data)
-    if is_map:  # its rasters (a mask beside the map too) keep their chunk keys
-        rasters = {n: v.copy(data=keyed(v.data)) for n, v in ds.variables.items() if v.ndim >= 2}
-        ds = ds.assign_coords({n: v for n, v in rasters.items() if n in ds.coords})
-        ds = ds.assign({n: v for n, v in rasters.items() if n in ds.data_vars})
+    # What is written in rows (a map's rasters, with a mask beside it; the
+    # arrays along tile) keeps its chunk keys through graph optimisation.
+    rows = {
+        n: v.copy(data=keyed(v.data))
+        for n, v in ds.variables.items()
+        if (v.ndim >= 2 if is_map else v.dims[:1] == (schema.TILE_DIM,))
+    }
+    ds = ds.assign_coords({n: v for n, v in rows.items() if n in ds.coords})
+    ds = ds.assign({n: v for n, v in rows.items() if n in ds.data_vars})
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
