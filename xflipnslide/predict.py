@@ -169,7 +169,7 @@ def predict(
     chunks
         Dask output chunk side along y and x (default: the largest multiple
         of ``T`` up to 512 px, at least ``2 T``: bounded memory per task; larger
-        by steps of ``T`` where the scene would have over 1024 blocks).
+        by steps of ``T`` where the scene would have over 4096 blocks).
 
     Raises
     ------

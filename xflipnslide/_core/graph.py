@@ -3,7 +3,8 @@
 nesting and graph copies (the order a graph runs in: :mod:`.schedule`).
 
 With :mod:`.schedule`, the only module besides the array-layer features
-that knows dask's graph internals; :func:`independent_copy` relies on one of them, guarded by a test
+that knows dask's graph internals; :func:`independent_copy` relies on one
+of them, guarded by a test
 (``tests/test_blocks.py::test_independent_copy_renames_every_key_and_reads_twice``)
 that fails loudly when dask changes.
 """

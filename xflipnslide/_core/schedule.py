@@ -150,24 +150,23 @@ def write_by_chunk_rows(write, arrays: list) -> None:
     """Write rasters through ``write(compute)`` (:func:`write_in_groups`)
     chunk row by chunk row (numpy: at once): a lazy map such as
     ``predict``'s is computed in bands of rows, holding what one band
-    passes to the next, not the whole map. ``arrays`` are the data the
-    writer stores (its coordinates too: a mask computed beside the map must
-    be written with its rows, not at the end), each passed through
-    :func:`keyed` (so its chunks keep their keys in the writer's graph);
-    the lazy rasters with as many chunk rows as the first are written
+    passes to the next, not the whole map. ``arrays`` are the rasters the
+    writer stores (a mask beside the map too: it must be written with its
+    rows, not at the end), passed through :func:`keyed` by the caller
+    before the writer is built, so their chunks keep their keys in its
+    graph; the lazy ones with as many chunk rows as the first are written
     together, row by row."""
-    lazy = [a for a in arrays if is_lazy(a)]
+    lazy = [a for a in arrays if is_lazy(a) and a.ndim >= 2]
     if not lazy:
         write(True)
         return
-    rasters = [a for a in lazy if a.ndim >= 2] or lazy[:1]
-    rows = len(rasters[0].chunks[-2]) if rasters[0].ndim >= 2 else 0
+    rows = len(lazy[0].chunks[-2])
     groups: list[list] = [[] for _ in range(rows)]
-    for a in rasters:
-        if a.ndim >= 2 and len(a.chunks[-2]) == rows:  # a mask beside the map, say
+    for a in lazy:
+        if len(a.chunks[-2]) == rows:
             for i, keys in enumerate(chunk_rows(a)):
                 groups[i].extend(keys)
-    write_in_groups(write, rasters[0], groups)
+    write_in_groups(write, lazy[0], groups)
 
 
 def keyed(x):
@@ -230,19 +229,19 @@ def _dependents(graph: dict) -> dict:
 def _group_runs(graph: dict, groups: list[list], finals: set) -> list[list]:
     """The tasks each group runs, each after its dependencies (depth first
     from the group's anchors, in their order)."""
-    dependents = _dependents(graph)
+    order = _topological(graph, _dependents(graph))
     # Each task's group: the latest group of the anchors upstream of it.
     group: dict = {}
     for g, anchors in enumerate(groups):
         for a in anchors:
             group[a] = g
-    for k in _topological(graph, dependents):
+    for k in order:
         ups = [group[d] for d in graph[k].dependencies if d in group]
         if ups and k not in group:
             group[k] = max(ups)
     targets: list[list] = [list(anchors) for anchors in groups]
     anchored = {a for anchors in groups for a in anchors}
-    for k in _topological(graph, dependents):
+    for k in order:
         if k in group and k not in anchored:
             targets[group[k]].append(k)
         elif k not in group and k in finals:

@@ -170,13 +170,14 @@ def to_zarr(
             ds[var] = v.copy(data=data)
     # What is written in rows (a map's rasters, with a mask beside it; the
     # arrays along tile) keeps its chunk keys through graph optimisation.
-    rows = {
+    in_rows = {
         n: v.copy(data=keyed(v.data))
         for n, v in ds.variables.items()
         if (v.ndim >= 2 if is_map else v.dims[:1] == (schema.TILE_DIM,))
     }
-    ds = ds.assign_coords({n: v for n, v in rows.items() if n in ds.coords})
-    ds = ds.assign({n: v for n, v in rows.items() if n in ds.data_vars})
+    ds = ds.assign_coords({n: v for n, v in in_rows.items() if n in ds.coords})
+    ds = ds.assign({n: v for n, v in in_rows.items() if n in ds.data_vars})
+    stored = [v.data for v in in_rows.values()]
     ds.attrs = {k: v for k, v in ds.attrs.items() if k != COMPLETE}
     encoding = zarr_encoding(ds)
     if kwargs.get("zarr_format") == 2:  # the same Zstandard level, as a numcodecs codec
@@ -187,7 +188,6 @@ def to_zarr(
         encoding[var] = {**encoding.get(var, {}), **options}
     consolidated = kwargs.get("consolidated")
     writing = atomic.write_dir(path, TILE_STORE, overwrite=overwrite)
-    tiled = [v.data for v in ds.variables.values() if v.dims[:1] == (schema.TILE_DIM,)]
     with writing as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=CONSOLIDATED_NOTICE)
 
@@ -196,9 +196,9 @@ def to_zarr(
 
         # Band by band of rows: memory a band of the scene, not the scene.
         if is_map:
-            write_by_chunk_rows(write, [v.data for v in ds.variables.values() if v.ndim >= 2])
+            write_by_chunk_rows(write, stored)
         else:
-            write_by_rows(write, tiled, np.asarray(ds[schema.ROW].values))
+            write_by_rows(write, stored, np.asarray(ds[schema.ROW].values))
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
 
