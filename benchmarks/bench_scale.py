@@ -12,12 +12,14 @@ chunks, then streamed in a fresh process per step on the threaded scheduler:
 
 Reported: peak RSS (and above the interpreter's own, measured after
 imports), its ratio to the size before (4x the pixels), seconds per
-Mpixel of the scene and graph tasks per input chunk. ``--cluster`` runs the
+Mpixel of the scene, graph tasks per input chunk and the share of tasks
+run again under the writers' memory budget (``--memory``, passed to
+``xflipnslide.to_zarr``; default its own, ``"auto"``). ``--cluster`` runs the
 steps on a 2-worker ``dask.distributed.LocalCluster`` (one thread each,
 ``--memory-limit`` per worker) and reports the largest worker's peak RSS.
 
     python benchmarks/bench_scale.py [--sizes 2048,4096,8192] [--steps all,pre,tile]
-        [--cluster] [--json out.json]
+        [--memory 512MiB] [--cluster] [--json out.json]
 """
 
 from __future__ import annotations
@@ -52,7 +54,21 @@ def _make(size: int, src: str) -> None:
     xr.DataArray(scene, dims=("band", "y", "x")).to_dataset(name="v").to_zarr(src, mode="w")
 
 
-def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None) -> dict:
+class _Runs:
+    """Counts task runs and distinct tasks (a dask callback)."""
+
+    def __init__(self):
+        from dask.callbacks import Callback
+
+        self.runs, self.keys = 0, set()
+        self.callback = Callback(posttask=self._posttask)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.runs += 1
+        self.keys.add(key)
+
+
+def _one(size: int, step: str, workdir: str, tile_size: int, cluster, memory) -> dict:
     import dask
     import xarray as xr
 
@@ -75,11 +91,13 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None
         pre = step.startswith("pre")
         result = ready if pre else ready.fns.tile(tile_size, tile_chunks="64MiB")
     n_tasks = len(result.data.__dask_graph__())
+    runs = _Runs()
     start = time.perf_counter()
     if step == "pre-xarray":
         result.to_dataset(name="v").to_zarr(out, mode="w")
     else:  # tiles or the preprocessed scene, row by row on the package's scheduler
-        xflipnslide.to_zarr(result, out)
+        with runs.callback:
+            xflipnslide.to_zarr(result, out, memory=memory)
     seconds = time.perf_counter() - start
     peak = _peak()
     if client is not None:
@@ -96,6 +114,8 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster: str | None
         "tasks": n_tasks,
         "chunks": scene.data.npartitions,
         "seconds": seconds,
+        "again": (runs.runs - len(runs.keys)) / max(1, len(runs.keys)),
+        "memory": memory,
     }
 
 
@@ -106,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--cluster", action="store_true", help="a 2-worker LocalCluster")
     p.add_argument("--memory-limit", default="2GiB", help="per worker, with --cluster")
+    p.add_argument("--memory", help="the writers' memory budget (default: theirs, 'auto')")
     p.add_argument("--workdir", help="where the scenes are written (default: a temp dir)")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--json")
@@ -117,7 +138,7 @@ def main(argv=None) -> int:
             _make(size, os.path.join(args.workdir, f"in{size}.zarr"))
             print(json.dumps({}))
         else:
-            print(json.dumps(_one(size, step, args.workdir, args.tile_size, cluster)))
+            print(json.dumps(_one(size, step, args.workdir, args.tile_size, cluster, args.memory)))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = args.steps.split(",")
@@ -127,6 +148,7 @@ def main(argv=None) -> int:
             run_fresh(__file__, "--one", size, "make", "--workdir", workdir)
             for step in steps:
                 extra = ["--cluster", "--memory-limit", args.memory_limit] if cluster else []
+                extra += ["--memory", args.memory] if args.memory else []
                 rows.append(
                     run_fresh(
                         __file__, "--one", size, step, "--workdir", workdir,
@@ -138,11 +160,11 @@ def main(argv=None) -> int:
     where = f"2-worker LocalCluster, {args.memory_limit} each" if cluster else "threads"
     print(
         f"out of core: Zarr -> preprocess / tile({args.tile_size}) -> Zarr, 512² input "
-        f"chunks, {os.cpu_count()} cores, {where}"
+        f"chunks, {os.cpu_count()} cores, {where}, memory={args.memory or 'auto'}"
     )
     print(
         f"{'step':>5}{'N':>7}{'scene GiB':>11}{'peak GiB':>10}{'above base':>12}"
-        f"{'x prev':>8}{'s/Mpx':>8}{'tasks/chunk':>13}"
+        f"{'x prev':>8}{'s/Mpx':>8}{'tasks/chunk':>13}{'run again':>11}"
     )
     for step in steps:
         prev = None
@@ -152,6 +174,7 @@ def main(argv=None) -> int:
                 f"{step:>5}{r['size']:>7}{r['scene_bytes'] / 2**30:>11.2f}{r['peak'] / 2**30:>10.2f}"
                 f"{(r['peak'] - r['base']) / 2**30:>12.2f}{ratio:>8}"
                 f"{r['seconds'] / (r['size'] ** 2 / 1e6):>8.3f}{r['tasks'] / r['chunks']:>13.1f}"
+                f"{r['again']:>11.1%}"
             )
             prev = r
     if args.json:

@@ -143,6 +143,20 @@ def test_a_store_written_in_groups_is_one_computation(tmp_path, scheduler):
     np.testing.assert_array_equal(back["image"].values, scene.fns.tile(64).values)
 
 
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.XFlipNSlideWarning")
+def test_a_preprocessed_tile_set_is_computed_only_by_its_write(tmp_path):
+    """Nothing of a lazy tile set is computed before its store is written (a
+    text coordinate once loaded its lazy ``valid_fraction`` with it: a whole
+    pass over the scene, held, before the write)."""
+    tiles = _scene(512).chunk({"y": 128, "x": 128}).fns.preprocess(reach=64).fns.tile(64)
+    seen = Starts()
+    with dask.config.set(scheduler="threads"), seen:
+        tiles.fns.to_zarr(tmp_path / "t.zarr")
+    assert seen.starts == 1
+    back = xflipnslide.open_tiles(tmp_path / "t.zarr")
+    assert back["grid"].values.tolist() == tiles["grid"].values.tolist()
+
+
 @pytest.mark.filterwarnings("ignore::xflipnslide.errors.DataDroppedWarning")
 def test_a_lazy_split_subset_writes_a_tile_store(tmp_path):
     """A subset picks tiles here and there, so its chunks along tile are

@@ -116,6 +116,16 @@ def array(name: str, dsk: dict, chunks: tuple, dtype, dependencies: list, ndim: 
 #: from recomputing a whole-scene pass for values it could hold for free.
 SHARED_PREFIX = "fns-stats"
 
+#: Name prefix of the layers whose tasks are too costly to run twice:
+#: ``predict``'s (each runs the model). A memory budget never drops their
+#: results nor anything that would have to run them again (:mod:`.ordered`).
+COSTLY_PREFIX = "fns-predict"
+
+
+def costly(key: Hashable) -> bool:
+    """Whether ``key`` belongs to a layer of :data:`COSTLY_PREFIX`."""
+    return _name(key).startswith(COSTLY_PREFIX)
+
 
 def independent_copy(x, salt: str = "fns-pass"):
     """The same array from an independent copy of its graph.

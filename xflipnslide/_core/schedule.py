@@ -13,6 +13,8 @@ run their graphs here instead: every task gets a priority from its group
 task of lowest priority, a task of a group more than one past the earliest
 unfinished group waits, and each result is released once its last reader
 has run. Ordering is linear in the graph's edges; nothing is chained.
+The run itself (threads, callbacks, a memory budget that drops and
+recomputes input chunks held for later rows) is :mod:`.ordered`'s.
 
 What dask's local schedulers offer is kept: the threaded scheduler's
 ``num_workers`` (``dask.config``), the synchronous scheduler (one task at a
@@ -32,18 +34,18 @@ with its dependencies' values.
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+from ..errors import InvalidParameterError
 from .graph import _closure, is_lazy
+from .ordered import dependents, run
 
 __all__ = [
     "AHEAD",
     "chunk_rows",
     "compute_in_groups",
     "keyed",
+    "memory_budget",
     "write_by_chunk_rows",
     "write_in_groups",
 ]
@@ -52,8 +54,37 @@ __all__ = [
 #: thread never idles at a group's end while memory holds two groups' work.
 AHEAD = 1
 
+#: The dask config key of the writers' default memory budget.
+MEMORY_KEY = "xflipnslide.memory"
 
-def compute_in_groups(collection, groups: list[list]) -> None:
+
+def memory_budget(memory=None) -> int:
+    """The bytes a writer's run may hold (:mod:`.ordered`): ``memory`` as
+    bytes or a string dask reads (``"2GiB"``); ``None``: the
+    ``xflipnslide.memory`` dask config value, else ``"auto"``; ``"auto"``: a
+    quarter of the memory this process may use (the machine's, or its
+    container's limit, as ``dask.distributed`` reads it)."""
+    import dask
+    from dask.utils import parse_bytes
+
+    value = dask.config.get(MEMORY_KEY, "auto") if memory is None else memory
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        from distributed.system import MEMORY_LIMIT
+
+        return int(MEMORY_LIMIT // 4)
+    try:
+        n = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n <= 0:
+        raise InvalidParameterError(
+            f"memory={value!r} is not a memory size: give bytes (an int) or a string such as "
+            f"'2GiB', or 'auto' (a quarter of this machine's memory)"
+        )
+    return n
+
+
+def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     """Compute a dask collection (such as the delayed store of
     ``to_zarr(compute=False)``) group by group, in the order of ``groups``,
     holding only what later groups still need.
@@ -78,6 +109,13 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     False})``, as :func:`.tiling.write_by_rows` does): fused keys match no
     anchor, and a collection whose anchors match fewer than two groups is
     computed by dask as one graph (the same result, without the bound).
+
+    ``memory`` (:func:`memory_budget`) bounds the results held on the
+    threaded and synchronous schedulers: past it, large results cheap to
+    compute again (input chunks later rows read) are dropped and recomputed
+    when needed (:mod:`.ordered`). A cluster manages its own memory.
+    Returns how many tasks ran again (0 where none did, or dask ran the
+    graph).
     """
     import dask
     import dask.local
@@ -90,20 +128,21 @@ def compute_in_groups(collection, groups: list[list]) -> None:
     local = get in (dask.threaded.get, dask.local.get_sync)
     if len(groups) < 2 or not (local or _is_cluster(get)):
         dask.compute(collection)
-        return
+        return 0
+    budget = memory_budget(memory)
     finals = _flat(collection.__dask_keys__())
     full = convert_legacy_graph(dict(collection.__dask_graph__()))
     graph = {k: full[k] for k in _closure(full, finals)}
     groups = _matching(graph, groups)
     if sum(map(bool, groups)) < 2:
         dask.compute(collection)
-        return
+        return 0
     runs = _group_runs(graph, groups, set(finals))
     if not local:  # a dask.distributed client: the same order, as task priorities
         _on_cluster(get, graph, runs, finals)
-        return
+        return 0
     workers = 1 if get is dask.local.get_sync else dask.config.get("num_workers", None) or CPU_COUNT
-    _run(graph, runs, set(finals), int(workers))
+    return run(graph, runs, set(finals), int(workers), AHEAD, budget)
 
 
 def _is_cluster(get) -> bool:
@@ -127,14 +166,14 @@ def _on_cluster(get, graph: dict, runs: list[list], finals: list) -> None:
     get(HighLevelGraph({name: layer}, {name: set()}), finals)
 
 
-def write_in_groups(write, array, groups) -> None:
+def write_in_groups(write, array, groups, memory=None) -> None:
     """Write through ``write(compute)`` (a writer such as
     ``Dataset.to_zarr`` or ``rio.to_raster`` with ``compute=compute``)
     group by group of ``array``'s chunks: ``groups`` are lists of its chunk
     keys, in the order to write them. Numpy data is written at once.
 
     The writer's graph is built with low-level fusion off, so the chunks
-    keep their keys (:func:`compute_in_groups`).
+    keep their keys (:func:`compute_in_groups`, which takes ``memory``).
     """
     if not is_lazy(array):
         write(True)
@@ -143,10 +182,10 @@ def write_in_groups(write, array, groups) -> None:
 
     with dask.config.set({"optimization.fuse.active": False}):
         store = write(False)
-    compute_in_groups(store, groups)
+    compute_in_groups(store, groups, memory)
 
 
-def write_by_chunk_rows(write, arrays: list) -> None:
+def write_by_chunk_rows(write, arrays: list, memory=None) -> None:
     """Write rasters through ``write(compute)`` (:func:`write_in_groups`)
     chunk row by chunk row (numpy: at once): a lazy map such as
     ``predict``'s is computed in bands of rows, holding what one band
@@ -155,7 +194,7 @@ def write_by_chunk_rows(write, arrays: list) -> None:
     rows, not at the end), passed through :func:`keyed` by the caller
     before the writer is built, so their chunks keep their keys in its
     graph; the lazy ones with as many chunk rows as the first are written
-    together, row by row."""
+    together, row by row (``memory``: :func:`compute_in_groups`)."""
     lazy = [a for a in arrays if is_lazy(a) and a.ndim >= 2]
     if not lazy:
         write(True)
@@ -166,7 +205,7 @@ def write_by_chunk_rows(write, arrays: list) -> None:
         if len(a.chunks[-2]) == rows:
             for i, keys in enumerate(chunk_rows(a)):
                 groups[i].extend(keys)
-    write_in_groups(write, lazy[0], groups)
+    write_in_groups(write, lazy[0], groups, memory)
 
 
 def keyed(x):
@@ -218,18 +257,10 @@ def _flat(keys) -> list:
     return [keys]
 
 
-def _dependents(graph: dict) -> dict:
-    out: dict = {k: [] for k in graph}
-    for k, node in graph.items():
-        for d in node.dependencies:
-            out[d].append(k)
-    return out
-
-
 def _group_runs(graph: dict, groups: list[list], finals: set) -> list[list]:
     """The tasks each group runs, each after its dependencies (depth first
     from the group's anchors, in their order)."""
-    order = _topological(graph, _dependents(graph))
+    order = _topological(graph, dependents(graph))
     # Each task's group: the latest group of the anchors upstream of it.
     group: dict = {}
     for g, anchors in enumerate(groups):
@@ -284,138 +315,3 @@ def _topological(graph: dict, dependents: dict) -> list:
             if not count[d]:
                 ready.append(d)
     return out
-
-
-class _State:
-    """The bookkeeping of one run: what is ready (a heap by priority),
-    waiting, running and finished, and the results held (``cache``), in
-    the shape dask's callbacks read (``state`` of the local scheduler)."""
-
-    def __init__(self, graph: dict, runs: list[list], finals: set):
-        self.graph = graph
-        self.priority = {k: i for i, k in enumerate(k for run in runs for k in run)}
-        self.group = {k: g for g, run in enumerate(runs) for k in run}
-        self.left = [len(run) for run in runs]
-        self.current = 0
-        self.deps = {k: list(graph[k].dependencies) for k in self.priority}
-        self.dependents = _dependents(graph)
-        self.readers = {k: len(self.dependents[k]) + (k in finals) for k in graph}
-        self.count = {k: len(v) for k, v in self.deps.items()}
-        ready = [(self.priority[k], k) for k, c in self.count.items() if not c]
-        heapq.heapify(ready)
-        self.view = {
-            "cache": {},
-            "ready": ready,
-            "waiting": {k for k, c in self.count.items() if c},
-            "running": set(),
-            "finished": set(),
-        }
-        self._advance()
-
-    def _advance(self) -> None:
-        while self.current < len(self.left) and not self.left[self.current]:
-            self.current += 1
-
-    def next_task(self):
-        """The ready key to run now, or None (nothing ready, or the next one
-        belongs to a group too far ahead)."""
-        ready = self.view["ready"]
-        if not ready or self.group[ready[0][1]] > self.current + AHEAD:
-            return None
-        key = heapq.heappop(ready)[1]
-        self.view["running"].add(key)
-        return key
-
-    def arguments(self, key) -> dict:
-        cache = self.view["cache"]
-        return {d: cache[d] for d in self.deps[key]}
-
-    def finish(self, key, value) -> None:
-        view, cache = self.view, self.view["cache"]
-        view["running"].discard(key)
-        view["finished"].add(key)
-        cache[key] = value
-        for d in self.deps[key]:
-            self.readers[d] -= 1
-            if not self.readers[d]:
-                del cache[d]
-        for c in self.dependents[key]:
-            self.count[c] -= 1
-            if not self.count[c]:
-                view["waiting"].discard(c)
-                heapq.heappush(view["ready"], (self.priority[c], c))
-        if not self.readers[key]:
-            del cache[key]
-        self.left[self.group[key]] -= 1
-        self._advance()
-
-
-def _run(graph: dict, runs: list[list], finals: set, workers: int) -> None:
-    """Run ``graph`` in the order of ``runs`` on ``workers`` threads (in the
-    calling thread on one), with dask's active callbacks."""
-    from dask.callbacks import local_callbacks, unpack_callbacks
-
-    with local_callbacks() as callbacks:
-        start, start_state, pretask, posttask, finish = unpack_callbacks(callbacks)
-        for cb in start:
-            cb(graph)
-        state = _State(graph, runs, finals)
-        for cb in start_state:
-            cb(graph, state.view)
-        errored = True
-        try:
-            if workers <= 1:
-                _run_inline(state, pretask, posttask)
-            else:
-                _run_pool(state, workers, pretask, posttask)
-            errored = False
-        finally:
-            for cb in finish:
-                cb(graph, state.view, errored)
-
-
-def _run_inline(state: _State, pretask, posttask) -> None:
-    while (key := state.next_task()) is not None:
-        for cb in pretask:
-            cb(key, state.graph, state.view)
-        _finished(state, key, state.graph[key](state.arguments(key)), posttask)
-
-
-def _finished(state: _State, key, value, posttask) -> None:
-    """Record ``key``'s result, then tell the callbacks (in the scheduling
-    thread, as dask's local scheduler does)."""
-    state.finish(key, value)
-    for cb in posttask:
-        cb(key, value, state.graph, state.view, threading.get_ident())
-
-
-#: One pool of threads per worker count, kept between runs (as dask's
-#: threaded scheduler keeps its own): no thread start-up per write.
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    with _POOLS_LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="fns-schedule")
-        return _POOLS[workers]
-
-
-def _run_pool(state: _State, workers: int, pretask, posttask) -> None:
-    pool, running = _pool(workers), {}
-    try:
-        while True:
-            while len(running) < workers and (key := state.next_task()) is not None:
-                for cb in pretask:
-                    cb(key, state.graph, state.view)
-                running[pool.submit(state.graph[key], state.arguments(key))] = key
-            if not running:
-                return
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                _finished(state, running.pop(future), future.result(), posttask)
-    finally:
-        for future in running:
-            future.cancel()
-        wait(running)  # a failed run returns once its other tasks have stopped

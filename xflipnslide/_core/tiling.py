@@ -268,7 +268,7 @@ def regular_tile_chunks(x):
     return x.rechunk({0: max(sizes)})
 
 
-def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
+def write_by_rows(write, arrays: list, rows: np.ndarray, memory=None) -> None:
     """Write tiles band by band of window rows: ``write(compute)`` is the
     writer (``Dataset.to_zarr`` with ``compute=compute``), ``arrays`` the
     tiled data it stores (numpy or dask), ``rows`` each tile's window row.
@@ -282,7 +282,9 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
     scene (plus one group's output chunks), whatever its height; dask's own
     order for the whole graph keeps most of the scene's chunks at once. Low
     level fusion is off for the graph built here, so the tile chunks keep
-    their keys.
+    their keys. ``memory`` bounds what the run holds
+    (:func:`.schedule.compute_in_groups`): the band, dropped and read again
+    past it.
     """
     lazy = [a for a in arrays if _graph.is_lazy(a)]
     if not lazy:
@@ -297,9 +299,10 @@ def write_by_rows(write, arrays: list, rows: np.ndarray) -> None:
     first = [int(rows[a:b].min()) if b > a else -1 for a, b in itertools.pairwise(bounds)]
     ordered = sorted(range(len(chunks)), key=lambda i: (first[i], i))
     width = threads()
-    keys = [[list(flatten(a.__dask_keys__()[i])) for a in same] for i in range(len(chunks))]
+    # [key] not key: flatten would split a 1-D array's (name, i) keys
+    keys = [[list(flatten([a.__dask_keys__()[i]])) for a in same] for i in range(len(chunks))]
     groups = [
         [k for i in ordered[g : g + width] for per in keys[i] for k in per]
         for g in range(0, len(ordered), width)
     ]
-    write_in_groups(write, lazy[0], groups)
+    write_in_groups(write, lazy[0], groups, memory)

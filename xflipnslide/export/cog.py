@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from .._core.schedule import keyed, write_by_chunk_rows
+from .._core.schedule import keyed, memory_budget, write_by_chunk_rows
 from ..errors import InvalidParameterError
 from .atomic import OutputKind, write_file
 
@@ -63,6 +63,7 @@ def to_cog(
     blocksize: int = BLOCKSIZE,
     compress: str = "deflate",
     resampling: str | None = None,
+    memory: int | str | None = None,
 ) -> str:
     """Write a georeferenced map as a Cloud Optimized GeoTIFF, in bounded
     memory: a lazy map (``predict``'s output, say) is computed and written
@@ -94,6 +95,9 @@ def to_cog(
     resampling : str, optional
         How overviews are computed (GDAL's name). Default: ``"nearest"`` for
         integer maps (labels stay labels), ``"average"`` for floats.
+    memory : int or str, optional
+        What computing a lazy map may hold, as :func:`xflipnslide.to_zarr`'s
+        ``memory`` (bytes, ``"2GiB"``, default ``"auto"``).
 
     Returns
     -------
@@ -121,6 +125,7 @@ def to_cog(
     ('COG', 3, [2, 4])
     """
     _check_map(da, blocksize)  # before the target is touched
+    memory_budget(memory)
     with write_file(path, COG, overwrite=overwrite) as tmp:
         write_cog(
             da,
@@ -129,6 +134,7 @@ def to_cog(
             blocksize=blocksize,
             compress=compress,
             resampling=resampling,
+            memory=memory,
         )
     return os.fspath(path)
 
@@ -166,6 +172,7 @@ def write_cog(
     blocksize: int = BLOCKSIZE,
     compress: str = "deflate",
     resampling: str | None = None,
+    memory: int | str | None = None,
 ) -> str:
     """Write a georeferenced DataArray to ``path`` as a Cloud Optimized GeoTIFF,
     streaming (see the module's notes): a lazy map is computed chunk by
@@ -191,6 +198,8 @@ def write_cog(
         How overviews are computed: GDAL's name (``"nearest"``,
         ``"average"``, ``"mode"``, ...). Default: ``"nearest"`` for integer
         maps (class labels stay labels), ``"average"`` for floats.
+    memory
+        What computing a lazy map may hold (:func:`xflipnslide.to_zarr`).
 
     Returns
     -------
@@ -238,7 +247,7 @@ def write_cog(
                 compute=compute,
             )
 
-        write_by_chunk_rows(write, [da.data])  # lazy: band by band of chunk rows
+        write_by_chunk_rows(write, [da.data], memory)  # lazy: band by band of chunk rows
         # Step 2: GDAL's COG driver: overviews from the tiles, then the COG layout.
         rasterio.shutil.copy(
             tiled,

@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from .._core.schedule import keyed, write_by_chunk_rows
+from .._core.schedule import keyed, memory_budget, write_by_chunk_rows
 from .._core.tiling import regular_tile_chunks, write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
@@ -89,6 +89,7 @@ def to_zarr(
     *,
     overwrite: bool = False,
     name: Hashable = schema.IMAGE,
+    memory: int | str | None = None,
     **kwargs: Any,
 ) -> str:
     """Write tiles (or a map) to a Zarr store atomically, with a completion
@@ -121,6 +122,17 @@ def to_zarr(
         (never anything else).
     name
         Variable name for a DataArray without a name.
+    memory
+        What the write may hold of lazy data (on dask's threaded or
+        synchronous scheduler): bytes or a string such as ``"2GiB"``.
+        Rows of windows overlap, so the input chunks a row of tiles reads
+        are read again by the next rows; past ``memory``, those needed
+        latest are dropped and computed again when needed (read again from
+        their source), so memory stays near it whatever the scene's size,
+        for some recomputation (``docs/scale.md``). Default: the
+        ``xflipnslide.memory`` dask config value, else ``"auto"`` (a
+        quarter of this machine's memory). A ``dask.distributed`` cluster
+        manages its own memory and ignores it.
     **kwargs
         Passed to :meth:`xarray.Dataset.to_zarr` (``zarr_format``,
         ``consolidated``, ``write_empty_chunks``, ...). ``encoding`` is
@@ -152,6 +164,7 @@ def to_zarr(
     >>> bool((back.image == tiles).all()), back.band.values.tolist()
     (True, ['red', 'green', 'blue'])
     """
+    memory_budget(memory)  # a bad size is refused before anything is written
     refused = [k for k in _REFUSED if k in kwargs]
     if refused:
         raise InvalidParameterError(
@@ -196,9 +209,9 @@ def to_zarr(
 
         # Band by band of rows: memory a band of the scene, not the scene.
         if is_map:
-            write_by_chunk_rows(write, stored)
+            write_by_chunk_rows(write, stored, memory)
         else:
-            write_by_rows(write, stored, np.asarray(ds[schema.ROW].values))
+            write_by_rows(write, stored, np.asarray(ds[schema.ROW].values), memory)
         _write_record(tmp, consolidated is not False)
     return os.fspath(path)
 
@@ -239,11 +252,14 @@ def _portable_text(ds: xr.Dataset, zarr_format: int | None) -> xr.Dataset:
     anyway, with a warning: they are loaded here (in memory, a no-op).
     """
 
-    def text(v: xr.DataArray) -> xr.DataArray:
+    def text(v):
         return v.astype(object) if v.dtype.kind == "U" and zarr_format != 2 else v
 
     data_vars = {n: text(v) for n, v in ds.data_vars.items() if v.dtype.kind == "U"}
-    coords = {n: text(c).compute() for n, c in ds.coords.items() if c.dtype.kind in "OU"}
+    # Each coordinate's own variable: a DataArray would carry (and compute)
+    # the lazy coordinates along its dims too (a preprocessed tile set's
+    # valid_fraction: a whole pass over the scene before the write).
+    coords = {n: text(c.variable).compute() for n, c in ds.coords.items() if c.dtype.kind in "OU"}
     return ds.assign(data_vars).assign_coords(coords)
 
 
