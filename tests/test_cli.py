@@ -32,6 +32,31 @@ def test_demo_writes_stores_figures_and_table(tmp_path, capsys):
     assert not any(p.endswith(".partial") for p in os.listdir(tmp_path))
 
 
+def test_tile_command_writes_within_the_memory_given(tmp_path, scene, monkeypatch):
+    from xflipnslide.cli import scenes
+
+    seen = []
+    real = scenes.to_zarr
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("memory"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scenes, "to_zarr", spy)
+    src = tmp_path / "scene.zarr"
+    scene.to_dataset(name="image").to_zarr(src)
+    out = tmp_path / "tiles.zarr"
+    argv = ["tile", str(src), "--out", str(out), "--tile-size", "64", "--chunks", "64"]
+    assert main([*argv, "--memory", "1MiB"]) == 0
+    assert seen == ["1MiB"]
+    np.testing.assert_allclose(
+        xr.open_zarr(out)["image"].values,
+        scene.fns.preprocess().fns.tile(64).values,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 def test_tile_command_round_trip(tmp_path, scene, capsys):
     src = tmp_path / "scene.zarr"
     scene.to_dataset(name="image").to_zarr(src)
@@ -145,6 +170,7 @@ def test_stac_command_on_local_api(tmp_path, capsys):
         (["tile", "{bad}", "--out", "{out}"], "cannot read"),
         (["tile", "{src}", "--out", "{out}", "--strategy", "random"], "invalid choice"),
         (["tile", "{src}", "--out", "{out}", "--tile-size", "big"], "must be a positive integer"),
+        (["tile", "{src}", "--out", "{out}", "--memory", "lots"], "must be a memory size"),
     ],
 )
 def test_bad_input_one_line_no_output(tmp_path, scene, capsys, argv, message):

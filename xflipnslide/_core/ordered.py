@@ -95,6 +95,7 @@ class _State:
         self.count = {k: len(v) for k, v in self.deps.items()}
         self.size: dict = {}  # bytes of each result, once it ran
         self.held = 0  # bytes of the results held
+        self.shed_at = budget  # held bytes that start the next round of drops
         self.kept: Counter = Counter()  # small results a dropped one is made from
         self.sources: dict = {}  # dropped result -> the small results it keeps
         self.costly = {k for k in graph if costly(k)} if budget is not None else set()
@@ -199,7 +200,7 @@ class _State:
                 p, depth, _, _, g = wait_for[1]
                 heapq.heappush(view["ready"], self._entry(t, p, depth, g))
         self._release(key)
-        if self.budget is not None and self.held > self.budget:
+        if self.budget is not None and self.held > self.shed_at:
             self._shed()
 
     def _hold(self, key, value) -> None:
@@ -215,7 +216,10 @@ class _State:
 
     def _drop(self, key) -> None:
         del self.view["cache"][key]
-        self.held -= self.size.get(key, 0) if self.budget is not None else 0
+        if self.budget is not None:
+            self.held -= self.size.get(key, 0)
+            if self.held <= self.budget:
+                self.shed_at = self.budget
 
     def _next_use(self, key) -> int:
         """The priority of ``key``'s next reader: the earliest unfinished one,
@@ -230,9 +234,9 @@ class _State:
             default=-1,
         )
 
-    def _later(self, key) -> bool:
-        """Whether ``key`` is next read by a group that may not run yet."""
-        use = self._next_use(key)
+    def _later(self, use: int) -> bool:
+        """Whether the task of priority ``use`` is in a group that may not run
+        yet."""
         return bisect.bisect_right(self.starts, use) - 1 > self.current + self.ahead
 
     def _made_from(self, key):
@@ -254,26 +258,29 @@ class _State:
 
     def _shed(self) -> None:
         """Drop held results, needed latest first, down to :data:`_LOW` of the
-        budget (module docstring)."""
+        budget (module docstring). Where what may be dropped does not bring
+        it there, the next round waits until the held bytes have grown by a
+        quarter of the budget again (a round scans what is held)."""
         low, cache = self.budget * _LOW, self.view["cache"]
         candidates = [
-            k
+            (self._next_use(k), k)
             for k in cache
             if self.size[k] >= MIN_DROP
             and not self.pinned[k]
             and k not in self.finals
             and k not in self.costly
-            and self._later(k)
         ]
-        candidates.sort(key=self._next_use, reverse=True)
-        for k in candidates:
+        candidates = [c for c in candidates if self._later(c[0])]
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        for _, k in candidates:
             if self.held <= low:
-                return
+                break
             small = self._made_from(k)
             if small is not None:
                 self.sources[k] = small
                 self.kept.update(small)
                 self._drop(k)
+        self.shed_at = max(self.budget, self.held + self.budget - low)
 
 
 def run(graph: dict, runs: list[list], finals: set, workers: int, ahead: int, budget=None) -> int:

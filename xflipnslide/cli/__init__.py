@@ -103,6 +103,31 @@ def _positive(text: str) -> int:
     return value
 
 
+def _memory(text: str) -> str:
+    """A memory size (``2GiB``, bytes or ``auto``), checked here."""
+    from .._core.schedule import memory_budget
+    from ..errors import InvalidParameterError
+
+    try:
+        memory_budget(text)
+    except InvalidParameterError:
+        raise argparse.ArgumentTypeError(
+            f"must be a memory size such as 2GiB, or auto; got {text!r}"
+        ) from None
+    return text
+
+
+def _add_memory(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory",
+        type=_memory,
+        default=None,
+        help="what the write may hold, e.g. 2GiB: past it, input chunks that later rows read "
+        "again are read again instead of held (default: auto, a quarter of this machine's "
+        "memory)",
+    )
+
+
 def _add_nodata(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nodata",
@@ -133,6 +158,7 @@ def _add_tiling_options(p: argparse.ArgumentParser, tile_size: int = 256) -> Non
     p.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is a tile store written here"
     )
+    _add_memory(p)
 
 
 def _scene_spec(text: str) -> tuple[str, list[str]]:
@@ -323,6 +349,7 @@ def _predict_options(pred: argparse.ArgumentParser) -> None:
     pred.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it is a prediction written here"
     )
+    _add_memory(pred)
 
 
 #: What adds each command's options.

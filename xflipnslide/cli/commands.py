@@ -30,7 +30,7 @@ def tile(args) -> int:
     check_out(args.out, args.overwrite)
     scene = open_inputs(args, args.input, args.variable, args.chunks, args.label, args.band_name)
     tiles = prepare_and_tile(scene, args, args.label)
-    write_tiles(tiles, args.out, args.overwrite)
+    write_tiles(tiles, args.out, args.overwrite, args.memory)
     of = f" of {len(scene)} scenes" if isinstance(scene, dict) else ""
     print(f"wrote {tiles.sizes[TILE_DIM]} tiles{of} of {args.tile_size} px to {args.out}")
     return 0
@@ -51,7 +51,7 @@ def stac(args) -> int:
         timeout=args.timeout,
     )
     tiles = prepare_and_tile(scene, args)
-    write_tiles(tiles, args.out, args.overwrite)
+    write_tiles(tiles, args.out, args.overwrite, args.memory)
     print(
         f"wrote {tiles.sizes[TILE_DIM]} tiles of {args.tile_size} px "
         f"({scene.sizes['time']} dates composited) to {args.out}"
@@ -196,6 +196,6 @@ def _write_prediction(pred, out: str, args) -> None:
         write_file(out, PREDICTION, overwrite=args.overwrite, option=OPTION) as tmp,
         progress_bar(),
     ):  # streamed: block by block, then GDAL's COG copy (never the whole map)
-        write_cog(pred, tmp, tags={PREDICT_TAG: PREDICT_TAG_VALUE})
+        write_cog(pred, tmp, tags={PREDICT_TAG: PREDICT_TAG_VALUE}, memory=args.memory)
     what = "labels" if args.labels else f"{pred.sizes['class']} class scores"
     print(f"wrote {what} for {pred.sizes['y']} x {pred.sizes['x']} px to {out}")

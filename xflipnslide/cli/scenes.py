@@ -185,9 +185,9 @@ def prepare_and_tile(scene, args, label=None) -> xr.Dataset:
     )
 
 
-def write_tiles(tiles, out: str, overwrite: bool) -> None:
-    """Write a tile store atomically (``xflipnslide.to_zarr``) with dask's
-    progress bar: a failed or interrupted run (Ctrl-C, SIGTERM) leaves
-    nothing half-written."""
+def write_tiles(tiles, out: str, overwrite: bool, memory: str | None = None) -> None:
+    """Write a tile store atomically (``xflipnslide.to_zarr``, within
+    ``memory``) with dask's progress bar: a failed or interrupted run
+    (Ctrl-C, SIGTERM) leaves nothing half-written."""
     with interruptible(), progress_bar():
-        to_zarr(tiles, out, overwrite=overwrite, name=IMAGE)
+        to_zarr(tiles, out, overwrite=overwrite, name=IMAGE, memory=memory)
