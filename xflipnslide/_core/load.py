@@ -23,7 +23,6 @@ import numpy as np
 from . import graph as _graph
 from . import tiling as _tiling
 from .blocks import chunk_bounds
-from .kernels import as_bits, gather_tiles
 
 __all__ = ["feed_chunks", "feed_source", "load_arrays", "load_ranges"]
 
@@ -172,11 +171,7 @@ def _write_task(task, key, view: np.ndarray):
 
 def _tile_into(out, blocks, tasks, n, other, size, dtype) -> None:
     """:func:`.tiling._tile_chunk`, gathering into ``out`` instead of a new array."""
-    flat = out.reshape((n, math.prod(other), size, size))
-    for nested, task in zip(blocks, tasks, strict=True):
-        src, rows, cols = task.source(nested)
-        s = task.strip
-        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(flat[s.start : s.stop]))
+    _tiling.gather_strips(blocks, tasks, out.reshape((n, math.prod(other), size, size)))
 
 
 def _copy_into(out: np.ndarray, block) -> None:

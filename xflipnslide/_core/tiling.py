@@ -137,18 +137,22 @@ def _tile_numpy(x: np.ndarray, plan: TilePlan) -> np.ndarray:
 
 class _StripTask:
     """How a task builds one strip from the input chunks it overlaps:
-    ``ys[i]``/``xs[j]`` slice the strip's part out of the ``i``-th row and
-    ``j``-th column of those chunks; ``offset`` is the first chunk's origin."""
+    ``picks`` places the task's chunks (a flat list, each chunk once) in
+    the nested rows and columns the strip overlaps; ``ys[i]``/``xs[j]``
+    slice the strip's part out of the ``i``-th row and ``j``-th column of
+    those chunks; ``offset`` is the first chunk's origin."""
 
-    __slots__ = ("depth", "offset", "strip", "xs", "ys")
+    __slots__ = ("depth", "offset", "picks", "strip", "xs", "ys")
 
-    def __init__(self, strip: Strip, ys, xs, offset, depth) -> None:
-        self.strip, self.ys, self.xs, self.offset, self.depth = strip, ys, xs, offset, depth
+    def __init__(self, strip: Strip, picks: list, ys, xs, offset, depth) -> None:
+        self.strip, self.picks, self.ys, self.xs = strip, picks, ys, xs
+        self.offset, self.depth = offset, depth
 
-    def source(self, nested: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def source(self, blocks: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The kernel's ``(C, h, w)`` source for the strip, and the window
-        origins in it."""
+        origins in it, from the task's chunks ``blocks``."""
         s = self.strip
+        nested = _pick(blocks, self.picks)
         block = only(nested)
         if block is not None and block.flags.c_contiguous and not s.padded:
             # The whole strip lies in one chunk: read the windows in place.
@@ -158,21 +162,43 @@ class _StripTask:
         return src, s.rows, s.cols
 
 
+def _pick(blocks: list, picks: list) -> list:
+    """``picks`` (nested lists of indices) with each index replaced by its block."""
+    if picks and isinstance(picks[0], list):
+        return [_pick(blocks, p) for p in picks]
+    return [blocks[i] for i in picks]
+
+
+def _places(nested: list, index: dict) -> list:
+    """``nested`` keys as indices into ``index`` (a key's first place; new
+    keys are added)."""
+    if nested and isinstance(nested[0], list):
+        return [_places(n, index) for n in nested]
+    return [index.setdefault(k, len(index)) for k in nested]
+
+
+def gather_strips(blocks: list, tasks: list, flat: np.ndarray) -> None:
+    """Gather each strip's tiles from the task's chunks ``blocks`` into its
+    rows of ``flat`` (``(n, C, T, T)``)."""
+    for task in tasks:
+        src, rows, cols = task.source(blocks)
+        s = task.strip
+        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(flat[s.start : s.stop]))
+
+
 def _tile_chunk(blocks: list, tasks: list, n: int, other: tuple, size: int, dtype) -> np.ndarray:
     """Task body: gather the tiles of each strip into one output chunk."""
     out = np.empty((n, math.prod(other), size, size), dtype=dtype)
-    for nested, task in zip(blocks, tasks, strict=True):
-        src, rows, cols = task.source(nested)
-        s = task.strip
-        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(out[s.start : s.stop]))
+    gather_strips(blocks, tasks, out)
     return out.reshape((n, *other, size, size))
 
 
 def _by_strips(x, plan: TilePlan, per: int, name: str, task, block_chunks: tuple, dtype):
     """A one-layer dask array of one task per chunk of ``per`` tiles of
     ``plan``: ``task(blocks, strip_tasks, n)`` is the task of one chunk,
-    handed the input chunks each of its strips overlaps; ``block_chunks``
-    are the output's chunks after ``tile``."""
+    handed the input chunks its strips overlap (each once: a chunk several
+    strips read is one reference in the graph, not one per strip);
+    ``block_chunks`` are the output's chunks after ``tile``."""
     check_known_chunks(x)
     n, depth = len(plan), x.ndim - 2
     starts = list(range(0, n, per))
@@ -182,20 +208,22 @@ def _by_strips(x, plan: TilePlan, per: int, name: str, task, block_chunks: tuple
     zeros = (0,) * len(block_chunks)
     dsk = {}
     for i, a in enumerate(starts):
-        blocks, tasks = [], []
+        index: dict = {}
+        tasks = []
         for s in strips(plan, a, a + sizes[i], bounds=(ybounds, xbounds)):
             iy, ix = chunk_span(ybounds, s.y), chunk_span(xbounds, s.x)
-            blocks.append(_graph.nest_keys((x.name,), [*other_idx, iy, ix]))
+            picks = _places(_graph.nest_keys((x.name,), [*other_idx, iy, ix]), index)
             tasks.append(
                 _StripTask(
                     s.shifted(a),
+                    picks,
                     local_slices(ybounds, iy, s.y),
                     local_slices(xbounds, ix, s.x),
                     (ybounds[iy[0]], xbounds[ix[0]]),
                     depth,
                 )
             )
-        dsk[(name, i, *zeros)] = task(blocks, tasks, sizes[i])
+        dsk[(name, i, *zeros)] = task(list(index), tasks, sizes[i])
     return _graph.array(name, dsk, (sizes, *block_chunks), dtype, [x])
 
 
@@ -247,8 +275,8 @@ def _window_fractions(mask: np.ndarray, rows, cols, tile_size: int) -> np.ndarra
 def _fractions_chunk(blocks: list, tasks: list, n: int, size: int) -> np.ndarray:
     """Task body: the valid fractions of the windows of each strip."""
     out = np.empty(n, np.float32)
-    for nested, task in zip(blocks, tasks, strict=True):
-        src, rows, cols = task.source(nested)
+    for task in tasks:
+        src, rows, cols = task.source(blocks)
         s = task.strip
         out[s.start : s.stop] = _window_fractions(src[0], rows, cols, size)
     return out
