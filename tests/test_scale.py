@@ -326,3 +326,18 @@ def test_a_lazy_subset_is_written_in_row_groups_too(tmp_path):
         m.setattr(schedule, "_group_runs", spy)
         train.fns.to_zarr(tmp_path / "train.zarr")
     assert runs and runs[0] > 2, runs
+
+
+def test_a_tile_task_names_each_input_chunk_it_reads_once():
+    """Windows of a chunk of tiles overlap, so its strips read many of the
+    same input chunks: the task lists each once (a smaller graph), and the
+    tiles are still the numpy path's."""
+    scene = _scene(512)
+    lazy = scene.chunk({"y": 64, "x": 64})
+    tiles = lazy.fns.tile(64, tile_chunks=40)
+    layer = next(v for k, v in tiles.data.dask.layers.items() if k.startswith("fns-tile"))
+    listed = [list(task[1]) for task in dict(layer).values()]
+    assert all(len(keys) == len(set(keys)) for keys in listed)
+    assert {k[0] for keys in listed for k in keys} == {lazy.data.name}
+    assert sum(map(len, listed)) >= lazy.data.npartitions  # every chunk read
+    np.testing.assert_array_equal(tiles.values, scene.fns.tile(64).values)
