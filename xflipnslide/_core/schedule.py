@@ -46,6 +46,7 @@ __all__ = [
     "compute_in_groups",
     "keyed",
     "memory_budget",
+    "memory_size",
     "write_by_chunk_rows",
     "write_in_groups",
 ]
@@ -58,20 +59,17 @@ AHEAD = 1
 MEMORY_KEY = "xflipnslide.memory"
 
 
-def memory_budget(memory=None) -> int:
-    """The bytes a writer's run may hold (:mod:`.ordered`): ``memory`` as
-    bytes or a string dask reads (``"2GiB"``); ``None``: the
-    ``xflipnslide.memory`` dask config value, else ``"auto"``; ``"auto"``: a
-    quarter of the memory this process may use (the machine's, or its
-    container's limit, as ``dask.distributed`` reads it)."""
+def memory_size(memory=None) -> int | None:
+    """``memory`` checked: bytes (an int, or a string dask reads such as
+    ``"2GiB"``), or None for ``"auto"``; ``None``: the ``xflipnslide.memory``
+    dask config value, else ``"auto"``. Cheap (the writers check their
+    argument with it before anything runs)."""
     import dask
     from dask.utils import parse_bytes
 
     value = dask.config.get(MEMORY_KEY, "auto") if memory is None else memory
     if isinstance(value, str) and value.strip().lower() == "auto":
-        from distributed.system import MEMORY_LIMIT
-
-        return int(MEMORY_LIMIT // 4)
+        return None
     try:
         n = parse_bytes(value) if isinstance(value, str) else int(value)
     except (TypeError, ValueError):
@@ -82,6 +80,18 @@ def memory_budget(memory=None) -> int:
             f"'2GiB', or 'auto' (a quarter of this machine's memory)"
         )
     return n
+
+
+def memory_budget(memory=None) -> int:
+    """The bytes a writer's run may hold (:mod:`.ordered`): :func:`memory_size`,
+    with ``"auto"`` a quarter of the memory this process may use (the
+    machine's, or its container's limit, as ``dask.distributed`` reads it)."""
+    size = memory_size(memory)
+    if size is not None:
+        return size
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT // 4)
 
 
 def compute_in_groups(collection, groups: list[list], memory=None) -> int:
@@ -129,7 +139,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     if len(groups) < 2 or not (local or _is_cluster(get)):
         dask.compute(collection)
         return 0
-    budget = memory_budget(memory)
+    memory_size(memory)  # refused before anything runs
     finals = _flat(collection.__dask_keys__())
     full = convert_legacy_graph(dict(collection.__dask_graph__()))
     graph = {k: full[k] for k in _closure(full, finals)}
@@ -142,7 +152,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
         _on_cluster(get, graph, runs, finals)
         return 0
     workers = 1 if get is dask.local.get_sync else dask.config.get("num_workers", None) or CPU_COUNT
-    return run(graph, runs, set(finals), int(workers), AHEAD, budget)
+    return run(graph, runs, set(finals), int(workers), AHEAD, memory_budget(memory))
 
 
 def _is_cluster(get) -> bool:

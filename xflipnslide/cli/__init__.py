@@ -105,11 +105,11 @@ def _positive(text: str) -> int:
 
 def _memory(text: str) -> str:
     """A memory size (``2GiB``, bytes or ``auto``), checked here."""
-    from .._core.schedule import memory_budget
+    from .._core.schedule import memory_size
     from ..errors import InvalidParameterError
 
     try:
-        memory_budget(text)
+        memory_size(text)
     except InvalidParameterError:
         raise argparse.ArgumentTypeError(
             f"must be a memory size such as 2GiB, or auto; got {text!r}"

@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from .._core.schedule import keyed, memory_budget, write_by_chunk_rows
+from .._core.schedule import keyed, memory_size, write_by_chunk_rows
 from ..errors import InvalidParameterError
 from .atomic import OutputKind, write_file
 
@@ -125,7 +125,7 @@ def to_cog(
     ('COG', 3, [2, 4])
     """
     _check_map(da, blocksize)  # before the target is touched
-    memory_budget(memory)
+    memory_size(memory)
     with write_file(path, COG, overwrite=overwrite) as tmp:
         write_cog(
             da,

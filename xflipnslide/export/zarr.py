@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
-from .._core.schedule import keyed, memory_budget, write_by_chunk_rows
+from .._core.schedule import keyed, memory_size, write_by_chunk_rows
 from .._core.tiling import regular_tile_chunks, write_by_rows
 from ..errors import IncompleteStoreError, InvalidParameterError
 from . import atomic
@@ -164,7 +164,7 @@ def to_zarr(
     >>> bool((back.image == tiles).all()), back.band.values.tolist()
     (True, ['red', 'green', 'blue'])
     """
-    memory_budget(memory)  # a bad size is refused before anything is written
+    memory_size(memory)  # a bad size is refused before anything is written
     refused = [k for k in _REFUSED if k in kwargs]
     if refused:
         raise InvalidParameterError(
