@@ -73,7 +73,7 @@ def test_strips_read_what_their_windows_need():
     plan = xflipnslide.plan_tiles((100, 90), 32, edge="pad")
     x = np.arange(100 * 90, dtype=np.float32).reshape(1, 100, 90)
     for s in strips(plan):
-        src = strip_source(x[..., s.y, s.x], s)
+        src = strip_source(x[..., s.y, s.x], s.pad)
         for k, (r, c) in enumerate(zip(s.rows, s.cols)):
             window = src[:, r : r + 32, c : c + 32]
             full = np.pad(x, ((0, 0), *plan.pad), mode="reflect")

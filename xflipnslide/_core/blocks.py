@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,14 +48,6 @@ class Strip:
     rows: np.ndarray
     cols: np.ndarray
     codes: np.ndarray
-
-    def shifted(self, first: int) -> Strip:
-        """The same strip with tile indices counted from ``first``."""
-        return replace(self, start=self.start - first, stop=self.stop - first)
-
-    @property
-    def padded(self) -> bool:
-        return any(self.pad[0]) or any(self.pad[1])
 
 
 def chunk_bounds(chunks: Sequence[int]) -> list[int]:
@@ -136,12 +128,13 @@ def _split_runs(plan: TilePlan, runs: list[tuple[int, int]], bounds) -> list[tup
     return out
 
 
-def strip_source(block: np.ndarray, strip: Strip) -> np.ndarray:
-    """``block`` (the strip's clipped input, ``(*other, h, w)``) as the kernel's
-    C-contiguous ``(C, h', w')`` source, reflect-padded where the strip leaves
-    the scene."""
-    if strip.padded:
-        block = np.pad(block, ((0, 0),) * (block.ndim - 2) + strip.pad, mode="reflect")
+def strip_source(block: np.ndarray, pad) -> np.ndarray:
+    """``block`` (a strip's clipped input, ``(*other, h, w)``) as the kernel's
+    C-contiguous ``(C, h', w')`` source, reflect-padded by ``pad``
+    (``((top, bottom), (left, right))``, a :class:`Strip`'s) where the strip
+    leaves the scene."""
+    if any(pad[0]) or any(pad[1]):
+        block = np.pad(block, ((0, 0),) * (block.ndim - 2) + tuple(pad), mode="reflect")
     flat = block.reshape((-1, *block.shape[-2:]))
     return np.ascontiguousarray(flat)
 

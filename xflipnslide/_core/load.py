@@ -169,9 +169,9 @@ def _write_task(task, key, view: np.ndarray):
     return (_copy_into, view, key)
 
 
-def _tile_into(out, blocks, tasks, n, other, size, dtype) -> None:
+def _tile_into(out, blocks, strips, n, other, size, dtype) -> None:
     """:func:`.tiling._tile_chunk`, gathering into ``out`` instead of a new array."""
-    _tiling.gather_strips(blocks, tasks, out.reshape((n, math.prod(other), size, size)))
+    _tiling.gather_strips(blocks, strips, out.reshape((n, math.prod(other), size, size)))
 
 
 def _copy_into(out: np.ndarray, block) -> None:

@@ -493,7 +493,7 @@ def _scene_gather(x: np.ndarray, plan: TilePlan) -> Callable[[int, int], np.ndar
                 gather_tiles(flat, rows[s:e], cols[s:e], codes[s:e], bits[s - a : e - a])
                 continue
             for st in strips(plan, s, e):
-                src = as_bits(strip_source(x[..., st.y, st.x], st))
+                src = as_bits(strip_source(x[..., st.y, st.x], st.pad))
                 gather_tiles(src, st.rows, st.cols, st.codes, bits[st.start - a : st.stop - a])
         return out
 

@@ -121,7 +121,7 @@ def _gather_range(x: np.ndarray, plan: TilePlan, out: np.ndarray, start: int, st
         )
         return
     for s in strips(plan, start, stop):
-        src = strip_source(x[..., s.y, s.x], s)
+        src = strip_source(x[..., s.y, s.x], s.pad)
         gather_tiles.auto(as_bits(src), s.rows, s.cols, s.codes, as_bits(out[s.start : s.stop]))
 
 
@@ -135,31 +135,80 @@ def _tile_numpy(x: np.ndarray, plan: TilePlan) -> np.ndarray:
     return out.reshape((n, *other, T, T))
 
 
-class _StripTask:
-    """How a task builds one strip from the input chunks it overlaps:
-    ``picks`` places the task's chunks (a flat list, each chunk once) in
-    the nested rows and columns the strip overlaps; ``ys[i]``/``xs[j]``
-    slice the strip's part out of the ``i``-th row and ``j``-th column of
-    those chunks; ``offset`` is the first chunk's origin."""
+class ChunkStrips:
+    """The strips one tile chunk's tiles read, compact (one small table per
+    task, not Python objects per strip: a scene's graph holds one per tile
+    chunk): ``table`` has a row ``(start, stop, y0, y1, x0, x1, top, bottom,
+    left, right)`` per strip (its tiles, counted from the chunk's first; its
+    clipped input rows and columns; its reflect padding), ``rows``,
+    ``cols`` and ``codes`` each tile's window origin in its padded strip
+    and its transform. ``bounds`` are the input's chunk edges along y and
+    x, ``others`` its chunk counts along the dims before them.
 
-    __slots__ = ("depth", "offset", "picks", "strip", "xs", "ys")
+    :meth:`chunks` lists the input chunks the strips overlap, each once, in
+    the order the task receives them; :meth:`sources` cuts each strip out
+    of them."""
 
-    def __init__(self, strip: Strip, picks: list, ys, xs, offset, depth) -> None:
-        self.strip, self.picks, self.ys, self.xs = strip, picks, ys, xs
-        self.offset, self.depth = offset, depth
+    __slots__ = ("bounds", "codes", "cols", "others", "rows", "table")
 
-    def source(self, blocks: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The kernel's ``(C, h, w)`` source for the strip, and the window
-        origins in it, from the task's chunks ``blocks``."""
-        s = self.strip
-        nested = _pick(blocks, self.picks)
-        block = only(nested)
-        if block is not None and block.flags.c_contiguous and not s.padded:
-            # The whole strip lies in one chunk: read the windows in place.
-            dy, dx = s.y.start - self.offset[0], s.x.start - self.offset[1]
-            return block.reshape((-1, *block.shape[-2:])), s.rows + dy, s.cols + dx
-        src = strip_source(assemble(nested, self.ys, self.xs, self.depth), s)
-        return src, s.rows, s.cols
+    def __init__(self, strips: list[Strip], first: int, bounds: tuple, others: tuple) -> None:
+        self.bounds, self.others = bounds, others
+        self.table = np.array(
+            [
+                (s.start - first, s.stop - first, s.y.start, s.y.stop, s.x.start, s.x.stop)
+                + s.pad[0]
+                + s.pad[1]
+                for s in strips
+            ],
+            dtype=np.int64,
+        ).reshape((-1, 10))
+        self.rows = _joined([s.rows for s in strips], np.int64)
+        self.cols = _joined([s.cols for s in strips], np.int64)
+        self.codes = _joined([s.codes for s in strips], np.int8)
+
+    def _spans(self, row) -> tuple[slice, slice, range, range]:
+        y, x = slice(int(row[2]), int(row[3])), slice(int(row[4]), int(row[5]))
+        return y, x, chunk_span(self.bounds[0], y), chunk_span(self.bounds[1], x)
+
+    def _nested(self, iy: range, ix: range) -> list:
+        return _graph.nest_keys((), [*(range(n) for n in self.others), iy, ix])
+
+    def chunks(self) -> list[tuple]:
+        """The input chunk indices the strips read, each once, in first-read order."""
+        index: dict = {}
+        for row in self.table:
+            _, _, iy, ix = self._spans(row)
+            _places(self._nested(iy, ix), index)
+        return list(index)
+
+    def sources(self, blocks: list):
+        """For each strip, ``(src, rows, cols, codes, start, stop)``: the
+        kernel's ``(C, h, w)`` source cut from ``blocks`` (the input chunks of
+        :meth:`chunks`, in that order), the strip's window origins in it,
+        their transforms and the tiles they fill."""
+        index = {k: i for i, k in enumerate(self.chunks())}
+        depth = len(self.others)
+        for row in self.table:
+            start, stop = int(row[0]), int(row[1])
+            pad = ((int(row[6]), int(row[7])), (int(row[8]), int(row[9])))
+            y, x, iy, ix = self._spans(row)
+            nested = _pick(blocks, _places(self._nested(iy, ix), index))
+            rows, cols = self.rows[start:stop], self.cols[start:stop]
+            codes = self.codes[start:stop]
+            block = only(nested)
+            if block is not None and block.flags.c_contiguous and not any(pad[0] + pad[1]):
+                # The whole strip lies in one chunk: read the windows in place.
+                dy, dx = y.start - self.bounds[0][iy[0]], x.start - self.bounds[1][ix[0]]
+                src = block.reshape((-1, *block.shape[-2:]))
+                yield src, rows + dy, cols + dx, codes, start, stop
+                continue
+            ys, xs = local_slices(self.bounds[0], iy, y), local_slices(self.bounds[1], ix, x)
+            src = strip_source(assemble(nested, ys, xs, depth), pad)
+            yield src, rows, cols, codes, start, stop
+
+
+def _joined(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
 
 def _pick(blocks: list, picks: list) -> list:
@@ -177,53 +226,42 @@ def _places(nested: list, index: dict) -> list:
     return [index.setdefault(k, len(index)) for k in nested]
 
 
-def gather_strips(blocks: list, tasks: list, flat: np.ndarray) -> None:
+def gather_strips(blocks: list, strips: ChunkStrips, flat: np.ndarray) -> None:
     """Gather each strip's tiles from the task's chunks ``blocks`` into its
     rows of ``flat`` (``(n, C, T, T)``)."""
-    for task in tasks:
-        src, rows, cols = task.source(blocks)
-        s = task.strip
-        gather_tiles.auto(as_bits(src), rows, cols, s.codes, as_bits(flat[s.start : s.stop]))
+    for src, rows, cols, codes, start, stop in strips.sources(blocks):
+        gather_tiles.auto(as_bits(src), rows, cols, codes, as_bits(flat[start:stop]))
 
 
-def _tile_chunk(blocks: list, tasks: list, n: int, other: tuple, size: int, dtype) -> np.ndarray:
+def _tile_chunk(
+    blocks: list, strips: ChunkStrips, n: int, other: tuple, size: int, dtype
+) -> np.ndarray:
     """Task body: gather the tiles of each strip into one output chunk."""
     out = np.empty((n, math.prod(other), size, size), dtype=dtype)
-    gather_strips(blocks, tasks, out)
+    gather_strips(blocks, strips, out)
     return out.reshape((n, *other, size, size))
 
 
 def _by_strips(x, plan: TilePlan, per: int, name: str, task, block_chunks: tuple, dtype):
     """A one-layer dask array of one task per chunk of ``per`` tiles of
-    ``plan``: ``task(blocks, strip_tasks, n)`` is the task of one chunk,
+    ``plan``: ``task(blocks, strips, n)`` is the task of one chunk
+    (``strips`` its :class:`ChunkStrips`),
     handed the input chunks its strips overlap (each once: a chunk several
     strips read is one reference in the graph, not one per strip);
     ``block_chunks`` are the output's chunks after ``tile``."""
     check_known_chunks(x)
-    n, depth = len(plan), x.ndim - 2
+    n = len(plan)
     starts = list(range(0, n, per))
     sizes = tuple(min(per, n - a) for a in starts)
     ybounds, xbounds = (chunk_bounds(c) for c in x.chunks[-2:])
-    other_idx = [range(len(c)) for c in x.chunks[:-2]]
     zeros = (0,) * len(block_chunks)
+    others = tuple(len(c) for c in x.chunks[:-2])
     dsk = {}
     for i, a in enumerate(starts):
-        index: dict = {}
-        tasks = []
-        for s in strips(plan, a, a + sizes[i], bounds=(ybounds, xbounds)):
-            iy, ix = chunk_span(ybounds, s.y), chunk_span(xbounds, s.x)
-            picks = _places(_graph.nest_keys((x.name,), [*other_idx, iy, ix]), index)
-            tasks.append(
-                _StripTask(
-                    s.shifted(a),
-                    picks,
-                    local_slices(ybounds, iy, s.y),
-                    local_slices(xbounds, ix, s.x),
-                    (ybounds[iy[0]], xbounds[ix[0]]),
-                    depth,
-                )
-            )
-        dsk[(name, i, *zeros)] = task(list(index), tasks, sizes[i])
+        found = strips(plan, a, a + sizes[i], bounds=(ybounds, xbounds))
+        table = ChunkStrips(found, a, (ybounds, xbounds), others)
+        blocks = [(x.name, *idx) for idx in table.chunks()]
+        dsk[(name, i, *zeros)] = task(blocks, table, sizes[i])
     return _graph.array(name, dsk, (sizes, *block_chunks), dtype, [x])
 
 
@@ -272,13 +310,11 @@ def _window_fractions(mask: np.ndarray, rows, cols, tile_size: int) -> np.ndarra
     return (total / (T * T)).astype(np.float32)
 
 
-def _fractions_chunk(blocks: list, tasks: list, n: int, size: int) -> np.ndarray:
+def _fractions_chunk(blocks: list, strips: ChunkStrips, n: int, size: int) -> np.ndarray:
     """Task body: the valid fractions of the windows of each strip."""
     out = np.empty(n, np.float32)
-    for task in tasks:
-        src, rows, cols = task.source(blocks)
-        s = task.strip
-        out[s.start : s.stop] = _window_fractions(src[0], rows, cols, size)
+    for src, rows, cols, _, start, stop in strips.sources(blocks):
+        out[start:stop] = _window_fractions(src[0], rows, cols, size)
     return out
 
 
