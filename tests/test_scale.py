@@ -341,3 +341,36 @@ def test_a_tile_task_names_each_input_chunk_it_reads_once():
     assert {k[0] for keys in listed for k in keys} == {lazy.data.name}
     assert sum(map(len, listed)) >= lazy.data.npartitions  # every chunk read
     np.testing.assert_array_equal(tiles.values, scene.fns.tile(64).values)
+
+
+class Ran(Callback):
+    """The first word of the name of each layer whose tasks ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers: set = set()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.layers.add(str(key[0] if isinstance(key, tuple) else key).split("-")[0])
+
+
+@pytest.mark.filterwarnings("ignore::xflipnslide.errors.XFlipNSlideWarning")
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_writer_runs_an_input_chunks_masking_as_one_task(tmp_path, scheduler):
+    """Stacked blockwise layers are fused as ``dask.compute`` fuses them: the
+    masking of an input chunk (``isfinite``, ``!=``, ``&``, ``where``) is
+    one task, not one per operation, in the store's graph and in the copy
+    of the input the statistics read (which ran one task per operation);
+    the store is still the numpy path's."""
+    src = tmp_path / "in.zarr"
+    _scene(256).chunk({"y": 64, "x": 64}).to_dataset(name="v").to_zarr(src)
+    scene = xr.open_zarr(src)["v"]
+    tiles = scene.fns.preprocess(reach=32).fns.tile(64, tile_chunks=8)
+    ran = Ran()
+    with dask.config.set(scheduler=scheduler), ran:
+        tiles.fns.to_zarr(tmp_path / "t.zarr")
+    assert "where" in ran.layers  # the fused layer keeps the last one's name
+    assert not {"isfinite", "and_", "ne"} & ran.layers, ran.layers
+    back = xflipnslide.open_tiles(tmp_path / "t.zarr")
+    expect = _scene(256).fns.preprocess().fns.tile(64)
+    np.testing.assert_allclose(back[tiles.name].values, expect.values, rtol=1e-6, atol=1e-6)
