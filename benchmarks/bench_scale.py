@@ -19,7 +19,7 @@ steps on a 2-worker ``dask.distributed.LocalCluster`` (one thread each,
 ``--memory-limit`` per worker) and reports the largest worker's peak RSS.
 
     python benchmarks/bench_scale.py [--sizes 2048,4096,8192] [--steps all,pre,tile]
-        [--memory 512MiB] [--cluster] [--json out.json]
+        [--memory 512MiB] [--tile-chunks 64MiB] [--cluster] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class _Runs:
         self.keys.add(key)
 
 
-def _one(size: int, step: str, workdir: str, tile_size: int, cluster, memory) -> dict:
+def _one(size: int, step: str, workdir: str, tile_size: int, cluster, memory, tile_chunks) -> dict:
     import dask
     import xarray as xr
 
@@ -89,7 +89,7 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster, memory) ->
     with dask.config.set({"array.chunk-size": "64MiB"}):
         ready = scene.fns.preprocess() if step in ("all", "pre", "pre-xarray") else scene
         pre = step.startswith("pre")
-        result = ready if pre else ready.fns.tile(tile_size, tile_chunks="64MiB")
+        result = ready if pre else ready.fns.tile(tile_size, tile_chunks=tile_chunks)
     n_tasks = len(result.data.__dask_graph__())
     runs = _Runs()
     start = time.perf_counter()
@@ -116,6 +116,7 @@ def _one(size: int, step: str, workdir: str, tile_size: int, cluster, memory) ->
         "seconds": seconds,
         "again": (runs.runs - len(runs.keys)) / max(1, len(runs.keys)),
         "memory": memory,
+        "tile_chunks": tile_chunks,
     }
 
 
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="2048,4096,8192")
     p.add_argument("--steps", default="all,pre,tile")
     p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--tile-chunks", default="64MiB", help="tile chunk size (`tile_chunks`)")
     p.add_argument("--cluster", action="store_true", help="a 2-worker LocalCluster")
     p.add_argument("--memory-limit", default="2GiB", help="per worker, with --cluster")
     p.add_argument("--memory", help="the writers' memory budget (default: theirs, 'auto')")
@@ -138,7 +140,10 @@ def main(argv=None) -> int:
             _make(size, os.path.join(args.workdir, f"in{size}.zarr"))
             print(json.dumps({}))
         else:
-            print(json.dumps(_one(size, step, args.workdir, args.tile_size, cluster, args.memory)))
+            one = _one(
+                size, step, args.workdir, args.tile_size, cluster, args.memory, args.tile_chunks
+            )
+            print(json.dumps(one))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = args.steps.split(",")
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
                 rows.append(
                     run_fresh(
                         __file__, "--one", size, step, "--workdir", workdir,
-                        "--tile-size", args.tile_size, *extra,
+                        "--tile-size", args.tile_size, "--tile-chunks", args.tile_chunks, *extra,
                     )
                 )  # fmt: skip
                 os.system(f"rm -rf {os.path.join(workdir, f'out{size}{step}.zarr')}")
@@ -160,7 +165,8 @@ def main(argv=None) -> int:
     where = f"2-worker LocalCluster, {args.memory_limit} each" if cluster else "threads"
     print(
         f"out of core: Zarr -> preprocess / tile({args.tile_size}) -> Zarr, 512² input "
-        f"chunks, {os.cpu_count()} cores, {where}, memory={args.memory or 'auto'}"
+        f"chunks, tile chunks {args.tile_chunks}, {os.cpu_count()} cores, {where}, "
+        f"memory={args.memory or 'auto'}"
     )
     print(
         f"{'step':>5}{'N':>7}{'scene GiB':>11}{'peak GiB':>10}{'above base':>12}"
