@@ -24,7 +24,6 @@ __all__ = [
     "array",
     "check_known_chunks",
     "first_lazy",
-    "fused_tasks",
     "independent_copy",
     "is_lazy",
     "map_threads",
@@ -128,22 +127,6 @@ def costly(key: Hashable) -> bool:
     return _name(key).startswith(COSTLY_PREFIX)
 
 
-def fused_tasks(graph, keys: list) -> dict:
-    """``graph`` (a collection's) as a dict of ``dask._task_spec`` nodes, its
-    stacked blockwise layers fused first (:func:`dask.blockwise.optimize_blockwise`,
-    what ``dask.compute`` does): an input chunk's read, masking and casts
-    run as one task instead of one per operation, so the graph holds a
-    few tasks per chunk. The layers that ``keys`` or any non-blockwise
-    layer read keep their keys."""
-    from dask._task_spec import convert_legacy_graph
-    from dask.blockwise import optimize_blockwise
-    from dask.highlevelgraph import HighLevelGraph
-
-    if isinstance(graph, HighLevelGraph):
-        graph = optimize_blockwise(graph, keys=keys)
-    return convert_legacy_graph(dict(graph))
-
-
 def independent_copy(x, salt: str = "fns-pass"):
     """The same array from an independent copy of its graph.
 
@@ -171,12 +154,17 @@ def independent_copy(x, salt: str = "fns-pass"):
     ``tests/test_blocks.py`` checks it still behaves).
     """
     import dask.array as da
+    from dask._task_spec import convert_legacy_graph
+    from dask.blockwise import optimize_blockwise
     from dask.core import flatten
     from dask.highlevelgraph import HighLevelGraph
 
     if x.name.startswith(SHARED_PREFIX):
         return x  # shared whole
-    graph = fused_tasks(x.__dask_graph__(), list(flatten(x.__dask_keys__())))
+    # Stacked blockwise layers fused first, as dask.compute (and dask's store,
+    # for the writers' graphs) fuses them: a chunk's masking is one task.
+    fused = optimize_blockwise(x.__dask_graph__(), keys=list(flatten(x.__dask_keys__())))
+    graph = convert_legacy_graph(dict(fused))
     shared = _closure(graph, [k for k in graph if _name(k).startswith(SHARED_PREFIX)])
 
     def rename(key: Hashable):

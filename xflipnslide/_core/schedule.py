@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 
 from ..errors import InvalidParameterError
-from .graph import _closure, fused_tasks, is_lazy
+from .graph import _closure, is_lazy
 from .ordered import dependents, run
 
 __all__ = [
@@ -130,6 +130,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     import dask
     import dask.local
     import dask.threaded
+    from dask._task_spec import convert_legacy_graph
     from dask.base import get_scheduler
     from dask.system import CPU_COUNT
 
@@ -140,7 +141,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
         return 0
     memory_size(memory)  # refused before anything runs
     finals = _flat(collection.__dask_keys__())
-    full = fused_tasks(collection.__dask_graph__(), finals)
+    full = convert_legacy_graph(dict(collection.__dask_graph__()))
     graph = {k: full[k] for k in _closure(full, finals)}
     groups = _matching(graph, groups)
     if sum(map(bool, groups)) < 2:

@@ -186,7 +186,7 @@ class ChunkStrips:
         kernel's ``(C, h, w)`` source cut from ``blocks`` (the input chunks of
         :meth:`chunks`, in that order), the strip's window origins in it,
         their transforms and the tiles they fill."""
-        index = {k: i for i, k in enumerate(self.chunks())}
+        index: dict = {}  # filled in first-read order: the places of chunks()
         depth = len(self.others)
         for row in self.table:
             start, stop = int(row[0]), int(row[1])
