@@ -143,6 +143,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     finals = _flat(collection.__dask_keys__())
     full = convert_legacy_graph(dict(collection.__dask_graph__()))
     graph = {k: full[k] for k in _closure(full, finals)}
+    del full
     groups = _matching(graph, groups)
     if sum(map(bool, groups)) < 2:
         dask.compute(collection)

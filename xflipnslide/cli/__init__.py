@@ -396,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parameters
     ----------
     argv
-        The arguments after ``xflipnslide`` (default: ``sys.argv[1:]``).
+        The arguments after ``xflipnslide`` (default: ``sys.argv[1:]``;
+        run so, as the command, the process's glibc malloc arenas are
+        first capped at one: see ``xflipnslide._core.allocator``).
 
     Returns
     -------
@@ -422,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     >>> shutil.rmtree(folder)
     """
+    if argv is None:  # run as the command: this process is the command's own
+        from .._core.allocator import cap_arenas
+
+        cap_arenas()  # before any thread allocates (one heap, not one per thread)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser(_named_command(argv)).parse_args(argv)
     logging.basicConfig(
