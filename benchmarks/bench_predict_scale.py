@@ -13,7 +13,7 @@ same writer (numba's kernels, torch's and the thread pools' start-up: the
 above the warm base, as a share of the scene's bytes and per 4x pixels.
 
     python benchmarks/bench_predict_scale.py [--sizes 4096,8192,16384]
-        [--writer fns|xarray|cog] [--json out.json]
+        [--writer fns|xarray|cog] [--chunks 512] [--json out.json]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _write(pred, dst: str, writer: str) -> None:
         xflipnslide.to_cog(pred.assign_coords(grid).rio.write_crs("EPSG:32633"), dst)
 
 
-def run_one(size: int, T: int, src: str, dst: str, writer: str) -> dict:
+def run_one(size: int, T: int, src: str, dst: str, writer: str, chunks=None) -> dict:
     import dask
     import torch
     import xarray as xr
@@ -87,7 +87,7 @@ def run_one(size: int, T: int, src: str, dst: str, writer: str) -> dict:
     scene = xr.open_zarr(src)["image"]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # warm: kernels, pools
     start = time.perf_counter()
-    pred = scene.fns.predict(model, tile_size=T, classes=3)
+    pred = scene.fns.predict(model, tile_size=T, classes=3, chunks=chunks)
     _write(pred, dst, writer)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -95,6 +95,7 @@ def run_one(size: int, T: int, src: str, dst: str, writer: str) -> dict:
         "size": size,
         "writer": writer,
         "blocks": int(pred.data.npartitions),
+        "block": int(pred.data.chunks[-1][0]),
         "seconds": seconds,
         "peak": peak,
         "peak_above": peak - base,
@@ -107,6 +108,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="4096,8192,16384")
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--writer", choices=("fns", "xarray", "cog"), default="fns")
+    p.add_argument(
+        "--chunks", type=int, help="predict's output block side (default: predict's own)"
+    )
     p.add_argument("--tmp", default=None, help="where the Zarr stores go (default: a temp dir)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
@@ -114,7 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one, args.tile_size, args.src, args.dst, args.writer)))
+        one = run_one(args.one, args.tile_size, args.src, args.dst, args.writer, args.chunks)
+        print(json.dumps(one))
         return 0
     rows = []
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -135,6 +140,7 @@ def main(argv=None) -> int:
                     dst,
                     "--writer",
                     args.writer,
+                    *(["--chunks", args.chunks] if args.chunks else []),
                 )
             )
             shutil.rmtree(src, ignore_errors=True)
