@@ -133,3 +133,34 @@ def test_no_window_runs_twice(scene):
     ).compute()
     plan = xflipnslide.plan.predict_plan(scene.shape[1:], T)
     assert sum(calls) == len(plan)
+
+
+def test_the_command_predicts_in_small_blocks_whatever_the_scenes_size(tmp_path, monkeypatch):
+    """The library's default block grows past 512 px once a scene would have
+    more than ``MAX_BLOCKS`` blocks (dask's ordering of the token chain);
+    the command writes with the package's scheduler, which orders no chain,
+    so it keeps the small blocks (cap lowered here so the sample scene
+    passes it)."""
+    torch = pytest.importorskip("torch")
+    from xflipnslide._core import predict_graph
+    from xflipnslide.cli import main
+
+    monkeypatch.setattr(predict_graph, "MAX_BLOCKS", 1)
+    sides = []
+    real = predict_graph.predict_dask
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        sides.append(out.chunks[-1][0])
+        return out
+
+    monkeypatch.setattr(predict_graph, "predict_dask", spy)
+    net = torch.jit.script(torch.nn.Conv2d(3, 2, 1))
+    net.save(str(tmp_path / "m.pt"))
+    src = xflipnslide.sample_scene_path()  # 560 x 600
+    scene = xflipnslide.open_image(src, chunks=256)
+    scene.fns.predict(torch.nn.Conv2d(3, 2, 1), tile_size=64, classes=2)  # the library's own
+    argv = ["predict", src, "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "p.tif")]
+    assert main([*argv, "--tile-size", "64", "--no-preprocess"]) == 0
+    # the library's grew to one block (clipped to the 600 px width); the command's stay 512 px
+    assert sides == [600, 512]

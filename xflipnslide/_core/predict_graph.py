@@ -42,7 +42,7 @@ from .blocks import assemble, chunk_bounds, chunk_span, local_slices
 from .kernels import gather_tiles, normalize_weights
 from .predict import ModelRunner, stream, window_starts
 
-__all__ = ["IN_FLIGHT", "block_of_windows", "predict_dask"]
+__all__ = ["IN_FLIGHT", "block_of_windows", "block_side", "predict_dask"]
 
 #: Blocks whose model work may run ahead of the last finished block: block
 #: ``k`` (row-major) starts after block ``k - IN_FLIGHT`` is done, so dask
@@ -55,6 +55,21 @@ IN_FLIGHT = 4
 #: (1.4 GiB for 4096 blocks, measured). The package's writers
 #: (:mod:`.schedule`) do not ask dask for an order, so they pay none of it.
 MAX_BLOCKS = 4096
+
+
+def block_side(T: int, shape: tuple[int, int] | None = None) -> int:
+    """The default output block side: the largest multiple of ``T`` up to
+    512 px, at least ``2 T`` (a task's sums, source and parts stay small);
+    given the scene's ``shape``, larger by steps of ``T`` until it has at
+    most :data:`MAX_BLOCKS` blocks (dask's ordering of the token chain).
+    The package's writers need no such cap: the command passes the side
+    without ``shape``."""
+    side = max(2 * T, (512 // T) * T)
+    if shape is not None:
+        H, W = shape
+        while -(-H // side) * -(-W // side) > MAX_BLOCKS:
+            side += T
+    return side
 
 
 def block_of_windows(plan: TilePlan, ybounds: list[int], xbounds: list[int]):
@@ -196,12 +211,8 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
 
     _graph.check_known_chunks(x, "the scene")
     T, (H, W) = plan.tile_size, plan.shape
-    if chunks is None:  # about 512 px: a task's sums, source and parts stay small
-        chunks = max(2 * T, (512 // T) * T)
-        # ... but dask's ordering of the token chain costs memory quadratic in
-        # the blocks: at most MAX_BLOCKS
-        while -(-H // chunks) * -(-W // chunks) > MAX_BLOCKS:
-            chunks += T
+    if chunks is None:
+        chunks = block_side(T, (H, W))
     chunks = output_chunks(chunks, plan.shape, T, classes, np.float32)
     ybounds, xbounds = (chunk_bounds(c) for c in chunks)
     inb = tuple(chunk_bounds(c) for c in x.chunks[-2:])

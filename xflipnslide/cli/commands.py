@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._core.predict_graph import block_side
 from ..errors import require
 from ..export import export_chips
 from ..export.atomic import OutputKind, write_file
@@ -170,6 +171,10 @@ def predict_scene(args) -> int:
         scene,
         model,
         tile_size=args.tile_size,
+        # written by the package's scheduler, which orders no token chain: the
+        # small blocks whatever the scene's size (4.5 % of a 40 000² scene
+        # above the warm base, against 5.6 % with the blocks dask's order needs)
+        chunks=block_side(args.tile_size),
         stride=args.stride,
         tta=None if args.tta == "none" else args.tta,
         blend=args.blend,
