@@ -119,3 +119,15 @@ def test_the_command_caps_its_arenas_and_the_library_does_not():
     assert command == {"rc": 0, "before": 1, "after": 1}  # its threads share the main heap
     library = _run(_TILE.format(call="rc = main(words)"))  # called from Python: left alone
     assert library["rc"] == 0 and library["after"] > library["before"]
+
+
+@pytest.mark.parametrize("error", [OSError("no such library"), TypeError("not on this platform")])
+def test_a_c_library_ctypes_cannot_open_is_left_alone(monkeypatch, error):
+    from xflipnslide._core import allocator
+
+    def refuse(name):
+        raise error
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", refuse)
+    assert allocator.cap_arenas() is None
