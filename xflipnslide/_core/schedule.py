@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 
 from ..errors import InvalidParameterError
+from .compact import compact
 from .graph import _closure, is_lazy
 from .ordered import dependents, run
 
@@ -127,6 +128,14 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     Returns how many tasks ran again (0 where none did, or dask ran the
     graph).
     """
+    return _compute_in_groups([collection], groups, memory)
+
+
+def _compute_in_groups(held: list, groups: list[list], memory=None) -> int:
+    """:func:`compute_in_groups` of the collection in ``held`` (a list of
+    one, emptied): once its graph is taken, the run holds only the compacted
+    graph (:mod:`.compact`), not the collection's own, where no one else
+    holds the collection."""
     import dask
     import dask.local
     import dask.threaded
@@ -134,6 +143,7 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     from dask.base import get_scheduler
     from dask.system import CPU_COUNT
 
+    collection = held.pop()
     get = get_scheduler(collections=[collection])
     local = get in (dask.threaded.get, dask.local.get_sync)
     if len(groups) < 2 or not (local or _is_cluster(get)):
@@ -152,6 +162,11 @@ def compute_in_groups(collection, groups: list[list], memory=None) -> int:
     if not local:  # a dask.distributed client: the same order, as task priorities
         _on_cluster(get, graph, runs, finals)
         return 0
+    del collection  # its graph (task-spec, renamed: several times the compacted one)
+    graph = compact(graph)
+    same = {k: k for k in graph}  # the compacted graph's own key objects
+    runs = [[same[k] for k in run] for run in runs]
+    finals = [same[k] for k in finals]
     workers = 1 if get is dask.local.get_sync else dask.config.get("num_workers", None) or CPU_COUNT
     return run(graph, runs, set(finals), int(workers), AHEAD, memory_budget(memory))
 
@@ -192,8 +207,8 @@ def write_in_groups(write, array, groups, memory=None) -> None:
     import dask
 
     with dask.config.set({"optimization.fuse.active": False}):
-        store = write(False)
-    compute_in_groups(store, groups, memory)
+        held = [write(False)]
+    _compute_in_groups(held, groups, memory)
 
 
 def write_by_chunk_rows(write, arrays: list, memory=None) -> None:
