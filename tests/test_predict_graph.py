@@ -164,3 +164,30 @@ def test_the_command_predicts_in_small_blocks_whatever_the_scenes_size(tmp_path,
     assert main([*argv, "--tile-size", "64", "--no-preprocess"]) == 0
     # the library's grew to one block (clipped to the 600 px width); the command's stay 512 px
     assert sides == [600, 512]
+
+
+def test_a_spill_reaches_only_as_far_as_the_windows_of_its_block():
+    """330 x 300 px, T = 32, stride 16: 20 x 18 windows, their origins at
+    -3 + 16 m (rows) and -2 + 16 m (columns); the last window of a 64-px
+    block row starts 3 px before its end (61, 125, ...) and ends 29 px past
+    it, of a block column 30 px: the strips a block hands on are 29 rows
+    and 30 columns (``T - 1`` = 31 before), the last short block's whole."""
+    data = np.zeros((2, 330, 300), np.float32)
+    pred = xr.DataArray(data, dims=("band", "y", "x")).chunk({"y": 64, "x": 64})
+    pred = pred.fns.predict(Biased(), tile_size=T, chunks=BLOCK)
+    graph = dict(pred.__dask_graph__())
+    found = kinds(graph)
+    spans = {}
+    for kind in ("spilldown", "spillright"):
+        for key in found[kind]:
+            ys, xs = graph[key][2:4]
+            spans[(kind, *key[1:])] = (ys.stop - ys.start, xs.stop - xs.start)
+    assert spans["spilldown", 0, 0] == (29, 64) and spans["spilldown", 1, 2] == (29, 64)
+    assert spans["spillright", 0, 0] == (64, 30) and spans["spillright", 3, 1] == (64, 30)
+    assert spans["spilldown", 4, 0][0] == 10  # into the last block, 10 rows
+    np.testing.assert_allclose(
+        pred.values,
+        xr.DataArray(data, dims=("band", "y", "x")).fns.predict(Biased(), tile_size=T).values,
+        rtol=1e-6,
+        atol=1e-6,
+    )

@@ -5,14 +5,15 @@ Each window belongs to the output block holding its origin (clipped into
 the scene). The block's *partial* task reads only the input chunks its
 windows need, runs the model on them part by part (:func:`.predict.stream`:
 gather, model, views averaged, overlap-add), and holds the weighted sums
-over the block and the ``T - 1`` rows and columns its windows reach past
-it. Three small tasks cut what spills into the neighbours (right, below,
+over the block and the rows and columns its windows reach past it (at
+most ``T - 1``; ``T - r`` on predict's regular grid, ``r`` the gap from a
+block's last window origin to its end). Three small tasks cut what spills into the neighbours (right, below,
 below right) out of it; the block's *final* task adds the spills of the
 blocks left, above and above left to its own sums and divides by the
 summed weights. So every window runs once, a block's output depends only
 on its own row band of blocks and the one above, no model output outlives
 its block's task, and what waits between two rows of blocks is one strip
-``T - 1`` pixels high (the spills, float32 means and weights), not the
+at most ``T - 1`` pixels high (the spills, float32 means and weights), not the
 model outputs. Odd rows of blocks read an independent copy of the input
 graph (:func:`.graph.independent_copy`), so the input chunks two rows of
 blocks share are read (or computed) twice rather than held across the
@@ -204,6 +205,17 @@ def _spec(plan, ids, starts, bounds, block, shape, depth):
     return spec, (iy, ix)
 
 
+def _reach(bounds: list[int], owner: np.ndarray, origins: np.ndarray, T: int, size: int):
+    """Per row (or column) of blocks, where the furthest window it owns ends
+    (its own end if further; clipped to the scene's ``size``): a block's
+    partial sums, and what it spills into the next, reach no further (on a
+    regular grid of windows ``T - r`` px, ``r`` the gap from the last
+    origin in a block to its end, rather than ``T - 1``)."""
+    reach = np.asarray(bounds[1:], dtype=np.int64)
+    np.maximum.at(reach, owner, origins + T)
+    return np.minimum(reach, size).tolist()
+
+
 def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, chunks=None):
     """``(K, H, W)`` float32 dask array: :func:`.predict.predict_array` as one
     graph of fused tasks per output block (module docstring)."""
@@ -231,12 +243,14 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
     sources = [x, _graph.independent_copy(x, "fns-predict-odd")] if ny > 1 else [x]
     order = np.lexsort((wx, wy))
     cut = np.searchsorted(wy[order] * nx + wx[order], np.arange(ny * nx + 1))
+    reach_y = _reach(ybounds, wy, plan.rows[starts[:-1]], T, H)
+    reach_x = _reach(xbounds, wx, plan.cols[starts[:-1]], T, W)
     for i in range(ny):
         y0, y1 = ybounds[i], ybounds[i + 1]
-        ph = min(H, y1 + T - 1) - y0
+        ph = reach_y[i] - y0
         for j in range(nx):
             x0, x1 = xbounds[j], xbounds[j + 1]
-            pw = min(W, x1 + T - 1) - x0
+            pw = reach_x[j] - x0
             ids = np.sort(order[cut[i * nx + j] : cut[i * nx + j + 1]])
             spec, spans = _spec(plan, ids, starts, inb, (y0, x0), (ph, pw), depth)
             src = sources[i % len(sources)].name
