@@ -114,7 +114,7 @@ def test_compacted_keys_are_equal_copies_sharing_no_object(tmp_path):
 def test_a_compacted_store_graph_takes_a_fraction_of_the_memory(tmp_path):
     """xarray's delayed store of a predicted map holds every task twice
     (its renaming) in nodes that each carry their dependencies: the
-    compacted graph of the same store takes well under half of it (0.36
+    compacted graph of the same store takes well under half of it (0.30
     measured)."""
     scene = xr.DataArray(
         da.zeros((3, 1024, 1024), chunks=(3, 64, 64), dtype=np.float32), dims=("band", "y", "x")

@@ -85,14 +85,43 @@ class _Opaque:
         self.node = node
 
 
+def _list(*items):
+    return list(items)
+
+
+def _tuple(*items):
+    return items
+
+
+def _set(*items):
+    return set(items)
+
+
+#: The containers of results a task builds, by the type dask records.
+_MAKERS = {list: _list, tuple: _tuple, set: _set}
+
+
 def compact(graph: dict) -> dict:
     """``graph`` (task-spec nodes) as :class:`Node` objects, with the same
     keys, dependencies and results; the keys are ``graph``'s own objects,
     shared by every reference."""
     from dask._expr import ProhibitReuse
-    from dask._task_spec import Alias, DataNode, Dict, GraphNode, List, Set, Task, TaskRef, Tuple
+    from dask._task_spec import (
+        Alias,
+        DataNode,
+        Dict,
+        GraphNode,
+        List,
+        Set,
+        Task,
+        TaskRef,
+        Tuple,
+        _identity_cast,
+    )
 
     tasks = {Task, List, Tuple, Set, Dict}
+    containers = {List, Tuple, Set}
+    makers = {List.to_container, _identity_cast}
     canonical = {k: _fresh(k) for k in graph}
     refs: dict = {}
 
@@ -114,8 +143,13 @@ def compact(graph: dict) -> dict:
         if kind in tasks:
             if a.func is ProhibitReuse._identity and len(a.args) == 1 and not a.kwargs:
                 return body(a.args[0])  # the renaming's wrapper: its inner task
+            args = tuple(body(x) for x in a.args)
+            if len(a.kwargs) == 1:  # a list, tuple or set of results: no kwargs to hold
+                made = a.kwargs.get("constructor" if kind in containers else "typ")
+                if a.func in makers and made in _MAKERS:
+                    return _Call(_MAKERS[made], args, None)
             kwargs = {k: body(v) for k, v in a.kwargs.items()} or None
-            return _Call(a.func, tuple(body(x) for x in a.args), kwargs)
+            return _Call(a.func, args, kwargs)
         if isinstance(a, GraphNode):  # a kind of node compact does not know
             return _Opaque(a)
         return a
