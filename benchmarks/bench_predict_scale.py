@@ -13,7 +13,7 @@ same writer (numba's kernels, torch's and the thread pools' start-up: the
 above the warm base, as a share of the scene's bytes and per 4x pixels.
 
     python benchmarks/bench_predict_scale.py [--sizes 4096,8192,16384]
-        [--writer fns|xarray|cog] [--chunks 512] [--json out.json]
+        [--writer fns|xarray|cog] [--chunks 512] [--batch-size N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -69,12 +69,15 @@ def _write(pred, dst: str, writer: str) -> None:
         xflipnslide.to_cog(pred.assign_coords(grid).rio.write_crs("EPSG:32633"), dst)
 
 
-def run_one(size: int, T: int, src: str, dst: str, writer: str, chunks=None) -> dict:
+def run_one(
+    size: int, T: int, src: str, dst: str, writer: str, chunks=None, batch_size=None
+) -> dict:
     import dask
     import torch
     import xarray as xr
 
     import xflipnslide
+    from xflipnslide._core.predict import ModelRunner
 
     warnings.simplefilter("ignore", xflipnslide.XFlipNSlideWarning)
     torch.set_num_threads(1)  # the scheduler's threads run the model side by side
@@ -87,7 +90,7 @@ def run_one(size: int, T: int, src: str, dst: str, writer: str, chunks=None) -> 
     scene = xr.open_zarr(src)["image"]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # warm: kernels, pools
     start = time.perf_counter()
-    pred = scene.fns.predict(model, tile_size=T, classes=3, chunks=chunks)
+    pred = scene.fns.predict(model, tile_size=T, classes=3, chunks=chunks, batch_size=batch_size)
     _write(pred, dst, writer)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -96,6 +99,7 @@ def run_one(size: int, T: int, src: str, dst: str, writer: str, chunks=None) -> 
         "writer": writer,
         "blocks": int(pred.data.npartitions),
         "block": int(pred.data.chunks[-1][0]),
+        "batch_size": ModelRunner(model, batch_size).batch_size,
         "seconds": seconds,
         "peak": peak,
         "peak_above": peak - base,
@@ -111,6 +115,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--chunks", type=int, help="predict's output block side (default: predict's own)"
     )
+    p.add_argument("--batch-size", type=int, help="predict's batch_size (default: predict's own)")
     p.add_argument("--tmp", default=None, help="where the Zarr stores go (default: a temp dir)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
@@ -118,7 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.one:
-        one = run_one(args.one, args.tile_size, args.src, args.dst, args.writer, args.chunks)
+        one = run_one(
+            args.one, args.tile_size, args.src, args.dst, args.writer, args.chunks, args.batch_size
+        )
         print(json.dumps(one))
         return 0
     rows = []
@@ -141,6 +148,7 @@ def main(argv=None) -> int:
                     "--writer",
                     args.writer,
                     *(["--chunks", args.chunks] if args.chunks else []),
+                    *(["--batch-size", args.batch_size] if args.batch_size else []),
                 )
             )
             shutil.rmtree(src, ignore_errors=True)

@@ -178,18 +178,18 @@ def test_stream_threads_follow_the_rule_and_give_the_same_blend(scene, monkeypat
 def test_input_counts_are_exact_whether_or_not_the_scene_is_checked_first():
     import re
 
-    from xflipnslide._core.predict import _finite_scene
+    from xflipnslide._core.nonfinite import finite_scene
     from xflipnslide.plan import predict_plan
 
     rng = np.random.default_rng(4)
     f32 = rng.random((3, 90, 100)).astype(np.float32)
-    assert _finite_scene(f32) and _finite_scene(f32.astype(np.int16))
+    assert finite_scene(f32) and finite_scene(f32.astype(np.int16))
     big = f32.astype(np.float64)
     big[1, 40, 50] = 1e39  # finite in float64, infinite as the model's float32
-    assert not _finite_scene(big) and not _finite_scene(f32[:, ::2])
+    assert not finite_scene(big) and not finite_scene(f32[:, ::2])
     gap = f32.copy()
     gap[0, 3, 4] = np.nan
-    assert not _finite_scene(gap)
+    assert not finite_scene(gap)
     for x in (big, gap, gap[:, ::-1]):
         plan = predict_plan(x.shape[1:], 32, tta="d4")
         tiles = np.stack([_padded_window(x, plan, k) for k in range(len(plan))]).astype("f4")
@@ -202,3 +202,32 @@ def test_input_counts_are_exact_whether_or_not_the_scene_is_checked_first():
         (message,) = [str(w.message) for w in record if "scene values" in str(w.message)]
         assert message.startswith(expected)
         assert re.search(rf"\b{bad.sum()} values in all", message)
+
+
+def test_a_torch_module_on_the_cpu_runs_in_batches_of_eight_by_default():
+    """torch's CPU kernels take no less time per window in larger batches
+    and hold every window's activations: 8 windows a call there, 32 on an
+    accelerator or for any other callable, as given when given."""
+    seen: dict[str, list] = {"torch": [], "plain": []}
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            seen["torch"].append(len(x))
+            return x[:, :1] * 2
+
+    def plain(batch):
+        seen["plain"].append(len(batch))
+        return batch[:, :1] * 2
+
+    scene = xr.DataArray(np.ones((2, 160, 160), np.float32), dims=("band", "y", "x"))
+    a = scene.fns.predict(Net(), tile_size=32)  # 10 x 10 windows: 1 + ceil((160 - 30) / 16)
+    b = scene.fns.predict(plain, tile_size=32)
+    assert max(seen["torch"]) == 8 and sum(seen["torch"][1:]) == 100  # after the probe
+    assert max(seen["plain"]) == 32 and sum(seen["plain"][1:]) == 100
+    np.testing.assert_array_equal(a.values, b.values)
+    seen["torch"].clear()
+    scene.fns.predict(Net(), tile_size=32, batch_size=20, classes=1)
+    assert max(seen["torch"]) == 20
+    assert ModelRunner(Net(), device="cuda").batch_size == 32  # placed at the first call
+    assert ModelRunner(Net(), device="cpu").batch_size == 8
+    assert ModelRunner(plain, batch_size=3).batch_size == 3

@@ -86,7 +86,7 @@ def predict(
     stride: int | None = None,
     tta: Literal["d4"] | None = None,
     blend: Literal["mean", "hann", "distance", "spline"] = "hann",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: Any = None,
     precision: Literal["bf16", "fp16"] | None = None,
     dims: Sequence[Hashable] | None = None,
@@ -138,7 +138,11 @@ def predict(
         centre) or ``"spline"`` (Smoothly-Blend's second-order spline);
         formulas in :doc:`/inference`.
     batch_size
-        Windows per model call.
+        Windows per model call (views, with ``tta="d4"``). None: 8 for a
+        ``torch.nn.Module`` on the CPU (torch's CPU kernels take no less time
+        per window in larger batches, and hold every window's activations:
+        measured in :doc:`/performance`), 32 for a module on an accelerator
+        or any other callable.
     device
         torch device for a ``torch.nn.Module`` (e.g. ``"cuda"``: batches go
         through pinned host memory with non-blocking copies).
@@ -230,7 +234,8 @@ def predict(
         )
     if not callable(model):
         raise InvalidParameterError("model must be callable: a torch.nn.Module or a function")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
     classes, names = _check_classes(classes)
     min_valid = check_min_valid(min_valid)
     ydim, xdim = find_spatial_dims(scene, dims)

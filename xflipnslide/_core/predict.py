@@ -29,22 +29,21 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..errors import InvalidParameterError, NonFiniteWarning, warn
+from ..errors import InvalidParameterError
 from ..plan import TilePlan
 from . import graph as _graph
 from .blend import OverlapAdd
 from .blocks import strip_source, strips
 from .kernels import as_bits, gather_tiles
-from .kernels.tiles import count_non_finite, fold_views
+from .kernels.tiles import fold_views
+from .nonfinite import NonFiniteCounts, finite_scene
 from .tiling import tile_array
 
 __all__ = [
@@ -56,91 +55,15 @@ __all__ = [
     "window_starts",
 ]
 
+#: Windows per model call by default (a module on an accelerator, or any
+#: other callable), and for a torch module on the CPU, whose kernels take no
+#: less time per window in larger batches but hold every window's
+#: activations (and, for some shapes, switch to a slower path that holds
+#: several times more: see ``docs/performance.md``).
+BATCH, CPU_BATCH = 32, 8
+
 #: ``precision=`` values: torch autocast dtypes, or None (the model's own).
 PRECISIONS = {None: None, "bf16": "bfloat16", "fp16": "float16"}
-
-
-@dataclass
-class NonFiniteCounts:
-    """NaN or infinite values met while running a model: ``tiles`` run, how
-    many of them hold such values in the scene (``in_tiles``, ``in_values``)
-    and in the model's output (``out_tiles``, ``out_values``)."""
-
-    tiles: int = 0
-    in_tiles: int = 0
-    in_values: int = 0
-    out_tiles: int = 0
-    out_values: int = 0
-
-    def add(self, tiles: np.ndarray, out: np.ndarray, inputs: bool = True) -> None:
-        """Count one batch: model input ``tiles`` (unless ``inputs`` is False:
-        known finite) and its output ``out``."""
-        found = _non_finite(tiles) if inputs else (0, 0)
-        self.merge(NonFiniteCounts(len(tiles), *found, *_non_finite(out)))
-
-    def merge(self, other: NonFiniteCounts) -> None:
-        """Add ``other``'s counts to these."""
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
-
-    def warn(self, where: str = "") -> None:
-        """One :class:`NonFiniteWarning` per kind of value found, if any;
-        ``where`` says which tiles were counted."""
-        if self.in_values:
-            _emit(
-                f"{self.in_tiles} of the {self.tiles} tiles given to the model{where} hold NaN "
-                f"or infinite scene values, {self.in_values} values in all: the model sees "
-                "them as they are. Fill the gaps first (scene.fns.preprocess()), or expect NaN "
-                "in the prediction around them"
-            )
-        if self.out_values:
-            _emit(
-                f"the model returned NaN or infinite values for {self.out_tiles} of the "
-                f"{self.tiles} tiles{where}, {self.out_values} values in all: they enter the "
-                "blend, so the prediction is NaN or infinite at every pixel those tiles cover; "
-                "check the model and what it is given"
-            )
-
-
-def _non_finite(a: np.ndarray) -> tuple[int, int]:
-    """``(tiles, values)``: how many of ``a``'s tiles (first axis) hold NaN
-    or infinite values, and how many such values there are."""
-    if a.dtype.kind != "f":
-        return 0, 0
-    out = np.zeros(2, np.int64)
-    count_non_finite(np.ascontiguousarray(a).reshape((len(a), -1)), out)
-    return int(out[0]), int(out[1])
-
-
-def _finite_scene(x: np.ndarray) -> bool:
-    """Whether no tile of ``x`` can hold NaN or infinity as the model's
-    float32: integers and booleans, or a C-contiguous float32 scene found
-    finite in one pass (a quarter of what counting every window's tiles
-    reads at 50 % overlap, an eighth of that again under D4). Other scenes
-    (float64, whose large values overflow float32, float16, strided) are
-    counted tile by tile."""
-    if x.dtype.kind in "biu":
-        return True
-    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.size:
-        return False
-    return _non_finite(x.reshape((1, -1))) == (0, 0)
-
-
-def _emit(message: str) -> None:
-    """Warn where the user sees it: in this process (the threaded and
-    synchronous schedulers, numpy), and on the client too when running on a
-    ``dask.distributed`` worker."""
-    if "distributed" in sys.modules:  # not imported: certainly not a worker
-        import distributed
-
-        try:
-            distributed.get_worker()
-        except ValueError:
-            pass
-        else:
-            distributed.warn(message, NonFiniteWarning)
-            return
-    warn(message, NonFiniteWarning)
 
 
 _MODES_LOCK = threading.Lock()
@@ -191,9 +114,10 @@ class ModelRunner:
     """
 
     def __init__(
-        self, model, batch_size: int = 32, device=None, classes: int | None = None, precision=None
+        self, model, batch_size=None, device=None, classes: int | None = None, precision=None
     ):
-        self.model, self.batch_size, self.device = model, int(batch_size), device
+        self.model, self.device = model, device
+        self.batch_size = int(batch_size) if batch_size is not None else self.default_batch()
         self.classes, self.probed = classes, False
         if precision not in PRECISIONS:
             raise InvalidParameterError(
@@ -225,6 +149,11 @@ class ModelRunner:
             self.classes,
             self.precision,
         )
+
+    def default_batch(self) -> int:
+        """Windows per call where the caller gives none: :data:`CPU_BATCH`
+        for a torch module on the host CPU, :data:`BATCH` otherwise."""
+        return CPU_BATCH if self._is_torch() and not self.on_accelerator() else BATCH
 
     def _is_torch(self) -> bool:
         return type(self.model).__module__.startswith("torch") or any(
@@ -467,7 +396,7 @@ def predict_array(
     def blend(tiles: np.ndarray, g: int, h: int) -> None:
         acc.add(tiles, rows[g:h], cols[g:h], np.zeros(h - g, np.int8))
 
-    stream(runner, starts, plan.codes, gather, blend, not _finite_scene(x)).warn()
+    stream(runner, starts, plan.codes, gather, blend, not finite_scene(x)).warn()
     return acc.result(np.float32)
 
 

@@ -327,7 +327,12 @@ def _predict_options(pred: argparse.ArgumentParser) -> None:
     pred.add_argument(
         "--blend", choices=("mean", "hann", "distance", "spline"), default="hann", help="seams"
     )
-    pred.add_argument("--batch-size", type=_positive, default=32, help="windows per model call")
+    pred.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        help="windows per model call (default: 8 for a torch model on the CPU, else 32)",
+    )
     pred.add_argument("--labels", action="store_true", help="write argmax classes as uint8")
     pred.add_argument("--no-preprocess", action="store_true", help="feed the values as they are")
     _add_nodata(pred)
