@@ -36,7 +36,7 @@ The peers are optional: pytorch-toolbelt and geoai from the package index
 torchvision and the like), seamless_seg from ``../shared/peers``; a peer
 that cannot be imported is skipped with a line saying so.
 
-    python benchmarks/bench_predict_runner.py [--size 2048] [--baseline-src DIR]
+    python benchmarks/bench_predict_runner.py [--size 2048] [--batch 16] [--baseline-src DIR]
         [--peers toolbelt,seamless_seg,geoai] [--json out.json]
 """
 
@@ -293,6 +293,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--d4-size", type=int, default=1024, help="scene side of the D4 modes")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--batch", type=int, default=BATCH, help="windows per model call, every mode")
     p.add_argument("--baseline-src", help="also run the predict modes from this source tree")
     p.add_argument("--peers", default=",".join(PEERS_RUN), help="peers to run (comma list)")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -302,6 +303,8 @@ def main(argv=None) -> int:
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--json")
     args = p.parse_args(argv)
+    global BATCH
+    BATCH = args.batch
     if args.one:
         result = run_one(
             *(args.one, args.model, args.size, args.tile_size, args.tmp, args.device),
@@ -331,7 +334,7 @@ def main(argv=None) -> int:
                     one = (
                         *("--one", mode, "--model", model, "--size", size),
                         *("--tile-size", args.tile_size, "--tmp", tmp, "--device", device),
-                        *("--repeat", args.repeat),
+                        *("--repeat", args.repeat, "--batch", args.batch),
                     )
                     rows.append(run_fresh(__file__, *one))
                     if args.baseline_src and mode.startswith("predict"):
