@@ -285,24 +285,31 @@ def _flat(keys) -> list:
 
 def _group_runs(graph: dict, groups: list[list], finals: set) -> list[list]:
     """The tasks each group runs, each after its dependencies (depth first
-    from the group's anchors, in their order)."""
+    from the group's anchors, in their order), a task downstream of
+    anchors (a chunk's store) right after the last of them: a computed
+    chunk is written and freed at once, not held to its group's end."""
     order = _topological(graph, dependents(graph))
-    # Each task's group: the latest group of the anchors upstream of it.
+    # Each task's group and place: the latest group, and the latest anchor
+    # in the order of all groups, upstream of it.
     group: dict = {}
+    place: dict = {}
     for g, anchors in enumerate(groups):
         for a in anchors:
-            group[a] = g
+            group[a], place[a] = g, len(place)
     for k in order:
-        ups = [group[d] for d in graph[k].dependencies if d in group]
+        ups = [d for d in graph[k].dependencies if d in group]
         if ups and k not in group:
-            group[k] = max(ups)
+            group[k] = max(group[d] for d in ups)
+            place[k] = max(place[d] for d in ups)
     targets: list[list] = [list(anchors) for anchors in groups]
     anchored = {a for anchors in groups for a in anchors}
+    rank = {k: i for i, k in enumerate(order)}
     for k in order:
         if k in group and k not in anchored:
             targets[group[k]].append(k)
-        elif k not in group and k in finals:
-            targets[-1].append(k)
+    for tops in targets:
+        tops.sort(key=lambda k: (place[k], k not in anchored, rank[k]))
+    targets[-1].extend(k for k in order if k not in group and k in finals)
     done: set = set()
     return [_postorder(graph, tops, done) for tops in targets]
 
