@@ -393,3 +393,29 @@ def test_a_lazy_tile_graph_holds_a_few_bytes_per_tile():
     assert held / tiles.sizes["tile"] < 400, held / tiles.sizes["tile"]
     expect = xr.DataArray(scene.values, dims=scene.dims).fns.tile(64).values
     np.testing.assert_array_equal(tiles.isel(tile=slice(4000, 4100)).values, expect[4000:4100])
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_written_map_holds_a_few_output_blocks_not_a_row_of_them(tmp_path, scheduler):
+    """Each output block is stored right after it is computed: the blocks
+    held at once stay a few whatever the row's width (a whole row of 16
+    waited for its stores before)."""
+    scene = xr.DataArray(np.ones((2, 192, 1024), np.float32), dims=("band", "y", "x"))
+    pred = scene.chunk({"y": 64, "x": 64}).fns.predict(
+        lambda b: b[:, :1], tile_size=32, classes=1, chunks=64
+    )
+    most = []
+
+    class Blocks(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            held = [
+                k
+                for k in state["cache"]
+                if str(k[0] if isinstance(k, tuple) else k).startswith("fns-keyed-")
+            ]
+            most.append(len(held))
+
+    with dask.config.set(scheduler=scheduler, num_workers=2), Blocks():
+        path = xflipnslide.to_zarr(pred, tmp_path / "map.zarr")
+    assert len(pred.chunks[-1]) == 16 and max(most) <= 3, max(most)
+    np.testing.assert_array_equal(xr.open_zarr(path)[pred.name].values, np.ones((1, 192, 1024)))
