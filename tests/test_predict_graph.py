@@ -46,20 +46,28 @@ def test_each_block_depends_on_its_row_band_and_the_one_above(scene):
     graph = dict(pred.__dask_graph__())
     found = kinds(graph)
     ny, nx = len(pred.chunks[1]), len(pred.chunks[2])
-    # tasks per block constant: partial, three spills, an ordering token, the output
+    # tasks per block constant: partial, merged, two spills, an ordering token, the output
     assert {k: len(v) for k, v in found.items()} == {
-        k: ny * nx for k in ("partial", "spillright", "spilldown", "spilldiag", "done", "final")
+        k: ny * nx for k in ("partial", "merged", "spillright", "spilldown", "done", "final")
     }
     for key in found["final"]:
         i, j = key[2:]
-        parts = set()
-        for dep in deps_of(graph, key):
-            if "partial" in dep[0]:
-                parts.add(dep[1:])
-            else:  # a spill of a neighbour left, above or above left
-                assert "spill" in dep[0]
-                parts.update(d[1:] for d in deps_of(graph, dep))
-        assert parts <= {(i, j), (i, j - 1), (i - 1, j), (i - 1, j - 1)} and (i, j) in parts
+        spills = {(d[0].split("-")[2], *d[1:]) for d in deps_of(graph, key) if "spill" in d[0]}
+        merged = [d[1:] for d in deps_of(graph, key) if "merged" in d[0]]
+        # its merged sums, its own spills (an ordering), the down spill of the block above
+        assert merged == [(i, j)]
+        assert spills == {("spillright", i, j), ("spilldown", i, j)} | (
+            {("spilldown", i - 1, j)} if i else set()
+        )
+    for key in found["merged"]:
+        i, j = key[1:]
+        got = {(d[0].split("-")[2], *d[1:]) for d in deps_of(graph, key)}
+        assert got == {("partial", i, j)} | ({("spillright", i, j - 1)} if j else set())
+    for kind in ("spillright", "spilldown"):
+        for key in found[kind]:
+            assert {(d[0].split("-")[2], *d[1:]) for d in deps_of(graph, key)} == {
+                ("merged", *key[1:])
+            }
     for key in found["partial"]:
         i, j = key[1:]
         k = i * nx + j
@@ -96,8 +104,8 @@ def test_a_scheduler_holds_a_bounded_number_of_blocks(scene):
     with Count(), dask.config.set(scheduler="threads", num_workers=2):
         values = pred.values
     assert held["partial"] <= IN_FLIGHT + 1  # + the one that just finished
-    spills = held["spilldown"] + held["spilldiag"] + held["spillright"]
-    assert spills <= 3 * (nx + IN_FLIGHT + 2)
+    assert held["merged"] <= IN_FLIGHT + 1
+    assert held["spilldown"] <= nx + IN_FLIGHT + 2 and held["spillright"] <= IN_FLIGHT + 2
     expected = scene.fns.predict(Biased(), tile_size=T).values
     np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-6)
 
@@ -171,7 +179,9 @@ def test_a_spill_reaches_only_as_far_as_the_windows_of_its_block():
     -3 + 16 m (rows) and -2 + 16 m (columns); the last window of a 64-px
     block row starts 3 px before its end (61, 125, ...) and ends 29 px past
     it, of a block column 30 px: the strips a block hands on are 29 rows
-    and 30 columns (``T - 1`` = 31 before), the last short block's whole."""
+    and 30 columns (``T - 1`` = 31 before), the last short block's whole;
+    the right one spans the sums' height (64 + 29 rows: the corner below
+    right travels on through the next block's down spill)."""
     data = np.zeros((2, 330, 300), np.float32)
     pred = xr.DataArray(data, dims=("band", "y", "x")).chunk({"y": 64, "x": 64})
     pred = pred.fns.predict(Biased(), tile_size=T, chunks=BLOCK)
@@ -183,7 +193,7 @@ def test_a_spill_reaches_only_as_far_as_the_windows_of_its_block():
             ys, xs = graph[key][2:4]
             spans[(kind, *key[1:])] = (ys.stop - ys.start, xs.stop - xs.start)
     assert spans["spilldown", 0, 0] == (29, 64) and spans["spilldown", 1, 2] == (29, 64)
-    assert spans["spillright", 0, 0] == (64, 30) and spans["spillright", 3, 1] == (64, 30)
+    assert spans["spillright", 0, 0] == (93, 30) and spans["spillright", 3, 1] == (93, 30)
     assert spans["spilldown", 4, 0][0] == 10  # into the last block, 10 rows
     np.testing.assert_allclose(
         pred.values,

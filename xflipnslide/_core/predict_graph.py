@@ -7,13 +7,18 @@ windows need, runs the model on them part by part (:func:`.predict.stream`:
 gather, model, views averaged, overlap-add), and holds the weighted sums
 over the block and the rows and columns its windows reach past it (at
 most ``T - 1``; ``T - r`` on predict's regular grid, ``r`` the gap from a
-block's last window origin to its end). Three small tasks cut what spills into the neighbours (right, below,
-below right) out of it; the block's *final* task adds the spills of the
-blocks left, above and above left to its own sums and divides by the
-summed weights. So every window runs once, a block's output depends only
-on its own row band of blocks and the one above, no model output outlives
-its block's task, and what waits between two rows of blocks is one strip
-at most ``T - 1`` pixels high (the spills, float32 means and weights), not the
+block's last window origin to its end). Its *merged* task adds what
+its left neighbour spills into it (its *right* spill: the columns its
+windows reach past it, over the full height of its sums) into those
+sums, in place, so that a corner reached from the block above left
+travels on in the block above's *down* spill instead of waiting a whole
+row on its own; two small tasks cut what spills right and below out of
+the merged sums (float32 means and weights); the block's *final* task
+adds the down spill of the block above to its own sums and divides by
+the summed weights. So every window runs once, a block's output depends
+only on its own row band of blocks and the one above, no model output
+outlives its block's task, and what waits between two rows of blocks is
+one strip at most ``T - 1`` pixels high, not the
 model outputs. Odd rows of blocks read an independent copy of the input
 graph (:func:`.graph.independent_copy`), so the input chunks two rows of
 blocks share are read (or computed) twice rather than held across the
@@ -154,18 +159,33 @@ def _piece(partial, ys: slice, xs: slice):
     return mean, wsum.astype(np.float32)
 
 
-def _final(partial, spills: list, shape: tuple[int, int], cut=None) -> np.ndarray:
-    """Task body: a block's own sums plus its neighbours' spills, divided
-    by the summed weights (NaN where no window), as float32 (``cut``: its
-    own spills, unused: waiting for them frees ``partial`` with it)."""
+def _add(acc: np.ndarray, wsum: np.ndarray, piece) -> None:
+    """Add a spill ``(mean, weight)`` into the top left of ``acc``, ``wsum``."""
+    mean, weight = piece
+    a, b = weight.shape
+    acc[:, :a, :b] += np.multiply(mean, weight, dtype=np.float64)
+    wsum[:a, :b] += weight
+
+
+def _merge(partial, piece):
+    """Task body: ``partial``'s sums with the left neighbour's right spill
+    ``piece`` (None: none) added, in place: this task is the partial's
+    only reader, and nothing drops and recomputes either (a
+    ``fns-predict`` key, :func:`.graph.costly`)."""
+    if piece is not None:
+        _add(partial[0], partial[1], piece)
+    return partial
+
+
+def _final(merged, above, shape: tuple[int, int], cut=None) -> np.ndarray:
+    """Task body: a block's merged sums plus the down spill of the block
+    above (None: none), divided by the summed weights (NaN where no
+    window), as float32 (``cut``: its own spills, unused: waiting for them
+    frees the sums with it)."""
     h, w = shape
-    acc, wsum = partial[0][:, :h, :w].copy(), partial[1][:h, :w].copy()
-    for piece in spills:
-        if piece is not None:
-            mean, weight = piece
-            a, b = weight.shape
-            acc[:, :a, :b] += np.multiply(mean, weight, dtype=np.float64)
-            wsum[:a, :b] += weight
+    acc, wsum = merged[0][:, :h, :w].copy(), merged[1][:h, :w].copy()
+    if above is not None:
+        _add(acc, wsum, above)
     normalize_weights(acc, wsum)
     return acc.astype(np.float32)
 
@@ -234,7 +254,8 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
     model_key = f"fns-model-{tokenize(runner)}"
     token = tokenize(x, plan, model_key, weight, chunks)
     name, pname = f"fns-predict-{token}", f"fns-predict-partial-{token}"
-    spill = {d: f"fns-predict-spill{d}-{token}" for d in ("right", "down", "diag")}
+    mname = f"fns-predict-merged-{token}"
+    spill = {d: f"fns-predict-spill{d}-{token}" for d in ("right", "down")}
     done, lag = f"fns-predict-done-{token}", IN_FLIGHT
     dsk: dict = {model_key: runner}  # one key: a cluster ships the model once per worker
     ny, nx = len(chunks[0]), len(chunks[1])
@@ -258,20 +279,14 @@ def predict_dask(x, plan: TilePlan, runner: ModelRunner, weight, classes: int, c
             k = i * nx + j
             after = (done, k - lag) if k >= lag else None
             dsk[(pname, i, j)] = (_partial, nested, spec, model_key, weight, classes, after)
+            left = (spill["right"], i, j - 1) if j else None
+            dsk[(mname, i, j)] = (_merge, (pname, i, j), left)
             h, w = y1 - y0, x1 - x0
-            cuts = {
-                "right": (slice(0, h), slice(w, pw)),
-                "down": (slice(h, ph), slice(0, w)),
-                "diag": (slice(h, ph), slice(w, pw)),
-            }
+            cuts = {"right": (slice(0, ph), slice(w, pw)), "down": (slice(h, ph), slice(0, w))}
             for d, (ys, xs) in cuts.items():
-                dsk[(spill[d], i, j)] = (_piece, (pname, i, j), ys, xs)
-            near = [
-                (spill["right"], i, j - 1) if j else None,
-                (spill["down"], i - 1, j) if i else None,
-                (spill["diag"], i - 1, j - 1) if i and j else None,
-            ]
+                dsk[(spill[d], i, j)] = (_piece, (mname, i, j), ys, xs)
+            above = (spill["down"], i - 1, j) if i else None
             own = [(spill[d], i, j) for d in cuts]
-            dsk[(name, 0, i, j)] = (_final, (pname, i, j), near, (h, w), own)
+            dsk[(name, 0, i, j)] = (_final, (mname, i, j), above, (h, w), own)
             dsk[(done, k)] = (_done, (name, 0, i, j))
     return _graph.array(name, dsk, ((classes,), *chunks), np.float32, sources)
