@@ -287,6 +287,7 @@ def baseline(src: str, one: tuple) -> dict:
 
 
 def main(argv=None) -> int:
+    global BATCH
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--tile-size", type=int, default=256)
@@ -303,7 +304,6 @@ def main(argv=None) -> int:
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    global BATCH
     BATCH = args.batch
     if args.one:
         result = run_one(
