@@ -102,9 +102,10 @@ _MAKERS = {list: _list, tuple: _tuple, set: _set}
 
 
 def compact(graph: dict) -> dict:
-    """``graph`` (task-spec nodes) as :class:`Node` objects, with the same
-    keys, dependencies and results; the keys are ``graph``'s own objects,
-    shared by every reference."""
+    """``graph`` (task-spec nodes) as :class:`Node` objects, with equal keys,
+    the same dependencies and results; the keys are fresh copies
+    (:func:`_fresh`), one object per key shared by every reference to it,
+    so nothing of ``graph`` is kept alive."""
     from dask._expr import ProhibitReuse
     from dask._task_spec import (
         Alias,
